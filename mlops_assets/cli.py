@@ -1,0 +1,95 @@
+"""The console entry point: ``mlops-assets <verb>``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from mlops_assets.config import PROJECT_ROOT, Paths, default_home, load_contract
+
+
+def _setup(args) -> tuple[Path, str]:
+    from mlops_assets.orchestration import ensure_dagster_home
+
+    home = Path(args.home).resolve() if args.home else default_home()
+    os.environ["MLOPS_HOME"] = str(home)
+    os.environ["MLOPS_CONTRACT"] = args.contract
+    ensure_dagster_home(home / "dagster")
+    return home, args.contract
+
+
+def cmd_land(args) -> int:
+    from mlops_assets.lib import data
+
+    home, contract_name = _setup(args)
+    contract = load_contract(contract_name)
+    paths = data.land_batches(contract, Paths(home).landing, args.first, args.last)
+    for p in paths:
+        print(f"landed {p}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Land the first periods, ingest them through the landing sensor's logic, and build the
+    dataset, features and EDA report on the real instance under DAGSTER_HOME."""
+    import dagster as dg
+
+    from mlops_assets import orchestration
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.lib import data
+
+    started = time.perf_counter()
+    home, contract_name = _setup(args)
+    contract = load_contract(contract_name)
+    landed = data.land_batches(contract, Paths(home).landing, 0, args.periods)
+    print(f"landed {len(landed)} batches of {contract.title} in {Paths(home).landing}")
+    defs = build_definitions(str(home), contract_name)
+    with dg.DagsterInstance.get() as instance:
+        result = orchestration.tick_landing_sensor(defs, instance)
+        outcomes = orchestration.run_requests(defs, instance, result)
+        failed = [o.run_id for o in outcomes if not o.success]
+        print(f"ingested {len(outcomes)} batches ({len(failed)} failed)")
+        if result.skip_reason:
+            print(f"sensor: {result.skip_reason.skip_message}")
+        build = orchestration.run_job(defs, instance, "build_dataset")
+        print(f"dataset, features and EDA report: {'ok' if build.success else 'FAILED'}")
+    print(f"done in {time.perf_counter() - started:.1f} s; open the UI with: make ui")
+    return 0 if build.success and not failed else 1
+
+
+def cmd_ui(args) -> int:
+    home, _ = _setup(args)
+    cmd = ["dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", args.host]
+    if args.port:
+        cmd += ["-p", str(args.port)]
+    os.chdir(PROJECT_ROOT)
+    os.execvp(cmd[0], cmd)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
+    parser.add_argument("--home", help="project home (default: $MLOPS_HOME or ./var)")
+    parser.add_argument("--contract", default=os.environ.get("MLOPS_CONTRACT", "bank"),
+                        help="dataset contract: bundled name or YAML path (default: bank)")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    demo = sub.add_parser("demo", help="land the first periods and run the pipeline on them")
+    demo.add_argument("--periods", type=int, default=12, help="how many periods to land")
+    demo.set_defaults(func=cmd_demo)
+    land = sub.add_parser("land", help="land batches of the bundled dataset (by position)")
+    land.add_argument("--first", type=int, default=0)
+    land.add_argument("--last", type=int, default=None)
+    land.set_defaults(func=cmd_land)
+    ui = sub.add_parser("ui", help="start `dagster dev` on this project's instance")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=None)
+    ui.set_defaults(func=cmd_ui)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The code location: every stage's definitions merged, plus the global resources."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from mlops_assets.config import Paths, default_home
+from mlops_assets.defs.dataset import assets as dataset
+from mlops_assets.defs.dataset import reports
+from mlops_assets.defs.features import assets as features
+from mlops_assets.defs.ingestion import assets as ingestion
+from mlops_assets.defs.ingestion import sensors as ingestion_sensors
+from mlops_assets.defs.resources import ParquetIOManager, ProjectResource
+
+dataset_job = dg.define_asset_job(
+    "build_dataset",
+    selection=dg.AssetSelection.groups("dataset", "features"),
+    description="Seal the split over every valid batch, build features and the EDA report.",
+)
+
+
+def build_definitions(home: str | None = None, contract: str | None = None) -> dg.Definitions:
+    """Definitions for a project home and dataset contract (defaults: $MLOPS_HOME or ./var,
+    and $MLOPS_CONTRACT or bank)."""
+    home = str(home or default_home())
+    contract = contract or os.environ.get("MLOPS_CONTRACT", "bank")
+    return dg.Definitions(
+        assets=[
+            ingestion.raw_batch,
+            dataset.validate_batch,
+            dataset.sealed_split,
+            reports.eda_report,
+            features.train_features,
+            features.validation_features,
+            features.test_features,
+        ],
+        asset_checks=[
+            ingestion.raw_batch_schema,
+            dataset.invalid_fraction_below_limit,
+            dataset.test_set_is_sealed,
+            *features.feature_checks,
+        ],
+        jobs=[ingestion_sensors.ingest_job, dataset_job],
+        sensors=[ingestion_sensors.landing_sensor],
+        resources={
+            "project": ProjectResource(home=home, contract_name=contract),
+            "io_manager": ParquetIOManager(base_dir=str(Paths(home).storage)),
+        },
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

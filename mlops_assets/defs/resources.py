@@ -1,0 +1,66 @@
+"""Resources shared by every stage: the project (home + contract) and the parquet IO manager."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from mlops_assets.config import DatasetContract, Paths, load_contract
+from mlops_assets.lib import io
+
+# Every arriving batch is one partition. Sensors add keys; nothing else does.
+batches = dg.DynamicPartitionsDefinition(name="batches")
+
+
+class ProjectResource(dg.ConfigurableResource):
+    """Where the pipeline keeps its state, and which dataset contract it runs."""
+
+    home: str
+    contract_name: str = "bank"
+
+    def contract(self) -> DatasetContract:
+        return load_contract(self.contract_name)
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.home)
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Data frames as parquet under ``base_dir/<asset key>/<partition>.parquet``, written
+    atomically. An unpartitioned asset reading a partitioned one gets ``{partition: frame}``
+    for the partitions that exist (a batch rejected by a blocking check has none)."""
+
+    base_dir: str
+
+    def _path(self, key: dg.AssetKey, partition: str | None) -> Path:
+        base = Path(self.base_dir).joinpath(*key.path)
+        return base / f"{partition}.parquet" if partition is not None else base.with_suffix(
+            ".parquet"
+        )
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        if obj is None:
+            return
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        io.write_parquet(self._path(context.asset_key, partition), obj)
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict[str, pd.DataFrame]:
+        key = context.asset_key
+        if not context.has_asset_partitions:
+            return pd.read_parquet(self._path(key, None))
+        if context.has_partition_key and context.asset_partition_keys == [
+            context.partition_key
+        ]:
+            return pd.read_parquet(self._path(key, context.partition_key))
+        frames = {}
+        for partition in context.asset_partition_keys:
+            path = self._path(key, partition)
+            if path.is_file():
+                frames[partition] = pd.read_parquet(path)
+        missing = sorted(set(context.asset_partition_keys) - set(frames))
+        if missing:
+            context.log.warning(f"{key.to_user_string()}: no stored data for {missing}")
+        return frames

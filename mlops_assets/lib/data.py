@@ -1,0 +1,301 @@
+"""Reading, cutting, parsing and validating batches of a dataset described by a contract."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from mlops_assets.config import (
+    BATCH,
+    DATA_DIR,
+    PERIOD,
+    ROW_KEY,
+    TARGET,
+    DatasetContract,
+)
+from mlops_assets.lib import io
+from mlops_assets.schemas import clean_schema
+
+MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+BATCH_SUFFIX = ".csv"
+
+
+class BatchError(ValueError):
+    """A landed batch cannot be read at all; the message names the file and the problem."""
+
+
+# --- the bundled source, cut into batches -------------------------------------------------
+
+
+def read_source(contract: DatasetContract, data_dir: Path = DATA_DIR) -> pd.DataFrame:
+    """The contract's source files as one frame of text, in file order."""
+    frames = []
+    for path in contract.source_paths(data_dir):
+        if not path.is_file():
+            raise FileNotFoundError(f"source file {path} of dataset {contract.name!r} not found")
+        frames.append(
+            pd.read_csv(
+                path,
+                sep=contract.source.separator,
+                header=0 if contract.source.header else None,
+                names=None if contract.source.header else contract.source.column_names,
+                comment=contract.source.comment,
+                dtype=str,
+                keep_default_na=False,
+                skipinitialspace=True,
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def assign_periods(df: pd.DataFrame, contract: DatasetContract) -> pd.Series:
+    """The period (batch id) of each row of the source, e.g. ``2008-05`` or ``b0003``."""
+    spec = contract.period
+    if spec.kind == "row_chunks":
+        chunk = np.arange(len(df)) // spec.rows_per_batch
+        return pd.Series([f"b{i + 1:04d}" for i in chunk], index=df.index)
+    months = df[spec.month_column].str.lower().map({m: i + 1 for i, m in enumerate(MONTHS)})
+    if months.isna().any():
+        bad = df.loc[months.isna(), spec.month_column].iloc[0]
+        raise ValueError(f"column {spec.month_column!r}: {bad!r} is not a month abbreviation")
+    # Rows are in date order: each time the month goes back, a new year starts.
+    wraps = (months.diff() < 0).cumsum()
+    years = spec.start_year + wraps
+    return years.astype(str) + "-" + months.astype(int).map("{:02d}".format)
+
+
+def source_batches(
+    contract: DatasetContract, data_dir: Path = DATA_DIR
+) -> dict[str, pd.DataFrame]:
+    """The source cut into its batches, in time order: ``{batch_id: rows as text}``."""
+    df = read_source(contract, data_dir)
+    periods = assign_periods(df, contract)
+    return {key: part.reset_index(drop=True) for key, part in df.groupby(periods, sort=True)}
+
+
+def write_batch(df: pd.DataFrame, landing_dir: Path, batch_id: str, sep: str) -> Path:
+    """Land one batch file atomically, so a watcher never sees half a file."""
+    target = Path(landing_dir) / f"{batch_id}{BATCH_SUFFIX}"
+    return io.write_with(target, lambda tmp: df.to_csv(tmp, sep=sep, index=False))
+
+
+def land_batches(
+    contract: DatasetContract,
+    landing_dir: Path,
+    first: int = 0,
+    last: int | None = None,
+    data_dir: Path = DATA_DIR,
+) -> list[Path]:
+    """Land batches ``first`` to ``last`` (exclusive, in time order) of the bundled source."""
+    batches = list(source_batches(contract, data_dir).items())[first:last]
+    return [write_batch(df, landing_dir, key, contract.source.separator) for key, df in batches]
+
+
+# --- one landed batch ---------------------------------------------------------------------
+
+
+def read_batch(path: Path, contract: DatasetContract) -> pd.DataFrame:
+    """A landed batch file as text, exactly as written. An empty file gives an empty frame."""
+    path = Path(path)
+    if not path.is_file():
+        raise BatchError(f"batch file {path} does not exist")
+    if path.stat().st_size == 0:
+        return pd.DataFrame()
+    try:
+        df = pd.read_csv(
+            path,
+            sep=contract.source.separator,
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise BatchError(f"batch file {path} cannot be parsed as CSV: {err}") from err
+    return df.apply(lambda s: s.str.strip())
+
+
+def null_fractions(raw: pd.DataFrame, contract: DatasetContract) -> dict[str, float]:
+    """Share of missing values (empty or a missing token) per column of a text batch."""
+    if raw.empty:
+        return {}
+    missing = {"", *contract.missing_tokens}
+    return {c: round(float(raw[c].isin(missing).mean()), 4) for c in raw.columns}
+
+
+def row_keys(batch_id: str, n: int) -> pd.Series:
+    """Stable row keys: the batch id and the row's position in its immutable batch file."""
+    return pd.Series([f"{batch_id}:{i:06d}" for i in range(n)], dtype=object)
+
+
+def _hash_pii(values: pd.Series, salt: str) -> pd.Series:
+    return values.map(lambda v: hashlib.sha256(f"{salt}:{v}".encode()).hexdigest()[:16])
+
+
+@dataclass(frozen=True)
+class ParsedBatch:
+    rows: pd.DataFrame  # typed, every row of the batch, meta columns added
+    cell_errors: pd.DataFrame  # index, column, reason: values that did not parse
+
+
+def parse_batch(raw: pd.DataFrame, contract: DatasetContract, batch_id: str) -> ParsedBatch:
+    """Type a text batch by the contract: missing tokens become NA, numbers parse, the target
+    becomes 0/1, leakage columns go, PII is hashed or dropped, meta columns are added.
+
+    Values that do not parse are recorded (not dropped) so the rows can be quarantined.
+    """
+    missing = {"", *contract.missing_tokens}
+    text = raw.reset_index(drop=True)
+    out = pd.DataFrame(index=text.index)
+    errors: list[tuple[int, str, str]] = []
+    out[ROW_KEY] = row_keys(batch_id, len(text))
+    out[BATCH] = batch_id
+    out[PERIOD] = batch_id
+    labels = text[contract.target.column]
+    mapping = {v: 1 for v in contract.target.positive} | {v: 0 for v in contract.target.negative}
+    target = labels.map(mapping).astype("Int8")
+    for i in np.flatnonzero(target.isna().to_numpy()):
+        value = labels.iat[i]
+        what = "missing label" if value in missing else f"unknown label {value!r}"
+        errors.append((int(i), TARGET, f"{contract.target.column}: {what}"))
+    out[TARGET] = target
+    for name in contract.categorical:
+        out[name] = text[name].where(~text[name].isin(missing), None).astype(object)
+    for name in contract.numeric:
+        col = text[name].where(~text[name].isin(missing), None)
+        parsed = pd.to_numeric(col, errors="coerce").astype("float64")
+        for i in np.flatnonzero((parsed.isna() & col.notna()).to_numpy()):
+            errors.append((int(i), name, f"{name}: not a number {col.iat[i]!r}"))
+        out[name] = parsed
+    for name, action in contract.pii_columns.items():
+        if action == "hash":
+            out[name] = _hash_pii(text[name], contract.name)
+    return ParsedBatch(out, pd.DataFrame(errors, columns=["index", "column", "reason"]))
+
+
+def _reason(row: dict) -> str:
+    check = str(row["check"])
+    value = row["failure_case"]
+    if check.startswith("in_range"):
+        return f"{row['column']}: out of range {check[len('in_range'):]} (value {value!r})"
+    if check.startswith("isin"):
+        return f"{row['column']}: unseen category {value!r}"
+    if check == "not_nullable":
+        return f"{row['column']}: missing required value"
+    if check == "field_uniqueness":
+        return f"{row['column']}: duplicate key {value!r}"
+    return f"{row['column']}: failed {check} (value {value!r})"
+
+
+@dataclass(frozen=True)
+class ValidatedBatch:
+    valid: pd.DataFrame
+    quarantined: pd.DataFrame  # the invalid rows with a `reason` column
+
+    @property
+    def invalid_fraction(self) -> float:
+        total = len(self.valid) + len(self.quarantined)
+        return len(self.quarantined) / total if total else 0.0
+
+    def reasons_by_column(self) -> pd.DataFrame:
+        """How many quarantined rows each column caused."""
+        if self.quarantined.empty:
+            return pd.DataFrame({"column": [], "rows": []})
+        reasons = self.quarantined["reason"].str.split("; ").explode()
+        counts = reasons.str.split(":").str[0].value_counts()
+        return counts.rename_axis("column").reset_index(name="rows")
+
+
+def validate_rows(parsed: ParsedBatch, contract: DatasetContract) -> ValidatedBatch:
+    """Split a typed batch into valid rows and quarantined rows, each with every reason."""
+    rows = parsed.rows
+    schema = clean_schema(contract)
+    reasons: dict[int, list[str]] = {}
+    seen: set[tuple[int, str]] = set()
+    for r in parsed.cell_errors.itertuples(index=False):
+        seen.add((r.index, r.column))
+        reasons.setdefault(r.index, []).append(r.reason)
+    try:
+        schema.validate(rows, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        cases = err.failure_cases
+        table_level = cases[cases["index"].isna()]
+        if len(table_level):
+            raise BatchError(
+                f"{schema.name} fails on the whole table: "
+                f"{table_level[['column', 'check']].to_dict('records')}"
+            ) from err
+        for rec in cases.to_dict("records"):
+            key = (int(rec["index"]), str(rec["column"]))
+            if key in seen:  # a value that did not parse is reported once, as such
+                continue
+            seen.add(key)
+            reasons.setdefault(key[0], []).append(_reason(rec))
+    bad = np.zeros(len(rows), dtype=bool)
+    bad[list(reasons)] = True
+    quarantined = rows[bad].copy()
+    quarantined["reason"] = ["; ".join(reasons[i]) for i in np.flatnonzero(bad)]
+    return ValidatedBatch(rows[~bad].reset_index(drop=True), quarantined.reset_index(drop=True))
+
+
+def backup_batch(path: Path, backup_dir: Path, batch_id: str, sha256: str) -> Path:
+    """Keep an immutable copy of a landed file, named by its content hash. Written once:
+    a second landing of the same content reuses it, new content gets a new file."""
+    target = Path(backup_dir) / batch_id / f"{sha256}{Path(path).suffix}"
+    if not target.exists():
+        io.copy_file(path, target)
+        target.chmod(0o444)
+    return target
+
+
+def batch_profile(raw: pd.DataFrame, contract: DatasetContract, batch_id: str) -> dict:
+    """What the UI shows of a landed batch: size, time range and missing values."""
+    return {
+        "rows": len(raw),
+        "columns": len(raw.columns),
+        "period_start": batch_id,
+        "period_end": batch_id,
+        "null_fractions": null_fractions(raw, contract),
+    }
+
+
+# --- what the landing directory holds that is not ingested yet ----------------------------
+
+
+@dataclass(frozen=True)
+class LandingPlan:
+    to_ingest: dict[str, str]  # batch id -> content hash
+    skipped: dict[str, str]  # file name -> why it is not ingested
+
+
+def plan_ingestion(landed: dict[str, str], ingested: dict[str, str]) -> LandingPlan:
+    """Decide which landed batches to ingest. ``landed`` and ``ingested`` map batch id to
+    content hash. A batch is ingested once per content: the same file landed again, or the
+    same content under another name, is skipped with the reason."""
+    by_hash = {sha: batch for batch, sha in ingested.items()}
+    to_ingest: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for batch, sha in sorted(landed.items()):
+        if ingested.get(batch) == sha:
+            skipped[batch] = "already ingested with this content"
+        elif sha in by_hash:
+            skipped[batch] = f"same content as batch {by_hash[sha]!r}, already ingested"
+        else:
+            to_ingest[batch] = sha
+            by_hash[sha] = batch
+    return LandingPlan(to_ingest, skipped)
+
+
+def landed_files(landing_dir: Path) -> dict[str, Path]:
+    """Batch files in the landing directory by batch id (temporary files are ignored)."""
+    if not Path(landing_dir).is_dir():
+        return {}
+    return {
+        p.name[: -len(BATCH_SUFFIX)]: p
+        for p in sorted(Path(landing_dir).glob(f"*{BATCH_SUFFIX}"))
+        if not p.name.startswith(".")
+    }

@@ -1,0 +1,100 @@
+"""Pandera schemas, one per stage, generated from the dataset contract.
+
+They are built from the contract (rather than written as ``DataFrameModel`` classes) so that a
+new dataset needs a new YAML file and no code. ``raw_schema`` judges a landed batch as a whole
+(columns present, types parseable, not empty); ``clean_schema`` judges each row (domains,
+categories, required values) and its failures become the quarantine's reasons;
+``feature_schema`` guards what the model is trained on and served with.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+
+from mlops_assets.config import BATCH, PERIOD, ROW_KEY, SPLIT, SPLITS, TARGET, DatasetContract
+
+
+def _parseable_share(series: pd.Series, missing: set[str]) -> float:
+    present = series[~series.isin(missing) & (series != "")]
+    if present.empty:
+        return 1.0
+    return float(pd.to_numeric(present, errors="coerce").notna().mean())
+
+
+def raw_schema(contract: DatasetContract) -> pa.DataFrameSchema:
+    """A landed batch, all values still text: every expected column present, numbers parse."""
+    missing = set(contract.missing_tokens)
+    min_share = 1.0 - contract.max_invalid_fraction
+    columns = {
+        name: pa.Column(str, required=True, nullable=False) for name in contract.expected_columns
+    }
+    for name in contract.numeric:
+        columns[name] = pa.Column(
+            str,
+            nullable=False,
+            checks=pa.Check(
+                lambda s, m=missing, k=min_share: _parseable_share(s, m) >= k,
+                element_wise=False,
+                name="numeric_type",
+                error=f"at most {contract.max_invalid_fraction:.0%} of values may be non-numeric",
+            ),
+        )
+    return pa.DataFrameSchema(
+        columns,
+        checks=pa.Check(lambda df: len(df) > 0, name="not_empty", error="batch has no rows"),
+        strict=False,
+        name=f"{contract.name}_raw",
+    )
+
+
+def clean_schema(contract: DatasetContract) -> pa.DataFrameSchema:
+    """One typed, validated row: domains, categories and required values from the contract."""
+    columns: dict[str, pa.Column] = {
+        ROW_KEY: pa.Column(str, unique=True),
+        BATCH: pa.Column(str),
+        PERIOD: pa.Column(str),
+        TARGET: pa.Column("Int8", pa.Check.isin([0, 1])),
+    }
+    for name, spec in contract.categorical.items():
+        columns[name] = pa.Column(object, pa.Check.isin(spec.categories), nullable=spec.nullable)
+    for name, spec in contract.numeric.items():
+        columns[name] = pa.Column(
+            "float64", pa.Check.in_range(spec.min, spec.max), nullable=spec.nullable
+        )
+    return pa.DataFrameSchema(columns, strict=True, name=f"{contract.name}_clean")
+
+
+def split_schema(contract: DatasetContract) -> pa.DataFrameSchema:
+    """A clean row with its sealed split assignment."""
+    schema = clean_schema(contract)
+    return schema.add_columns({SPLIT: pa.Column(str, pa.Check.isin(list(SPLITS)))})
+
+
+def feature_schema(contract: DatasetContract) -> pa.DataFrameSchema:
+    """What the model sees: categories with the contract's fixed order, numbers as float."""
+    columns: dict[str, pa.Column] = {}
+    for name, spec in contract.categorical.items():
+        columns[name] = pa.Column(
+            pd.CategoricalDtype(spec.categories, ordered=False), nullable=True
+        )
+    for name, spec in contract.numeric.items():
+        columns[name] = pa.Column("float64", pa.Check.in_range(spec.min, spec.max), nullable=True)
+    return pa.DataFrameSchema(columns, strict=True, ordered=True, name=f"{contract.name}_features")
+
+
+def failure_cases(schema: pa.DataFrameSchema, df: pd.DataFrame) -> pd.DataFrame:
+    """All of Pandera's failure cases (lazy validation) as a small text table; empty if valid."""
+    columns = ["column", "check", "failure_case", "index"]
+    try:
+        schema.validate(df, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        return err.failure_cases[columns].astype(str)
+    return pd.DataFrame(columns=columns)
+
+
+def summarize_failures(failures: pd.DataFrame, limit: int = 10) -> str:
+    """One line naming each failing (column, check) pair, for a check's description."""
+    pairs = list(dict.fromkeys(zip(failures["column"], failures["check"], strict=True)))
+    text = "; ".join(f"{col}: {check}" for col, check in pairs[:limit])
+    return text + (f" (+{len(pairs) - limit} more)" if len(pairs) > limit else "")
