@@ -1,0 +1,39 @@
+# Two commands on a fresh machine (Python 3.11 + pip): `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export MLOPS_HOME ?= $(CURDIR)/var
+export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
+
+.PHONY: setup demo test test-fast lint ui clean
+
+# The lock file pins every package; uv installs it in seconds where pip takes minutes.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup  ## set up, land the first 12 Bank periods and run the pipeline on them
+	$(BIN)/mlops-assets demo
+
+test: setup lint  ## set up and run every test (unit, assets, real servers)
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not integration"
+
+lint: setup
+	$(BIN)/ruff check .
+
+ui: setup  ## the Dagster UI on http://127.0.0.1:3000 with this project's instance
+	$(BIN)/mlops-assets ui
+
+lock:  ## re-resolve the lock file from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf var

@@ -1,0 +1,79 @@
+"""Shared fixtures: a throwaway project home with a real SQLite Dagster instance in it."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from mlops_assets import orchestration
+from mlops_assets.config import DatasetContract, Paths, load_contract
+from mlops_assets.definitions import build_definitions
+from mlops_assets.lib import data
+
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+
+@dataclass
+class Project:
+    home: Path
+    contract: DatasetContract
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    cursor: str | None = None  # the landing sensor's cursor, kept between ticks as the daemon does
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.home)
+
+    def land(self, batch_id: str, df: pd.DataFrame) -> Path:
+        return data.write_batch(df, self.paths.landing, batch_id, self.contract.source.separator)
+
+    def ingest(self) -> tuple[dg.SensorResult, list[dg.ExecuteInProcessResult]]:
+        """One tick of the landing sensor and the runs it asks for, on the real instance."""
+        result = orchestration.tick_landing_sensor(self.defs, self.instance, self.cursor)
+        self.cursor = result.cursor
+        return result, orchestration.run_requests(self.defs, self.instance, result)
+
+    def build_dataset(self) -> dg.ExecuteInProcessResult:
+        return orchestration.run_job(
+            self.defs, self.instance, "build_dataset", raise_on_error=False
+        )
+
+
+def make_project(tmp_path: Path, contract_name: str = "bank"):
+    home = tmp_path / "home"
+    dagster_home = orchestration.ensure_dagster_home(home / "dagster")
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    defs = build_definitions(str(home), contract_name)
+    return Project(home, load_contract(contract_name), defs, instance)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
+    p = make_project(tmp_path)
+    yield p
+    p.instance.dispose()
+
+
+@pytest.fixture(scope="session")
+def bank_batches() -> dict[str, pd.DataFrame]:
+    return data.source_batches(load_contract("bank"))
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    """Check evaluations of a run by ``asset:check``."""
+    return {
+        f"{e.asset_key.to_user_string()}:{e.check_name}": e
+        for e in result.get_asset_check_evaluations()
+    }
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}

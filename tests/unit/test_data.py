@@ -1,0 +1,114 @@
+"""Batch logic without Dagster: cutting, parsing, validation reasons, split, ingestion plan."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from mlops_assets.config import BATCH, ROW_KEY, SPLIT, TARGET, load_contract
+from mlops_assets.lib import data, split
+
+BANK = load_contract("bank")
+
+
+def test_bank_source_cuts_into_26_monthly_periods(bank_batches):
+    assert len(bank_batches) == 26
+    keys = list(bank_batches)
+    assert keys[0] == "2008-05" and keys[-1] == "2010-11"
+    assert sum(len(bank_batches[k]) for k in keys[:12]) == 37_117
+    assert keys[11] == "2009-07"
+    assert sum(len(df) for df in bank_batches.values()) == 41_188
+
+
+def test_adult_source_cuts_into_row_chunks():
+    adult = load_contract("adult")
+    batches = data.source_batches(adult)
+    assert sum(len(df) for df in batches.values()) == 48_842
+    assert all(len(df) == 4000 for df in list(batches.values())[:-1])
+    labels = pd.concat(batches.values())["income"].unique()
+    assert set(labels) == {">50K", "<=50K", ">50K.", "<=50K."}
+
+
+def test_parse_and_validate_give_a_reason_per_bad_row(bank_batches):
+    raw = bank_batches["2008-05"].head(200).copy()
+    raw.loc[0, "age"] = "250"
+    raw.loc[1, "job"] = "astronaut"
+    raw.loc[2, "campaign"] = "many"
+    raw.loc[3, "y"] = "maybe"
+    raw.loc[4, "contact"] = "unknown"  # missing token in a column that may not be missing
+    result = data.validate_rows(data.parse_batch(raw, BANK, "2008-05"), BANK)
+    assert len(result.valid) == 195
+    reasons = dict(zip(result.quarantined[ROW_KEY], result.quarantined["reason"], strict=True))
+    assert reasons == {
+        "2008-05:000000": "age: out of range (17.0, 120.0) (value 250.0)",
+        "2008-05:000001": "job: unseen category 'astronaut'",
+        "2008-05:000002": "campaign: not a number 'many'",
+        "2008-05:000003": "y: unknown label 'maybe'",
+        "2008-05:000004": "contact: missing required value",
+    }
+    assert result.invalid_fraction == pytest.approx(5 / 200)
+    assert "duration" not in result.valid.columns
+    assert set(result.valid[TARGET].unique()) <= {0, 1}
+
+
+def test_pii_columns_are_hashed_never_stored_raw(bank_batches):
+    contract = BANK.model_copy(update={"pii_columns": {"duration": "hash"}, "drop_columns": []})
+    raw = bank_batches["2008-05"].head(5)
+    parsed = data.parse_batch(raw, contract, "2008-05")
+    assert not parsed.rows["duration"].isin(raw["duration"]).any()
+    assert parsed.rows["duration"].str.len().eq(16).all()
+
+
+def test_split_is_a_pure_function_of_the_row_key():
+    keys = pd.Series([f"b:{i:06d}" for i in range(20_000)])
+    first = split.assign_split(keys, (0.7, 0.15, 0.15))
+    # The same keys inside a larger, shuffled dataset keep their assignment.
+    more = pd.concat([keys, pd.Series([f"c:{i:06d}" for i in range(5000)])]).sample(frac=1)
+    again = split.assign_split(more.reset_index(drop=True), (0.7, 0.15, 0.15))
+    again_map = dict(zip(more, again, strict=True))
+    assert all(again_map[k] == s for k, s in zip(keys, first, strict=True))
+    shares = first.value_counts(normalize=True)
+    assert shares["train"] == pytest.approx(0.70, abs=0.015)
+    assert shares["test"] == pytest.approx(0.15, abs=0.015)
+
+
+def test_split_audit_catches_overlap_and_moved_sealed_rows(tmp_path):
+    manifest = tmp_path / "sealed.parquet"
+    rows = pd.DataFrame({ROW_KEY: ["a", "b", "c", "d"], BATCH: "x",
+                         SPLIT: ["train", "test", "test", "validation"]})
+    assert split.seal_test_keys(manifest, rows).added == 2
+    ok = split.audit(manifest, train=pd.Series(["a"]), validation=pd.Series(["d"]),
+                     test=pd.Series(["b", "c"]), batches_present={"x"})
+    assert ok.ok
+    bad = split.audit(manifest, train=pd.Series(["a", "b"]), validation=pd.Series(["d"]),
+                      test=pd.Series(["c"]), batches_present={"x"})
+    assert not bad.ok
+    assert bad.sealed_moved == 1 and "1 sealed test rows are outside test" in bad.summary
+    # Sealing again never drops a key, even if the new assignment had fewer test rows.
+    assert split.seal_test_keys(manifest, rows.assign(**{SPLIT: "train"})).total == 2
+
+
+def test_plan_ingestion_ingests_each_content_once():
+    plan = data.plan_ingestion({"a": "h1", "b": "h2", "c": "h1"}, {"b": "h2"})
+    assert plan.to_ingest == {"a": "h1"}
+    assert plan.skipped == {"b": "already ingested with this content",
+                            "c": "same content as batch 'a', already ingested"}
+    changed = data.plan_ingestion({"b": "h3"}, {"b": "h2"})
+    assert changed.to_ingest == {"b": "h3"}
+
+
+def test_contract_errors_name_the_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BANK.model_dump_json().replace('"min":17.0', '"min":500.0'))
+    with pytest.raises(ValueError, match="numeric bounds out of order: min 500.0 > max 120.0"):
+        load_contract(str(bad))
+    with pytest.raises(FileNotFoundError, match="bundled: \\['adult', 'bank'\\]"):
+        load_contract("nope")
+
+
+def test_empty_and_unreadable_batch_files(tmp_path):
+    empty = tmp_path / "e.csv"
+    empty.write_bytes(b"")
+    assert data.read_batch(empty, BANK).empty
+    with pytest.raises(data.BatchError, match="does not exist"):
+        data.read_batch(tmp_path / "missing.csv", BANK)
