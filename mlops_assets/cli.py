@@ -54,10 +54,48 @@ def cmd_demo(args) -> int:
         print(f"ingested {len(outcomes)} batches ({len(failed)} failed)")
         if result.skip_reason:
             print(f"sensor: {result.skip_reason.skip_message}")
-        build = orchestration.run_job(defs, instance, "build_dataset")
+        build = orchestration.run_job(defs, instance, "build_dataset", raise_on_error=False)
         print(f"dataset, features and EDA report: {'ok' if build.success else 'FAILED'}")
+        if not build.success:
+            return 1
+        run_config = {"ops": {"candidate_model": {"config": {"n_trials": args.trials}}}}
+        train = orchestration.run_job(
+            defs, instance, "train_and_promote", run_config=run_config, raise_on_error=False
+        )
+        from mlops_assets.lib.registry import Registry
+
+        champion = Registry(home).champion()
+        evaluation = train.output_for_node("model_evaluation") if train.success else None
+        if evaluation:
+            m = evaluation["metrics"]
+            print(f"challenger {evaluation['tag']}: sealed-test AUC {m['roc_auc']:.4f}, "
+                  f"log loss {m['log_loss']:.4f}, F1 {m['f1']:.4f}")
+        print(f"train and promote: {'ok' if train.success else 'FAILED'}; champion: {champion}")
     print(f"done in {time.perf_counter() - started:.1f} s; open the UI with: make ui")
-    return 0 if build.success and not failed else 1
+    return 0 if train.success and not failed else 1
+
+
+def cmd_rollback(args) -> int:
+    """Run the rollback job on the instance, so the UI records the change."""
+    import dagster as dg
+
+    from mlops_assets import orchestration
+    from mlops_assets.definitions import build_definitions
+
+    home, contract_name = _setup(args)
+    defs = build_definitions(str(home), contract_name)
+    config = {"to": args.to, "reason": args.reason}
+    with dg.DagsterInstance.get() as instance:
+        result = orchestration.run_job(
+            defs, instance, "rollback",
+            run_config={"ops": {"rollback_champion": {"config": config}}}, raise_on_error=False,
+        )
+    if not result.success:
+        print(f"rollback failed: {result.failure_message()}", file=sys.stderr)
+        return 1
+    event = result.output_for_node("rollback_champion")
+    print(f"champion: {event['previous']} -> {event['tag']}")
+    return 0
 
 
 def cmd_ui(args) -> int:
@@ -78,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="verb", required=True)
     demo = sub.add_parser("demo", help="land the first periods and run the pipeline on them")
     demo.add_argument("--periods", type=int, default=12, help="how many periods to land")
+    demo.add_argument("--trials", type=int, default=20, help="hyperparameter search trials")
     demo.set_defaults(func=cmd_demo)
+    rb = sub.add_parser("rollback", help="set the champion back to the previous or a named one")
+    rb.add_argument("--to", default=None, help="model tag (default: the previous champion)")
+    rb.add_argument("--reason", default="manual rollback (CLI)")
+    rb.set_defaults(func=cmd_rollback)
     land = sub.add_parser("land", help="land batches of the bundled dataset (by position)")
     land.add_argument("--first", type=int, default=0)
     land.add_argument("--last", type=int, default=None)

@@ -10,14 +10,22 @@ from mlops_assets.config import Paths, default_home
 from mlops_assets.defs.dataset import assets as dataset
 from mlops_assets.defs.dataset import reports
 from mlops_assets.defs.features import assets as features
+from mlops_assets.defs.governance import assets as governance
 from mlops_assets.defs.ingestion import assets as ingestion
 from mlops_assets.defs.ingestion import sensors as ingestion_sensors
-from mlops_assets.defs.resources import ParquetIOManager, ProjectResource
+from mlops_assets.defs.resources import GateResource, ParquetIOManager, ProjectResource
+from mlops_assets.defs.training import assets as training
 
 dataset_job = dg.define_asset_job(
     "build_dataset",
     selection=dg.AssetSelection.groups("dataset", "features"),
     description="Seal the split over every valid batch, build features and the EDA report.",
+)
+
+train_job = dg.define_asset_job(
+    "train_and_promote",
+    selection=dg.AssetSelection.groups("training", "evaluation", "governance"),
+    description="Tune and train a challenger, evaluate it, and promote it if the gate passes.",
 )
 
 
@@ -35,18 +43,25 @@ def build_definitions(home: str | None = None, contract: str | None = None) -> d
             features.train_features,
             features.validation_features,
             features.test_features,
+            training.candidate_model,
+            training.model_evaluation,
+            training.model_card,
+            governance.gate_report,
+            governance.champion,
         ],
         asset_checks=[
             ingestion.raw_batch_schema,
             dataset.invalid_fraction_below_limit,
             dataset.test_set_is_sealed,
             *features.feature_checks,
+            *governance.gate_checks,
         ],
-        jobs=[ingestion_sensors.ingest_job, dataset_job],
+        jobs=[ingestion_sensors.ingest_job, dataset_job, train_job, governance.rollback],
         sensors=[ingestion_sensors.landing_sensor],
         resources={
             "project": ProjectResource(home=home, contract_name=contract),
             "io_manager": ParquetIOManager(base_dir=str(Paths(home).storage)),
+            "gate_policy": GateResource(),
         },
         executor=dg.in_process_executor,
     )

@@ -9,6 +9,8 @@ import pandas as pd
 
 from mlops_assets.config import DatasetContract, Paths, load_contract
 from mlops_assets.lib import io
+from mlops_assets.lib.gate import GatePolicy
+from mlops_assets.lib.registry import Registry
 
 # Every arriving batch is one partition. Sensors add keys; nothing else does.
 batches = dg.DynamicPartitionsDefinition(name="batches")
@@ -27,29 +29,53 @@ class ProjectResource(dg.ConfigurableResource):
     def paths(self) -> Paths:
         return Paths(self.home)
 
+    def registry(self) -> Registry:
+        return Registry(self.home)
+
+
+class GateResource(dg.ConfigurableResource):
+    """The promotion gate's thresholds (see lib/gate.py); override them in the launchpad."""
+
+    min_auc: float = GatePolicy.min_auc
+    auc_margin: float = GatePolicy.auc_margin
+    log_loss_margin: float = GatePolicy.log_loss_margin
+    recent_periods: int = GatePolicy.recent_periods
+    max_slice_gap: float = GatePolicy.max_slice_gap
+    n_bootstrap: int = GatePolicy.n_bootstrap
+
+    def policy(self) -> GatePolicy:
+        return GatePolicy(**self.model_dump())
+
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """Data frames as parquet under ``base_dir/<asset key>/<partition>.parquet``, written
-    atomically. An unpartitioned asset reading a partitioned one gets ``{partition: frame}``
-    for the partitions that exist (a batch rejected by a blocking check has none)."""
+    """Data frames as parquet under ``base_dir/<asset key>/<partition>.parquet`` (dicts as
+    JSON), written atomically. An unpartitioned asset reading a partitioned one gets
+    ``{partition: frame}`` for the partitions that exist (a batch rejected by a blocking check
+    has none)."""
 
     base_dir: str
 
-    def _path(self, key: dg.AssetKey, partition: str | None) -> Path:
+    def _path(self, key: dg.AssetKey, partition: str | None, suffix=".parquet") -> Path:
         base = Path(self.base_dir).joinpath(*key.path)
-        return base / f"{partition}.parquet" if partition is not None else base.with_suffix(
-            ".parquet"
+        return base / f"{partition}{suffix}" if partition is not None else base.with_suffix(
+            suffix
         )
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | dict) -> None:
         if obj is None:
             return
         partition = context.asset_partition_key if context.has_asset_partitions else None
-        io.write_parquet(self._path(context.asset_key, partition), obj)
+        if isinstance(obj, dict):
+            io.write_json(self._path(context.asset_key, partition, ".json"), obj)
+        else:
+            io.write_parquet(self._path(context.asset_key, partition), obj)
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict:
         key = context.asset_key
         if not context.has_asset_partitions:
+            json_path = self._path(key, None, ".json")
+            if json_path.is_file():
+                return io.read_json(json_path)
             return pd.read_parquet(self._path(key, None))
         if context.has_partition_key and context.asset_partition_keys == [
             context.partition_key

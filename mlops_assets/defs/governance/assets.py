@@ -1,0 +1,151 @@
+"""Governance: the challenger/champion gate, promotion of the champion, and rollback."""
+
+import dagster as dg
+import pandas as pd
+
+from mlops_assets.config import TARGET
+from mlops_assets.defs.metadata import markdown_table
+from mlops_assets.defs.resources import GateResource, ProjectResource
+from mlops_assets.lib import evaluation, features, gate
+from mlops_assets.lib.registry import PRODUCTION
+
+SMOKE_ROWS = 50
+
+
+@dg.asset(group_name="governance", kinds={"python"})
+def gate_report(
+    context: dg.AssetExecutionContext,
+    candidate_model: dict,
+    model_evaluation: dict,
+    test_features: pd.DataFrame,
+    project: ProjectResource,
+    gate_policy: GateResource,
+) -> dg.Output[dict]:
+    """The challenger against the champion on the same recent sealed test rows, plus the
+    serving smoke test: the evidence the blocking gate checks judge."""
+    policy = gate_policy.policy()
+    registry = project.registry()
+    challenger = registry.load(candidate_model["tag"])
+    champion_tag = registry.champion()
+    recent = gate.recent_rows(test_features, policy.recent_periods)
+    y = recent[TARGET].to_numpy().astype(int)
+    comparison = None
+    if champion_tag and champion_tag != challenger.version:
+        champion = registry.load(champion_tag)
+        comparison = evaluation.paired_bootstrap(
+            y,
+            champion.predict_matrix(features.to_matrix(recent, champion.contract)),
+            challenger.predict_matrix(features.to_matrix(recent, challenger.contract)),
+            n=policy.n_bootstrap,
+        )
+    sample = features.to_frame(
+        features.to_matrix(test_features.head(SMOKE_ROWS), challenger.contract),
+        challenger.contract,
+    )
+    records = [
+        {k: (None if pd.isna(v) else v) for k, v in row.items()}
+        for row in sample.astype(object).to_dict("records")
+    ]
+    rules = {
+        "meets_absolute_thresholds": gate.absolute(model_evaluation["metrics"], policy),
+        "not_worse_than_champion": gate.non_inferior(comparison, policy),
+        "slice_gap_below_max": gate.slice_gap(
+            model_evaluation["max_slice_gap"], model_evaluation["max_slice_gap_at"], policy
+        ),
+        "serves_finite_probabilities": gate.smoke(challenger, records),
+    }
+    report = {
+        "challenger": challenger.version,
+        "champion": champion_tag,
+        "recent_periods": sorted(recent["_period"].unique()),
+        "comparison": comparison.__dict__ if comparison else None,
+        "rules": {name: {"passed": ok, "why": why} for name, (ok, why) in rules.items()},
+        "policy": policy.__dict__,
+    }
+    table = pd.DataFrame(
+        [{"rule": k, "passed": v["passed"], "why": v["why"]} for k, v in report["rules"].items()]
+    )
+    context.log.info(f"gate for {challenger.version} vs {champion_tag}: {table.to_dict('records')}")
+    return dg.Output(
+        report,
+        metadata={
+            "challenger": challenger.version,
+            "champion": champion_tag or "none",
+            "comparison_rows": len(recent),
+            "rules": markdown_table(table),
+        },
+    )
+
+
+def _rule_check(rule: str, description: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=gate_report, name=rule, blocking=True, description=description)
+    def _check(gate_report: dict) -> dg.AssetCheckResult:
+        result = gate_report["rules"][rule]
+        return dg.AssetCheckResult(
+            passed=bool(result["passed"]),
+            description=result["why"],
+            metadata={"challenger": gate_report["challenger"],
+                      "champion": gate_report["champion"] or "none"},
+        )
+
+    return _check
+
+
+gate_checks = [
+    _rule_check("meets_absolute_thresholds", "Test AUC at or above the configured minimum."),
+    _rule_check("not_worse_than_champion",
+                "Paired bootstrap on the same recent sealed test rows: AUC and log loss "
+                "no worse than the champion's beyond the margin."),
+    _rule_check("slice_gap_below_max", "No reliable slice's AUC far below the overall AUC."),
+    _rule_check("serves_finite_probabilities",
+                "The model loads through the serving code path and predicts finite "
+                "probabilities on sample rows."),
+]
+
+
+@dg.asset(group_name="governance", kinds={"bentoml"})
+def champion(
+    context: dg.AssetExecutionContext,
+    candidate_model: dict,
+    gate_report: dict,
+    project: ProjectResource,
+) -> dg.Output[dict]:
+    """The production alias: moved to the challenger only after every gate check passed."""
+    registry = project.registry()
+    tag = candidate_model["tag"]
+    if registry.champion() == tag:
+        event = {"tag": tag, "previous": tag, "action": "unchanged"}
+    else:
+        event = registry.promote(tag, reason=f"passed the gate in run {context.run.run_id}")
+    return dg.Output(
+        {"tag": tag, "previous": event["previous"]},
+        metadata={"champion": tag, "previous": event["previous"] or "none",
+                  "history": markdown_table(pd.DataFrame(registry.history(PRODUCTION)))},
+    )
+
+
+class RollbackConfig(dg.Config):
+    to: str | None = None  # a model tag; default: the champion before the current one
+    reason: str = "manual rollback"
+
+
+@dg.op
+def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig,
+                      project: ProjectResource) -> dict:
+    """Set the production alias back to the previous (or a named) version."""
+    registry = project.registry()
+    event = registry.rollback(config.to, config.reason)
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key=champion.key,
+            description=f"rollback: {event['previous']} -> {event['tag']}",
+            metadata={"champion": event["tag"], "previous": event["previous"] or "none",
+                      "history": markdown_table(pd.DataFrame(registry.history(PRODUCTION)))},
+        )
+    )
+    return event
+
+
+@dg.job(description="Roll the champion back to the previous (or a named) model version.")
+def rollback():
+    rollback_champion()

@@ -1,0 +1,168 @@
+"""Training and evaluation: a tuned LightGBM saved as a new version in the BentoML store,
+then judged on the sealed test rows."""
+
+import dagster as dg
+import pandas as pd
+
+from mlops_assets.config import PERIOD, TARGET
+from mlops_assets.defs.ingestion.assets import raw_batch
+from mlops_assets.defs.metadata import file_link, markdown_table
+from mlops_assets.defs.resources import ProjectResource
+from mlops_assets.lib import evaluation, features, io, training
+from mlops_assets.lib.registry import provenance
+
+
+class TrainingConfig(dg.Config):
+    """Hyperparameter search and training settings (see lib/training.py)."""
+
+    n_trials: int = 20
+    timeout_s: float | None = None
+    seed: int = 42
+    max_rounds: int = 1000
+    early_stopping_rounds: int = 50
+    objective_metric: str = "binary_logloss"
+    class_weight: str = "none"
+    threshold_rule: str = "max_f1"
+    learning_rate: list[float] = list(training.SearchSpace.learning_rate)
+    num_leaves: list[int] = list(training.SearchSpace.num_leaves)
+    min_child_samples: list[int] = list(training.SearchSpace.min_child_samples)
+    feature_fraction: list[float] = list(training.SearchSpace.feature_fraction)
+    lambda_l2: list[float] = list(training.SearchSpace.lambda_l2)
+
+    def spec(self) -> training.TrainingSpec:
+        space = training.SearchSpace(
+            learning_rate=tuple(self.learning_rate), num_leaves=tuple(self.num_leaves),
+            min_child_samples=tuple(self.min_child_samples),
+            feature_fraction=tuple(self.feature_fraction), lambda_l2=tuple(self.lambda_l2),
+        )
+        return training.TrainingSpec(
+            n_trials=self.n_trials, timeout_s=self.timeout_s, seed=self.seed,
+            max_rounds=self.max_rounds, early_stopping_rounds=self.early_stopping_rounds,
+            objective_metric=self.objective_metric, class_weight=self.class_weight,
+            threshold_rule=self.threshold_rule, space=space,
+        )
+
+
+def _data_versions(instance: dg.DagsterInstance, frame: pd.DataFrame) -> dict[str, str | None]:
+    """The content hash of every batch the rows came from (raw_batch data versions)."""
+    out = {}
+    for batch in sorted(frame[PERIOD].unique()):
+        record = instance.get_latest_data_version_record(raw_batch.key, partition_key=batch)
+        mat = record.asset_materialization if record else None
+        out[batch] = mat.tags.get("dagster/data_version") if mat else None
+    return out
+
+
+@dg.asset(group_name="training", kinds={"lightgbm", "optuna", "bentoml"})
+def candidate_model(
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    train_features: pd.DataFrame,
+    validation_features: pd.DataFrame,
+    project: ProjectResource,
+) -> dg.Output[dict]:
+    """A LightGBM model tuned with Optuna, saved as a new version in the BentoML model store."""
+    contract = project.contract()
+    spec = config.spec()
+    trained = training.train(
+        features.to_matrix(train_features, contract), train_features[TARGET].to_numpy(),
+        features.to_matrix(validation_features, contract),
+        validation_features[TARGET].to_numpy(), contract, spec, log=context.log.info,
+    )
+    info = {
+        "dataset": contract.name,
+        "params": trained.params,
+        "best_iteration": trained.best_iteration,
+        "threshold": trained.threshold,
+        "threshold_rule": spec.threshold_rule,
+        "features": contract.features,
+        "categorical": {k: v.categories for k, v in contract.categorical.items()},
+        "validation_metrics": trained.validation_metrics,
+        "train_rows": len(train_features),
+        "validation_rows": len(validation_features),
+        "data_versions": _data_versions(context.instance, train_features),
+        "search": {"trials": len(trained.trials), "seed": spec.seed,
+                   "objective": spec.objective_metric, "seconds": round(trained.seconds, 2)},
+        "dagster_run_id": context.run.run_id,
+        **provenance(),
+    }
+    tag = project.registry().save(
+        contract, trained.booster, trained.threshold, trained.best_iteration, info
+    )
+    trials = pd.DataFrame(trained.trials).round(4)
+    return dg.Output(
+        {"tag": tag, **info},
+        metadata={
+            "bentoml_tag": tag,
+            "model_path": dg.MetadataValue.path(str(project.registry().get(tag).path)),
+            "threshold": trained.threshold,
+            "validation_auc": trained.validation_metrics["auc"],
+            "validation_log_loss": trained.validation_metrics["log_loss"],
+            "best_iteration": trained.best_iteration,
+            "trials": markdown_table(trials),
+            "training_seconds": round(trained.seconds, 2),
+            "batches": ", ".join(info["data_versions"]),
+        },
+    )
+
+
+@dg.asset(group_name="evaluation", kinds={"evidently", "html"})
+def model_evaluation(
+    context: dg.AssetExecutionContext,
+    candidate_model: dict,
+    test_features: pd.DataFrame,
+    project: ProjectResource,
+) -> dg.Output[dict]:
+    """The candidate's metrics on the sealed test rows: CI, calibration, slices, HTML report."""
+    tag = candidate_model["tag"]
+    model = project.registry().load(tag)
+    y = test_features[TARGET].to_numpy().astype(int)
+    p = model.predict_matrix(features.to_matrix(test_features, model.contract))
+    m = evaluation.metrics(y, p, model.threshold)
+    ci = evaluation.bootstrap_auc_ci(y, p)
+    calibration = evaluation.calibration_table(y, p)
+    slices = evaluation.slice_metrics(test_features, y, p, model.contract, model.threshold)
+    gap, where = evaluation.max_slice_gap(slices, m["roc_auc"])
+    out_dir = project.paths.reports / "evaluation" / tag.replace(":", "-")
+    html = evaluation.evidently_classification_report(
+        test_features, y, p, model.contract, model.threshold, out_dir / "classification.html"
+    )
+    result = {
+        "tag": tag, "threshold": model.threshold, "metrics": m, "roc_auc_ci95": list(ci),
+        "calibration": calibration.to_dict("records"), "slices": slices.to_dict("records"),
+        "max_slice_gap": gap, "max_slice_gap_at": where,
+        "periods": sorted(test_features[PERIOD].unique()), "report": str(html),
+    }
+    io.write_json(out_dir / "evaluation.json", result)
+    context.log.info(f"{tag}: test AUC {m['roc_auc']:.4f} (95% CI {ci[0]:.4f}..{ci[1]:.4f})")
+    return dg.Output(
+        result,
+        metadata={
+            "bentoml_tag": tag,
+            **{k: float(v) for k, v in m.items() if k != "rows"},
+            "test_rows": m["rows"],
+            "roc_auc_ci95_low": ci[0],
+            "roc_auc_ci95_high": ci[1],
+            "threshold": model.threshold,
+            "max_slice_gap": gap,
+            "calibration": markdown_table(calibration),
+            "slices": markdown_table(slices.round(4)),
+            **file_link(html),
+        },
+    )
+
+
+@dg.asset(group_name="evaluation", kinds={"markdown"})
+def model_card(
+    candidate_model: dict, model_evaluation: dict, project: ProjectResource
+) -> dg.MaterializeResult:
+    """The model card (Markdown) of the candidate version: use, data, metrics, limits."""
+    from mlops_assets.lib.cards import model_card as render
+
+    text = render(candidate_model, model_evaluation, project.contract())
+    path = project.paths.reports / "model_cards" / f"{candidate_model['tag'].replace(':', '-')}.md"
+    io.write_text(path, text)
+    return dg.MaterializeResult(
+        metadata={"card": dg.MetadataValue.md(text), "bentoml_tag": candidate_model["tag"],
+                  **file_link(path)}
+    )

@@ -1,0 +1,185 @@
+"""Model evaluation on the sealed test rows: metrics with a bootstrap CI, calibration,
+slices, a paired champion/challenger comparison, and Evidently's classification report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    roc_auc_score,
+)
+
+from mlops_assets.config import DatasetContract
+from mlops_assets.lib import io
+
+
+def _fast_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC by ranks (Mann-Whitney), ties averaged; same value as sklearn's."""
+    ranks = pd.Series(p).rank(method="average").to_numpy()
+    pos = y == 1
+    n_pos, n_neg = pos.sum(), (~pos).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def threshold_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    pred = p >= threshold
+    tp = int((pred & (y == 1)).sum())
+    fp = int((pred & (y == 0)).sum())
+    fn = int((~pred & (y == 1)).sum())
+    tn = int((~pred & (y == 0)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "accuracy": (tp + tn) / len(y) if len(y) else float("nan"),
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "false_positive_rate": fp / (fp + tn) if fp + tn else 0.0,
+    }
+
+
+def metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """Ranking, probability and decision metrics. AUC-type metrics are NaN for one class."""
+    both = len(np.unique(y)) == 2
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    return {
+        "rows": int(len(y)),
+        "positive_rate": float(y.mean()) if len(y) else float("nan"),
+        "mean_prediction": float(p.mean()) if len(y) else float("nan"),
+        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])) if len(y) else float("nan"),
+        "brier": float(brier_score_loss(y, p)) if len(y) else float("nan"),
+        **threshold_metrics(y, p, threshold),
+    }
+
+
+def bootstrap_auc_ci(
+    y: np.ndarray, p: np.ndarray, n: int = 500, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        values.append(_fast_auc(y[idx], p[idx]))
+    values = np.array(values)
+    values = values[~np.isnan(values)]
+    lo, hi = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Predicted vs observed positive rate in equal-width probability bins."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    df = pd.DataFrame({"bin": which, "y": y, "p": p})
+    table = df.groupby("bin").agg(rows=("y", "size"), mean_predicted=("p", "mean"),
+                                  observed_rate=("y", "mean")).reset_index()
+    table["range"] = [f"{edges[b]:.1f}-{edges[b + 1]:.1f}" for b in table["bin"]]
+    return table[["range", "rows", "mean_predicted", "observed_rate"]].round(4)
+
+
+def slice_values(frame: pd.DataFrame, contract: DatasetContract, name: str) -> pd.Series:
+    """The value of slice ``name`` per row: a categorical column, or the age band."""
+    if name == "age_band" and contract.age_bands:
+        bands = contract.age_bands
+        return pd.cut(frame[bands.column], bands.edges, right=False).astype(str)
+    return frame[name].astype(str)
+
+
+def slice_metrics(
+    frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, contract: DatasetContract,
+    threshold: float, min_rows: int = 100,
+) -> pd.DataFrame:
+    rows = []
+    for name in contract.slices:
+        values = slice_values(frame, contract, name).to_numpy()
+        for value in pd.unique(values):
+            mask = values == value
+            m = metrics(y[mask], p[mask], threshold)
+            rows.append({"slice": name, "value": value, "rows": int(mask.sum()),
+                         "positives": int(y[mask].sum()), "roc_auc": m["roc_auc"],
+                         "log_loss": m["log_loss"], "f1": m["f1"],
+                         "reliable": bool(mask.sum() >= min_rows and 10 <= y[mask].sum()
+                                          <= mask.sum() - 10)})
+    return pd.DataFrame(rows).sort_values(["slice", "rows"], ascending=[True, False])
+
+
+def max_slice_gap(slices: pd.DataFrame, overall_auc: float) -> tuple[float, str]:
+    """The largest AUC shortfall of a reliable slice below the overall AUC."""
+    reliable = slices[slices["reliable"] & slices["roc_auc"].notna()]
+    if reliable.empty:
+        return 0.0, "no slice has enough rows of both classes"
+    gaps = overall_auc - reliable["roc_auc"]
+    worst = gaps.idxmax()
+    row = reliable.loc[worst]
+    return float(gaps.max()), f"{row['slice']}={row['value']} (AUC {row['roc_auc']:.3f})"
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    rows: int
+    auc_delta: float  # challenger - champion
+    auc_delta_ci: tuple[float, float]
+    log_loss_delta: float  # challenger - champion (lower is better)
+    log_loss_delta_ci: tuple[float, float]
+
+
+def paired_bootstrap(
+    y: np.ndarray, p_champion: np.ndarray, p_challenger: np.ndarray, n: int = 500,
+    seed: int = 0, level: float = 0.95,
+) -> PairedComparison:
+    """Both models scored on the same resampled rows each time, so the CI is of the paired
+    difference (much tighter than comparing two separate CIs)."""
+    rng = np.random.default_rng(seed)
+    pc = np.clip(p_champion, 1e-15, 1 - 1e-15)
+    ph = np.clip(p_challenger, 1e-15, 1 - 1e-15)
+    ll_c = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
+    ll_h = -(y * np.log(ph) + (1 - y) * np.log(1 - ph))
+    d_auc, d_ll = [], []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        d_auc.append(_fast_auc(y[idx], ph[idx]) - _fast_auc(y[idx], pc[idx]))
+        d_ll.append(ll_h[idx].mean() - ll_c[idx].mean())
+    q = [(1 - level) / 2, 1 - (1 - level) / 2]
+    d_auc = np.array(d_auc)
+    d_auc = d_auc[~np.isnan(d_auc)]
+    auc_ci = tuple(float(v) for v in np.quantile(d_auc, q)) if len(d_auc) else (np.nan, np.nan)
+    return PairedComparison(
+        rows=len(y),
+        auc_delta=_fast_auc(y, ph) - _fast_auc(y, pc),
+        auc_delta_ci=auc_ci,
+        log_loss_delta=float(ll_h.mean() - ll_c.mean()),
+        log_loss_delta_ci=tuple(float(v) for v in np.quantile(d_ll, q)),
+    )
+
+
+def evidently_classification_report(
+    frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, contract: DatasetContract,
+    threshold: float, path: Path,
+) -> Path:
+    """Evidently's classification report (probabilistic, binary) written atomically."""
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
+    data = pd.DataFrame({"target": y.astype(int), "prediction": p})
+    for name in contract.numeric:
+        data[name] = frame[name].to_numpy()
+    definition = DataDefinition(
+        classification=[BinaryClassification(target="target", prediction_probas="prediction",
+                                             pos_label=1)],
+        numerical_columns=list(contract.numeric),
+    )
+    dataset = Dataset.from_pandas(data, data_definition=definition)
+    snapshot = Report([ClassificationPreset(probas_threshold=threshold)]).run(
+        current_data=dataset
+    )
+    return io.write_with(path, lambda tmp: snapshot.save_html(str(tmp)))

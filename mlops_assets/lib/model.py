@@ -1,0 +1,62 @@
+"""A trained model as the serving code path sees it: booster + contract + threshold, loaded
+from one directory (a BentoML model's path). Evaluation, the gate's smoke test and the
+BentoML service all predict through this class."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from mlops_assets.config import DatasetContract
+from mlops_assets.lib import features
+
+BOOSTER_FILE = "booster.txt"
+CONTRACT_FILE = "contract.json"
+SERVING_FILE = "serving.json"
+
+
+def write_model_dir(
+    path: Path, booster: lgb.Booster, contract: DatasetContract, threshold: float,
+    best_iteration: int,
+) -> None:
+    """Write everything needed to serve the model into ``path`` (a fresh directory)."""
+    path = Path(path)
+    booster.save_model(str(path / BOOSTER_FILE), num_iteration=best_iteration)
+    (path / CONTRACT_FILE).write_text(contract.model_dump_json(indent=2))
+    (path / SERVING_FILE).write_text(
+        json.dumps({"threshold": threshold, "features": contract.features}, indent=2)
+    )
+
+
+@dataclass
+class ServingModel:
+    booster: lgb.Booster
+    contract: DatasetContract
+    threshold: float
+    version: str
+
+    @classmethod
+    def from_dir(cls, path: Path, version: str) -> ServingModel:
+        path = Path(path)
+        contract = DatasetContract.model_validate_json((path / CONTRACT_FILE).read_text())
+        serving = json.loads((path / SERVING_FILE).read_text())
+        if serving["features"] != contract.features:
+            raise ValueError(f"model {version}: feature list does not match its contract")
+        booster = lgb.Booster(model_file=str(path / BOOSTER_FILE))
+        return cls(booster, contract, float(serving["threshold"]), version)
+
+    def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        return self.booster.predict(matrix, num_threads=1)
+
+    def predict_columns(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
+        return self.predict_matrix(features.encode(columns, self.contract))
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        names = self.contract.features
+        return self.predict_columns({n: [r.get(n) for r in records] for n in names})
