@@ -93,7 +93,9 @@ def cmd_rollback(args) -> int:
     if not result.success:
         print(f"rollback failed: {result.failure_message()}", file=sys.stderr)
         return 1
-    event = result.output_for_node("rollback_champion")
+    from mlops_assets.lib.registry import Registry
+
+    event = Registry(home).history()[-1]
     print(f"champion: {event['previous']} -> {event['tag']}")
     return 0
 

@@ -29,9 +29,11 @@ train_job = dg.define_asset_job(
 )
 
 
-def build_definitions(home: str | None = None, contract: str | None = None) -> dg.Definitions:
+def build_definitions(
+    home: str | None = None, contract: str | None = None, gate: GateResource | None = None
+) -> dg.Definitions:
     """Definitions for a project home and dataset contract (defaults: $MLOPS_HOME or ./var,
-    and $MLOPS_CONTRACT or bank)."""
+    and $MLOPS_CONTRACT or bank) and gate thresholds (defaults in lib/gate.py)."""
     home = str(home or default_home())
     contract = contract or os.environ.get("MLOPS_CONTRACT", "bank")
     return dg.Definitions(
@@ -61,7 +63,7 @@ def build_definitions(home: str | None = None, contract: str | None = None) -> d
         resources={
             "project": ProjectResource(home=home, contract_name=contract),
             "io_manager": ParquetIOManager(base_dir=str(Paths(home).storage)),
-            "gate_policy": GateResource(),
+            "gate_policy": gate or GateResource(),
         },
         executor=dg.in_process_executor,
     )

@@ -13,6 +13,7 @@ import pytest
 from mlops_assets import orchestration
 from mlops_assets.config import DatasetContract, Paths, load_contract
 from mlops_assets.definitions import build_definitions
+from mlops_assets.defs.resources import GateResource
 from mlops_assets.lib import data
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -40,17 +41,29 @@ class Project:
         self.cursor = result.cursor
         return result, orchestration.run_requests(self.defs, self.instance, result)
 
+    def train(self, trials: int = 3, seed: int = 42) -> dg.ExecuteInProcessResult:
+        config = {"n_trials": trials, "seed": seed}
+        return orchestration.run_job(
+            self.defs, self.instance, "train_and_promote", raise_on_error=False,
+            run_config={"ops": {"candidate_model": {"config": config}}},
+        )
+
+    def registry(self):
+        from mlops_assets.lib.registry import Registry
+
+        return Registry(self.home)
+
     def build_dataset(self) -> dg.ExecuteInProcessResult:
         return orchestration.run_job(
             self.defs, self.instance, "build_dataset", raise_on_error=False
         )
 
 
-def make_project(tmp_path: Path, contract_name: str = "bank"):
+def make_project(tmp_path: Path, contract_name: str = "bank", **gate):
     home = tmp_path / "home"
     dagster_home = orchestration.ensure_dagster_home(home / "dagster")
     instance = dg.DagsterInstance.from_config(str(dagster_home))
-    defs = build_definitions(str(home), contract_name)
+    defs = build_definitions(str(home), contract_name, GateResource(**gate))
     return Project(home, load_contract(contract_name), defs, instance)
 
 

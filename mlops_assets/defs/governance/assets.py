@@ -131,7 +131,7 @@ class RollbackConfig(dg.Config):
 
 @dg.op
 def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig,
-                      project: ProjectResource) -> dict:
+                      project: ProjectResource) -> None:
     """Set the production alias back to the previous (or a named) version."""
     registry = project.registry()
     event = registry.rollback(config.to, config.reason)
@@ -143,7 +143,6 @@ def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig,
                       "history": markdown_table(pd.DataFrame(registry.history(PRODUCTION)))},
         )
     )
-    return event
 
 
 @dg.job(description="Roll the champion back to the previous (or a named) model version.")

@@ -1,0 +1,120 @@
+"""Training -> evaluation -> gate -> champion as real materializations on a real instance,
+with a temporary BENTOML_HOME (the project home) and a small trial budget."""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_assets import orchestration
+from tests.conftest import check_results, make_project, materialized
+
+BATCHES = ("2008-11", "2009-04", "2009-05", "2009-06", "2009-07")
+GATE_CHECKS = ("meets_absolute_thresholds", "not_worse_than_champion", "slice_gap_below_max",
+               "serves_finite_probabilities")
+
+
+@pytest.fixture
+def trained(tmp_path, monkeypatch, bank_batches):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
+    project = make_project(tmp_path, min_auc=0.6)
+    for key in BATCHES:
+        project.land(key, bank_batches[key])
+    project.ingest()
+    assert project.build_dataset().success
+    first = project.train()
+    assert first.success, first.failure_message() if hasattr(first, "failure_message") else ""
+    yield project, first
+    project.instance.dispose()
+
+
+def test_train_evaluate_promote_and_card(trained):
+    project, run = trained
+    assert {"candidate_model", "model_evaluation", "model_card", "gate_report", "champion"} \
+        <= materialized(run)
+    checks = check_results(run)
+    assert all(checks[f"gate_report:{c}"].passed for c in GATE_CHECKS)
+    model = run.output_for_node("candidate_model")
+    registry = project.registry()
+    assert registry.champion() == model["tag"]
+    stored = registry.get(model["tag"])
+    meta = stored.info.metadata
+    assert meta["params"]["seed"] == 42 and meta["features"][0] == "job"
+    assert set(meta["data_versions"]) == set(BATCHES)
+    assert all(len(v) == 64 for v in meta["data_versions"].values())
+    assert meta["validation_metrics"]["auc"] > 0.5 and meta["libraries"]["lightgbm"]
+    evaluation = run.output_for_node("model_evaluation")
+    m = evaluation["metrics"]
+    assert 0.6 < m["roc_auc"] < 1 and evaluation["roc_auc_ci95"][0] < m["roc_auc"]
+    assert {s["slice"] for s in evaluation["slices"]} == {"age_band", "job", "contact"}
+    assert sum(b["rows"] for b in evaluation["calibration"]) == m["rows"]
+    assert "<html" in open(evaluation["report"]).read(3000).lower()
+    card = next(e for e in run.get_asset_materialization_events()
+                if e.asset_key.to_user_string() == "model_card")
+    text = card.materialization.metadata["card"].value
+    assert model["tag"] in text and f"{m['roc_auc']:.4f}" in text and "Known limitations" in text
+
+
+def _shuffle_labels(project, name: str, seed: int) -> None:
+    path = project.paths.storage / f"{name}.parquet"
+    frame = pd.read_parquet(path)
+    frame["_target"] = np.random.default_rng(seed).permutation(frame["_target"].to_numpy())
+    frame.to_parquet(path, index=False)
+
+
+def test_degraded_challenger_is_blocked(trained):
+    project, first = trained
+    registry = project.registry()
+    champion, history = registry.champion(), registry.history()
+    _shuffle_labels(project, "train_features", 1)
+    _shuffle_labels(project, "validation_features", 2)
+    run = project.train(seed=1)
+    assert not run.success
+    checks = check_results(run)
+    failed = checks["gate_report:not_worse_than_champion"]
+    assert not failed.passed and "AUC delta -0." in failed.description
+    assert "champion" not in materialized(run)
+    assert registry.champion() == champion and registry.history() == history
+    challenger = run.output_for_node("candidate_model")["tag"]
+    assert challenger in registry.versions()  # kept as a version, never promoted
+
+
+def test_rollback_restores_the_first_champion(trained):
+    project, first = trained
+    first_tag = first.output_for_node("candidate_model")["tag"]
+    second = project.train(seed=7)
+    assert second.success
+    second_tag = second.output_for_node("candidate_model")["tag"]
+    registry = project.registry()
+    assert registry.champion() == second_tag != first_tag
+    result = orchestration.run_job(project.defs, project.instance, "rollback")
+    assert result.success
+    assert registry.champion() == first_tag
+    last = registry.history()[-1]
+    assert (last["action"], last["tag"], last["previous"]) == ("rollback", first_tag, second_tag)
+    record = project.instance.get_latest_materialization_event(
+        __import__("dagster").AssetKey("champion"))
+    assert record.asset_materialization.metadata["champion"].value == first_tag
+
+
+def test_crash_inside_training_leaves_the_registry_untouched(trained, monkeypatch):
+    project, _ = trained
+    registry = project.registry()
+    champion, versions, history = registry.champion(), registry.versions(), registry.history()
+    real_train = lgb.train
+    calls = {"n": 0}
+
+    def crashing_train(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash inside the objective")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(lgb, "train", crashing_train)
+    run = project.train(seed=3)
+    assert not run.success and calls["n"] == 2
+    assert "candidate_model" not in materialized(run)
+    assert registry.champion() == champion
+    assert registry.versions() == versions and registry.history() == history

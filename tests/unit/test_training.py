@@ -1,0 +1,89 @@
+"""Training, evaluation and gate logic in isolation, on real Bank rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from mlops_assets.config import TARGET, load_contract
+from mlops_assets.lib import data, evaluation, features, gate, split, training
+
+BANK = load_contract("bank")
+
+
+@pytest.fixture(scope="module")
+def splits(bank_batches):
+    frames = []
+    for key in ("2008-11", "2009-04", "2009-05"):
+        valid = data.validate_rows(data.parse_batch(bank_batches[key], BANK, key), BANK).valid
+        frames.append(split.with_split(valid, BANK))
+    import pandas as pd
+
+    rows = pd.concat(frames, ignore_index=True)
+    out = {}
+    for name in ("train", "validation", "test"):
+        part = rows[rows["_split"] == name]
+        out[name] = (features.to_matrix(features.build_features(part, BANK), BANK),
+                     part[TARGET].to_numpy().astype(int))
+    return out
+
+
+def test_same_data_and_config_give_identical_predictions(splits):
+    (xt, yt), (xv, yv), (xs, _) = splits["train"], splits["validation"], splits["test"]
+    spec = training.TrainingSpec(n_trials=3, seed=7)
+    a = training.train(xt, yt, xv, yv, BANK, spec, log=lambda _: None)
+    b = training.train(xt, yt, xv, yv, BANK, spec, log=lambda _: None)
+    assert a.params == b.params and a.threshold == b.threshold
+    np.testing.assert_array_equal(a.booster.predict(xs), b.booster.predict(xs))
+    other = training.train(xt, yt, xv, yv, BANK, training.TrainingSpec(n_trials=3, seed=8),
+                           log=lambda _: None)
+    assert other.params != a.params
+
+
+def test_training_refuses_one_class(splits):
+    (xt, yt), (xv, yv) = splits["train"], splits["validation"]
+    with pytest.raises(ValueError, match="needs both classes"):
+        training.train(xt, np.zeros_like(yt), xv, yv, BANK, training.TrainingSpec(n_trials=1))
+
+
+def test_threshold_rules():
+    y = np.array([0, 0, 0, 1, 1, 0, 1, 0, 0, 1] * 20)
+    p = np.linspace(0.01, 0.99, len(y))
+    assert training.choose_threshold(y, p, "fixed:0.3") == 0.3
+    t = training.choose_threshold(y, p, "min_recall:0.9")
+    assert (p[y == 1] >= t).mean() >= 0.9
+    with pytest.raises(ValueError, match="unknown threshold rule 'best'"):
+        training.choose_threshold(y, p, "best")
+
+
+def test_fast_auc_and_bootstrap_ci_match_sklearn():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 2000)
+    p = np.round(rng.random(2000) + 0.4 * y, 2)  # ties on purpose
+    assert evaluation._fast_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    lo, hi = evaluation.bootstrap_auc_ci(y, p, n=300)
+    assert lo < roc_auc_score(y, p) < hi and hi - lo < 0.1
+
+
+def test_paired_bootstrap_blocks_a_worse_challenger_and_passes_an_equal_one():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 1500)
+    good = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, len(y)), 0.01, 0.99)
+    policy = gate.GatePolicy()
+    same = evaluation.paired_bootstrap(y, good, good, n=200)
+    assert gate.non_inferior(same, policy)[0]
+    noise = rng.random(len(y))
+    worse = evaluation.paired_bootstrap(y, good, noise, n=200)
+    ok, why = gate.non_inferior(worse, policy)
+    assert not ok and "AUC delta -0." in why
+    assert gate.non_inferior(None, policy) == (True, "no champion yet: nothing to compare against")
+
+
+def test_calibration_table_bins_every_row():
+    rng = np.random.default_rng(3)
+    p = rng.random(1000)
+    y = (rng.random(1000) < p).astype(int)
+    table = evaluation.calibration_table(y, p)
+    assert table["rows"].sum() == 1000
+    assert np.allclose(table["mean_predicted"], table["observed_rate"], atol=0.15)
