@@ -29,7 +29,7 @@ def tick_landing_sensor(
     defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None
 ) -> dg.SensorResult:
     """Evaluate the landing sensor once against ``instance`` and register new partitions."""
-    sensor = defs.get_sensor_def("landing_sensor")
+    sensor = defs.resolve_sensor_def("landing_sensor")
     with dg.build_sensor_context(
         instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
     ) as context:
@@ -43,7 +43,7 @@ def run_requests(
     defs: dg.Definitions, instance: dg.DagsterInstance, result: dg.SensorResult
 ) -> list[dg.ExecuteInProcessResult]:
     """Execute a sensor's run requests in this process, tagged as the daemon would tag them."""
-    job = defs.get_job_def("ingest_batch")
+    job = defs.resolve_job_def("ingest_batch")
     outcomes = []
     for request in result.run_requests or []:
         tags = {**request.tags, "dagster/run_key": request.run_key or ""}
@@ -61,4 +61,4 @@ def run_requests(
 def run_job(
     defs: dg.Definitions, instance: dg.DagsterInstance, name: str, **kwargs
 ) -> dg.ExecuteInProcessResult:
-    return defs.get_job_def(name).execute_in_process(instance=instance, **kwargs)
+    return defs.resolve_job_def(name).execute_in_process(instance=instance, **kwargs)

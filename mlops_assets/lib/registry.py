@@ -97,6 +97,9 @@ class Registry:
             return {"aliases": {}, "history": []}
         return io.read_json(self.state_file)
 
+    def aliases(self) -> dict[str, str]:
+        return dict(self._read()["aliases"])
+
     def alias(self, name: str = PRODUCTION) -> str | None:
         return self._read()["aliases"].get(name)
 

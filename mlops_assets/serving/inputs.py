@@ -1,0 +1,63 @@
+"""The request model, generated from the dataset contract: the same domains the Pandera
+schemas enforce in training (bounds, categories, required values), typed for pydantic so
+BentoML validates every request before the service sees it."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from mlops_assets.config import DatasetContract
+
+
+def _field_name(column: str) -> str:
+    name = re.sub(r"\W", "_", column)
+    return f"f_{name}" if name[0].isdigit() else name
+
+
+def record_model(contract: DatasetContract) -> type[BaseModel]:
+    """One input record: every feature, nothing else; NaN/Infinity refused."""
+    fields: dict[str, Any] = {}
+    for name, spec in contract.categorical.items():
+        allowed = tuple(spec.categories) + (tuple(contract.missing_tokens) if spec.nullable else ())
+        kind: Any = Literal[allowed]  # type: ignore[valid-type]
+        if spec.nullable:
+            fields[_field_name(name)] = (kind | None, Field(default=None, alias=name))
+        else:
+            fields[_field_name(name)] = (kind, Field(alias=name))
+    for name, spec in contract.numeric.items():
+        number = Annotated[float, Field(ge=spec.min, le=spec.max, allow_inf_nan=False)]
+        if spec.nullable:
+            fields[_field_name(name)] = (number | None, Field(default=None, alias=name))
+        else:
+            fields[_field_name(name)] = (number, Field(alias=name))
+    return create_model(
+        f"{contract.name.capitalize()}Record",
+        __config__=ConfigDict(extra="forbid", populate_by_name=False, frozen=True),
+        **fields,
+    )
+
+
+def to_columns(records: list[BaseModel], contract: DatasetContract) -> dict[str, list]:
+    """Validated records -> columns of plain values for ``features.encode`` (missing tokens
+    become None, as in training)."""
+    missing = set(contract.missing_tokens)
+    names = [(_field_name(c), c) for c in contract.features]
+    columns: dict[str, list] = {c: [] for _, c in names}
+    for record in records:
+        for attr, column in names:
+            value = getattr(record, attr)
+            columns[column].append(None if value in missing else value)
+    return columns
+
+
+class Prediction(BaseModel):
+    request_id: str
+    probability: float
+    label: int
+    model_version: str
+    variant: Literal["champion", "canary"]
+
+

@@ -1,0 +1,118 @@
+"""What the service holds: the champion (and the canary, if any), swapped in place when the
+registry's aliases move, plus the prediction log."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlops_assets.lib.model import ServingModel
+from mlops_assets.lib.registry import CANARY, PRODUCTION, Registry
+
+log = logging.getLogger("mlops_assets.serving")
+
+
+@dataclass(frozen=True)
+class Variants:
+    """An immutable pair: a request takes one reference and keeps it to the end, so a swap
+    never changes a model under a request in flight."""
+
+    champion: ServingModel | None
+    canary: ServingModel | None
+
+
+def smoke_test(model: ServingModel) -> None:
+    """One prediction on an all-missing row: the model loads and gives a finite probability."""
+    row = np.full((1, len(model.contract.features)), np.nan)
+    p = model.predict_matrix(row)
+    if not (p.shape == (1,) and np.isfinite(p).all() and 0 <= p[0] <= 1):
+        raise ValueError(f"model {model.version} failed the smoke prediction: {p}")
+
+
+class ModelRuntime:
+    def __init__(
+        self,
+        load: Callable[[str], ServingModel],
+        aliases: Callable[[], dict[str, str]],
+        canary_share: float,
+        seed: int | None = None,
+    ):
+        self._load = load
+        self._aliases = aliases
+        self.canary_share = canary_share
+        self.variants = Variants(None, None)
+        self.error: str | None = None
+        self._rng = random.Random(seed)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_registry(cls, registry: Registry, canary_share: float, pinned: str | None = None):
+        if pinned:
+            return cls(registry.load, lambda: {PRODUCTION: pinned}, 0.0)
+        return cls(registry.load, registry.aliases, canary_share)
+
+    @property
+    def ready(self) -> bool:
+        return self.variants.champion is not None
+
+    def refresh(self) -> bool:
+        """Load whatever the aliases point at now; swap only models that loaded and passed the
+        smoke prediction. Returns True when something changed."""
+        wanted = self._aliases()
+        current = self.variants
+        new = {}
+        for alias, slot in ((PRODUCTION, current.champion), (CANARY, current.canary)):
+            tag = wanted.get(alias)
+            if tag is None:
+                new[alias] = None
+            elif slot is not None and slot.version == tag:
+                new[alias] = slot
+            else:
+                try:
+                    model = self._load(tag)
+                    smoke_test(model)
+                    new[alias] = model
+                    log.info("loaded %s for %s", tag, alias)
+                except Exception as err:  # keep serving what we have; say why
+                    self.error = f"cannot load {alias} {tag}: {err}"
+                    log.error(self.error)
+                    new[alias] = slot
+        self.variants = Variants(new[PRODUCTION], new[CANARY])
+        return self.versions(self.variants) != self.versions(current)
+
+    @staticmethod
+    def versions(v: Variants) -> tuple[str | None, str | None]:
+        return (v.champion and v.champion.version, v.canary and v.canary.version)
+
+    def choose(self) -> tuple[str, ServingModel]:
+        v = self.variants
+        if v.canary is not None and self._rng.random() < self.canary_share:
+            return "canary", v.canary
+        return "champion", v.champion
+
+    def start(self, every_s: float) -> None:
+        def loop():
+            while not self._stop.wait(every_s):
+                try:
+                    self.refresh()
+                except Exception:
+                    log.exception("refresh failed")
+
+        self._thread = threading.Thread(target=loop, name="model-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def now_ms() -> float:
+    return time.perf_counter() * 1000

@@ -1,0 +1,115 @@
+"""The champion as a BentoML service: ``bentoml serve`` in the repository root serves it.
+
+POST /predict takes ``{"records": [...]}`` (1 to MLOPS_MAX_RECORDS records, validated by a
+model generated from the dataset contract) and answers per record: probability, label at
+the model's threshold, model version, variant and a request id. The model is the registry's
+champion (hot-swapped when the alias moves) or MLOPS_MODEL_TAG; a canary alias takes
+MLOPS_CANARY_SHARE of the requests. Every answered prediction is in the prediction log.
+Settings: see ``settings.py``.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import uuid
+from typing import Annotated
+
+import bentoml
+from bentoml.validators import ContentType
+from pydantic import Field
+
+from mlops_assets.config import load_contract
+from mlops_assets.lib.predlog import PredictionLog
+from mlops_assets.lib.registry import Registry
+from mlops_assets.serving.inputs import Prediction, record_model, to_columns
+from mlops_assets.serving.middleware import RequestGuard
+from mlops_assets.serving.runtime import ModelRuntime
+from mlops_assets.serving.settings import ServingSettings
+
+SETTINGS = ServingSettings.from_env()
+CONTRACT = load_contract(SETTINGS.contract)
+Record = record_model(CONTRACT)
+
+PREDICTIONS = bentoml.metrics.Counter(
+    name="mlops_predictions",
+    documentation="Predictions answered, by model version and variant",
+    labelnames=["model_version", "variant"],
+)
+SCORES = bentoml.metrics.Histogram(
+    name="mlops_prediction_score",
+    documentation="Predicted probabilities, by variant",
+    labelnames=["variant"],
+    buckets=tuple(i / 10 for i in range(1, 11)),
+)
+
+
+@bentoml.service(
+    name="mlops_classifier",
+    http={"host": "127.0.0.1", "port": 3000},
+    traffic={"timeout": 30},
+    workers=1,
+)
+class Classifier:
+    def __init__(self) -> None:
+        registry = Registry(SETTINGS.home)
+        self.runtime = ModelRuntime.from_registry(
+            registry, SETTINGS.canary_share, pinned=SETTINGS.model_tag
+        )
+        self.log = PredictionLog(SETTINGS.prediction_log)
+        self.runtime.refresh()
+        self._check_contract()
+        self.runtime.start(SETTINGS.reload_seconds)
+        # The imported heap is large and long-lived: keep it out of the collector's way.
+        gc.collect()
+        gc.freeze()
+
+    def _check_contract(self) -> None:
+        champion = self.runtime.variants.champion
+        if champion is not None and champion.contract.features != CONTRACT.features:
+            raise RuntimeError(
+                f"champion {champion.version} was trained on contract "
+                f"{champion.contract.name!r}, but this service validates {CONTRACT.name!r}"
+            )
+
+    def __is_ready__(self) -> bool:
+        return self.runtime.ready
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.runtime.stop()
+        self.log.close()
+
+    @bentoml.api(route="/predict")
+    async def predict(
+        self,
+        records: Annotated[list[Record], Field(min_length=1, max_length=SETTINGS.max_records)],
+    ) -> Annotated[list[Prediction], ContentType("application/json")]:
+        started = time.perf_counter()
+        variant, model = self.runtime.choose()
+        if model is None:
+            raise bentoml.exceptions.ServiceUnavailable("no champion model is loaded yet")
+        columns = to_columns(records, CONTRACT)
+        probabilities = model.predict_columns(columns).tolist()
+        threshold = model.threshold
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        ts = time.time()
+        out, rows = [], []
+        for i, p in enumerate(probabilities):
+            rid = uuid.uuid4().hex
+            label = int(p >= threshold)
+            out.append(Prediction(request_id=rid, probability=p, label=label,
+                                  model_version=model.version, variant=variant))
+            rows.append({"ts": ts, "request_id": rid, "model_version": model.version,
+                         "variant": variant, "inputs": {c: v[i] for c, v in columns.items()},
+                         "probability": p, "label": label, "latency_ms": latency_ms})
+            SCORES.labels(variant=variant).observe(p)
+        self.log.write(rows)
+        PREDICTIONS.labels(model_version=model.version, variant=variant).inc(len(out))
+        return out
+
+
+Classifier.add_asgi_middleware(
+    RequestGuard, paths=("/predict",), max_body_bytes=SETTINGS.max_body_bytes,
+    api_token=SETTINGS.api_token,
+)

@@ -1,0 +1,61 @@
+"""Serving settings, from environment variables (how ``bentoml serve`` is configured)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_assets.config import default_home
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        return float(raw) if raw not in (None, "") else default
+    except ValueError as err:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from err
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """| variable | meaning | default |
+    |---|---|---|
+    | MLOPS_HOME | project home (registry, prediction log) | ./var |
+    | MLOPS_CONTRACT | dataset contract of the request schema | bank |
+    | MLOPS_MODEL_TAG | serve this model version, ignore the aliases | (champion) |
+    | MLOPS_RELOAD_SECONDS | how often to look for a new champion / canary | 2 |
+    | MLOPS_CANARY_SHARE | share of requests answered by the canary, if one is set | 0.1 |
+    | MLOPS_MAX_RECORDS | records per request | 1000 |
+    | MLOPS_MAX_BODY_BYTES | request body limit (413 beyond) | 2097152 |
+    | MLOPS_API_TOKEN | if set, /predict needs `Authorization: Bearer <token>` | (none) |
+    """
+
+    home: Path
+    contract: str
+    model_tag: str | None
+    reload_seconds: float
+    canary_share: float
+    max_records: int
+    max_body_bytes: int
+    api_token: str | None
+
+    @classmethod
+    def from_env(cls) -> ServingSettings:
+        share = _float("MLOPS_CANARY_SHARE", 0.1)
+        if not 0 <= share <= 1:
+            raise ValueError(f"MLOPS_CANARY_SHARE must be within 0..1, got {share}")
+        return cls(
+            home=default_home(),
+            contract=os.environ.get("MLOPS_CONTRACT", "bank"),
+            model_tag=os.environ.get("MLOPS_MODEL_TAG") or None,
+            reload_seconds=_float("MLOPS_RELOAD_SECONDS", 2.0),
+            canary_share=share,
+            max_records=int(_float("MLOPS_MAX_RECORDS", 1000)),
+            max_body_bytes=int(_float("MLOPS_MAX_BODY_BYTES", 2 * 1024 * 1024)),
+            api_token=os.environ.get("MLOPS_API_TOKEN") or None,
+        )
+
+    @property
+    def prediction_log(self) -> Path:
+        return self.home / "predictions"

@@ -1,0 +1,172 @@
+"""The BentoML service through ``Service.to_asgi()`` and Starlette's TestClient."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from mlops_assets.lib import predlog
+from mlops_assets.lib.registry import CANARY, Registry
+from tests.serving.conftest import TOKEN, records_from
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    with TestClient(served["service"].Classifier.to_asgi()) as c:
+        yield c
+
+
+def post(client, body=None, headers=None, **kw):
+    return client.post("/predict", json=body, headers={**AUTH, **(headers or {})}, **kw)
+
+
+def test_ready_and_happy_path_matches_offline_predictions(client, served):
+    assert client.get("/readyz").status_code == 200
+    records = records_from(served["test_rows"], 20)
+    r = post(client, {"records": records})
+    assert r.status_code == 200, r.text
+    answers = r.json()
+    assert len(answers) == 20 and len({a["request_id"] for a in answers}) == 20
+    model = Registry(served["home"]).load(served["champion"])
+    expected = model.predict_records(
+        [{k: (None if v == "unknown" else v) for k, v in rec.items()} for rec in records]
+    )
+    got = np.array([a["probability"] for a in answers])
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert all(a["label"] == int(a["probability"] >= model.threshold) for a in answers)
+    assert {a["model_version"] for a in answers} == {served["champion"]}
+    assert {a["variant"] for a in answers} == {"champion"}
+
+
+def test_single_record_path_equals_batch_path(client, served):
+    records = records_from(served["test_rows"], 5)
+    batch = [a["probability"] for a in post(client, {"records": records}).json()]
+    single = [post(client, {"records": [r]}).json()[0]["probability"] for r in records]
+    np.testing.assert_allclose(single, batch, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "mutate, loc, msg",
+    [
+        (lambda r: r.update(age="forty"), ["records", 0, "age"], "valid number"),
+        (lambda r: r.update(age=250), ["records", 0, "age"], "less than or equal to 120"),
+        (lambda r: r.update(job="astronaut"), ["records", 0, "job"], "Input should be"),
+        (lambda r: r.update(colour="red"), ["records", 0, "colour"], "Extra inputs"),
+        (lambda r: r.pop("contact"), ["records", 0, "contact"], "Field required"),
+        (lambda r: r.update(contact=None), ["records", 0, "contact"], "Input should be"),
+    ],
+    ids=["wrong type", "out of range", "unseen category", "unknown field", "missing required",
+         "null in required"],
+)
+def test_bad_fields_are_400_naming_the_field(client, served, mutate, loc, msg):
+    record = records_from(served["test_rows"], 1)[0]
+    mutate(record)
+    r = post(client, {"records": [record]})
+    assert r.status_code == 400
+    detail = r.json()["detail"]
+    assert detail[0]["loc"] == loc and msg in detail[0]["msg"]
+
+
+def test_nan_and_infinity_are_refused(client, served):
+    for literal in (b"NaN", b"Infinity", b"-Infinity"):
+        body = b'{"records": [{"age": ' + literal + b"}]}"
+        r = client.post("/predict", content=body,
+                        headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 400
+        ages = [d for d in r.json()["detail"] if d["loc"] == ["records", 0, "age"]]
+        assert ages and "finite number" in ages[0]["msg"]
+
+
+def test_missing_token_means_missing(client, served):
+    record = records_from(served["test_rows"], 1)[0]
+    as_null = post(client, {"records": [{**record, "job": None}]}).json()[0]["probability"]
+    as_token = post(client, {"records": [{**record, "job": "unknown"}]}).json()[0]
+    assert as_token["probability"] == as_null
+
+
+def test_client_errors_are_4xx_with_a_message(client, served):
+    record = records_from(served["test_rows"], 1)[0]
+    cases = [
+        (dict(content=b'{"records": [', headers={"Content-Type": "application/json"}), 400,
+         "Invalid JSON"),
+        (dict(content=b"", headers={"Content-Type": "application/json"}), 400, "empty body"),
+        (dict(content=b"age=3", headers={"Content-Type": "text/plain"}), 415,
+         "content type 'text/plain' is not supported"),
+        (dict(content=b"--xx\r\nbroken", headers={
+            "Content-Type": "multipart/form-data; boundary=xx"}), 415,
+         "'multipart/form-data' is not supported"),
+        (dict(content=b'{"records": []}', headers={"Content-Type": "application/json"}), 400,
+         "at least 1 item"),
+        (dict(json={"records": [record] * 51}), 400, "at most 50 items"),
+        (dict(json=[record]), 400, "Input should be an object"),
+    ]
+    for kwargs, status, message in cases:
+        kwargs["headers"] = {**AUTH, **kwargs.get("headers", {})}
+        r = client.post("/predict", **kwargs)
+        assert r.status_code == status, (kwargs, r.text)
+        assert message in r.text, (kwargs, r.text)
+
+
+def test_body_over_the_limit_is_413_without_being_read(client):
+    big = b'{"records": [' + b" " * 70_000 + b"]}"
+    r = client.post("/predict", content=big,
+                    headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 413 and "over the limit of 65536 bytes" in r.text
+
+    def chunks():  # no content-length: the guard stops counting at the limit
+        for _ in range(100):
+            yield b" " * 8192
+
+    r = client.post("/predict", content=chunks(),
+                    headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_bearer_token_is_required(client, served):
+    body = {"records": records_from(served["test_rows"], 1)}
+    assert client.post("/predict", json=body).status_code == 401
+    wrong = client.post("/predict", json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "bearer token" in wrong.text
+    assert post(client, body).status_code == 200
+
+
+def test_canary_share_and_both_variants_logged(client, served):
+    registry = Registry(served["home"])
+    registry.set_alias(CANARY, served["other"], "canary", "test")
+    try:
+        record = records_from(served["test_rows"], 1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # wait for the refresh thread to load the canary
+            if any(post(client, {"records": record}).json()[0]["variant"] == "canary"
+                   for _ in range(20)):
+                break
+        variants = [post(client, {"records": record}).json()[0] for _ in range(2000)]
+    finally:
+        registry.set_alias(CANARY, None, "canary", "test over")
+    share = sum(v["variant"] == "canary" for v in variants) / len(variants)
+    assert share == pytest.approx(0.25, abs=0.03)
+    canary_versions = {v["model_version"] for v in variants if v["variant"] == "canary"}
+    assert canary_versions == {served["other"]}
+    log = predlog.read(served["home"] / "predictions")
+    ids = {v["request_id"] for v in variants}
+    logged = log[log["request_id"].isin(ids)]
+    assert len(logged) == 2000
+    assert set(logged["variant"]) == {"champion", "canary"}
+
+
+def test_prediction_log_holds_every_answer_with_its_inputs(client, served):
+    records = records_from(served["test_rows"], 7)
+    answers = post(client, {"records": records}).json()
+    log = predlog.read(served["home"] / "predictions").set_index("request_id")
+    for record, answer in zip(records, answers, strict=True):
+        row = log.loc[answer["request_id"]]
+        assert row["probability"] == answer["probability"]
+        assert row["label"] == answer["label"] and row["variant"] == answer["variant"]
+        assert row["model_version"] == answer["model_version"] and row["latency_ms"] > 0
+        assert row["inputs"]["age"] == record["age"]
+        assert row["inputs"]["job"] == (None if record["job"] == "unknown" else record["job"])
