@@ -87,11 +87,11 @@ def cmd_rollback(args) -> int:
     config = {"to": args.to, "reason": args.reason}
     with dg.DagsterInstance.get() as instance:
         result = orchestration.run_job(
-            defs, instance, "rollback",
+            defs, instance, "rollback", quiet=True,
             run_config={"ops": {"rollback_champion": {"config": config}}}, raise_on_error=False,
         )
     if not result.success:
-        print(f"rollback failed: {result.failure_message()}", file=sys.stderr)
+        print(f"rollback failed: {orchestration.failure_message(result)}", file=sys.stderr)
         return 1
     from mlops_assets.lib.registry import Registry
 
@@ -110,6 +110,30 @@ def cmd_ui(args) -> int:
     return 0
 
 
+def cmd_canary(args) -> int:
+    """Run the set_canary job: a share of live traffic goes to this version (or none)."""
+    import dagster as dg
+
+    from mlops_assets import orchestration
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.lib.registry import CANARY, Registry
+
+    home, contract_name = _setup(args)
+    defs = build_definitions(str(home), contract_name)
+    config = {"tag": None if args.clear else args.tag, "reason": args.reason}
+    with dg.DagsterInstance.get() as instance:
+        result = orchestration.run_job(
+            defs, instance, "set_canary", quiet=True,
+            run_config={"ops": {"set_canary_alias": {"config": config}}}, raise_on_error=False,
+        )
+    if not result.success:
+        print(f"canary change failed: {orchestration.failure_message(result)}",
+              file=sys.stderr)
+        return 1
+    print(f"canary: {Registry(home).alias(CANARY)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     parser.add_argument("--home", help="project home (default: $MLOPS_HOME or ./var)")
@@ -124,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--to", default=None, help="model tag (default: the previous champion)")
     rb.add_argument("--reason", default="manual rollback (CLI)")
     rb.set_defaults(func=cmd_rollback)
+    canary = sub.add_parser("canary", help="send a share of traffic to a model version")
+    which = canary.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tag", help="model tag to serve as the canary")
+    which.add_argument("--clear", action="store_true", help="stop the canary")
+    canary.add_argument("--reason", default="manual canary change (CLI)")
+    canary.set_defaults(func=cmd_canary)
     land = sub.add_parser("land", help="land batches of the bundled dataset (by position)")
     land.add_argument("--first", type=int, default=0)
     land.add_argument("--last", type=int, default=None)

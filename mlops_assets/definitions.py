@@ -9,6 +9,7 @@ import dagster as dg
 from mlops_assets.config import Paths, default_home
 from mlops_assets.defs.dataset import assets as dataset
 from mlops_assets.defs.dataset import reports
+from mlops_assets.defs.deployment import assets as deployment
 from mlops_assets.defs.features import assets as features
 from mlops_assets.defs.governance import assets as governance
 from mlops_assets.defs.ingestion import assets as ingestion
@@ -24,8 +25,9 @@ dataset_job = dg.define_asset_job(
 
 train_job = dg.define_asset_job(
     "train_and_promote",
-    selection=dg.AssetSelection.groups("training", "evaluation", "governance"),
-    description="Tune and train a challenger, evaluate it, and promote it if the gate passes.",
+    selection=dg.AssetSelection.groups("training", "evaluation", "governance", "deployment"),
+    description="Tune and train a challenger, evaluate it, promote it if the gate passes, "
+    "and package the champion as a Bento.",
 )
 
 
@@ -50,6 +52,7 @@ def build_definitions(
             training.model_card,
             governance.gate_report,
             governance.champion,
+            deployment.bento,
         ],
         asset_checks=[
             ingestion.raw_batch_schema,
@@ -58,7 +61,8 @@ def build_definitions(
             *features.feature_checks,
             *governance.gate_checks,
         ],
-        jobs=[ingestion_sensors.ingest_job, dataset_job, train_job, governance.rollback],
+        jobs=[ingestion_sensors.ingest_job, dataset_job, train_job, governance.rollback,
+              governance.set_canary],
         sensors=[ingestion_sensors.landing_sensor],
         resources={
             "project": ProjectResource(home=home, contract_name=contract),

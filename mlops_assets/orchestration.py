@@ -58,7 +58,26 @@ def run_requests(
     return outcomes
 
 
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def run_job(
-    defs: dg.Definitions, instance: dg.DagsterInstance, name: str, **kwargs
+    defs: dg.Definitions, instance: dg.DagsterInstance, name: str, quiet: bool = False,
+    run_config: dict | None = None, **kwargs
 ) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def(name).execute_in_process(instance=instance, **kwargs)
+    """Execute a job in this process on ``instance``; ``quiet`` keeps the console to warnings
+    (the full event log is in the instance either way)."""
+    config = {**(run_config or {}), **(QUIET if quiet else {})}
+    return defs.resolve_job_def(name).execute_in_process(
+        instance=instance, run_config=config or None, **kwargs
+    )
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The first failed step's error, in one line, for a command-line user."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            error = event.step_failure_data.error
+            error = error.cause or error  # the user code's exception, not Dagster's wrapper
+            return f"{event.step_key}: {error.message.strip()}"
+    return "run failed (see the run's events in the UI)"

@@ -72,7 +72,9 @@ class Registry:
         try:
             return bentoml.models.get(tag, _model_store=self.store)
         except bentoml.exceptions.NotFound as err:
-            raise RegistryError(f"model {tag!r} is not in the store {self.store}") from err
+            raise RegistryError(
+                f"model {tag!r} is not in the model store {self.bentoml_home / 'models'}"
+            ) from err
 
     def load(self, tag: str) -> ServingModel:
         model = self.get(tag)

@@ -11,8 +11,10 @@ Settings: see ``settings.py``.
 from __future__ import annotations
 
 import gc
+import json
 import time
 import uuid
+from pathlib import Path
 from typing import Annotated
 
 import bentoml
@@ -20,15 +22,20 @@ from bentoml.validators import ContentType
 from pydantic import Field
 
 from mlops_assets.config import load_contract
+from mlops_assets.lib.model import ServingModel
 from mlops_assets.lib.predlog import PredictionLog
-from mlops_assets.lib.registry import Registry
+from mlops_assets.lib.registry import PRODUCTION, Registry
 from mlops_assets.serving.inputs import Prediction, record_model, to_columns
 from mlops_assets.serving.middleware import RequestGuard
 from mlops_assets.serving.runtime import ModelRuntime
 from mlops_assets.serving.settings import ServingSettings
 
+# A built Bento carries bundle.json (written by lib/bento.py): it serves the one model it
+# was built with, from the Bento's own model store, and ignores the registry's aliases.
+BUNDLE_FILE = Path(__file__).with_name("bundle.json")
+BUNDLE = json.loads(BUNDLE_FILE.read_text()) if BUNDLE_FILE.is_file() else None
 SETTINGS = ServingSettings.from_env()
-CONTRACT = load_contract(SETTINGS.contract)
+CONTRACT = load_contract(BUNDLE["contract"] if BUNDLE else SETTINGS.contract)
 Record = record_model(CONTRACT)
 
 PREDICTIONS = bentoml.metrics.Counter(
@@ -51,11 +58,20 @@ SCORES = bentoml.metrics.Histogram(
     workers=1,
 )
 class Classifier:
+    if BUNDLE:
+        bundled_model = bentoml.models.BentoModel(BUNDLE["model_tag"])
+
     def __init__(self) -> None:
-        registry = Registry(SETTINGS.home)
-        self.runtime = ModelRuntime.from_registry(
-            registry, SETTINGS.canary_share, pinned=SETTINGS.model_tag
-        )
+        if BUNDLE:
+            tag = BUNDLE["model_tag"]
+            path = Path(self.bundled_model.path)
+            self.runtime = ModelRuntime(
+                lambda _: ServingModel.from_dir(path, tag), lambda: {PRODUCTION: tag}, 0.0
+            )
+        else:
+            self.runtime = ModelRuntime.from_registry(
+                Registry(SETTINGS.home), SETTINGS.canary_share, pinned=SETTINGS.model_tag
+            )
         self.log = PredictionLog(SETTINGS.prediction_log)
         self.runtime.refresh()
         self._check_contract()

@@ -3,10 +3,14 @@ with a temporary BENTOML_HOME (the project home) and a small trial budget."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mlops_assets import orchestration
 from tests.conftest import check_results, make_project, materialized
@@ -32,8 +36,8 @@ def trained(tmp_path, monkeypatch, bank_batches):
 
 def test_train_evaluate_promote_and_card(trained):
     project, run = trained
-    assert {"candidate_model", "model_evaluation", "model_card", "gate_report", "champion"} \
-        <= materialized(run)
+    assert {"candidate_model", "model_evaluation", "model_card", "gate_report", "champion",
+            "bento"} <= materialized(run)
     checks = check_results(run)
     assert all(checks[f"gate_report:{c}"].passed for c in GATE_CHECKS)
     model = run.output_for_node("candidate_model")
@@ -55,6 +59,15 @@ def test_train_evaluate_promote_and_card(trained):
                 if e.asset_key.to_user_string() == "model_card")
     text = card.materialization.metadata["card"].value
     assert model["tag"] in text and f"{m['roc_auc']:.4f}" in text and "Known limitations" in text
+    bento = next(e for e in run.get_asset_materialization_events()
+                 if e.asset_key.to_user_string() == "bento").materialization.metadata
+    bento_dir = Path(bento["bento_path"].value)
+    manifest = yaml.safe_load((bento_dir / "bento.yaml").read_text())
+    assert manifest["services"][0]["models"][0]["tag"] == model["tag"]
+    bundle = json.loads((bento_dir / "src/mlops_assets/serving/bundle.json").read_text())
+    assert bundle == {"model_tag": model["tag"], "contract": "bank"}
+    assert not (bento_dir / "src/mlops_assets/defs").exists()  # serving code only
+    assert bento["bento_bytes"].value > 0
 
 
 def _shuffle_labels(project, name: str, seed: int) -> None:
@@ -75,7 +88,7 @@ def test_degraded_challenger_is_blocked(trained):
     checks = check_results(run)
     failed = checks["gate_report:not_worse_than_champion"]
     assert not failed.passed and "AUC delta -0." in failed.description
-    assert "champion" not in materialized(run)
+    assert not {"champion", "bento"} & materialized(run)
     assert registry.champion() == champion and registry.history() == history
     challenger = run.output_for_node("candidate_model")["tag"]
     assert challenger in registry.versions()  # kept as a version, never promoted

@@ -40,5 +40,6 @@ def test_demo_on_12_bank_periods_promotes_a_champion(tmp_path):
     # One champion only: rolling back has nowhere to go, and says so.
     rollback = _cli(home, "rollback")
     assert rollback.returncode == 1
-    assert "no earlier champion to roll back to" in rollback.stderr
+    assert "rollback failed: rollback_champion: mlops_assets.lib.registry.RegistryError: " \
+        "no earlier champion to roll back to" in rollback.stderr
     assert Registry(home).champion() == champion

@@ -70,3 +70,12 @@ def records_from(rows: pd.DataFrame, n: int) -> list[dict]:
     for row in rows.head(n)[BANK.features].to_dict("records"):
         out.append({k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()})
     return out
+
+
+@pytest.fixture(scope="session")
+def client(served):
+    """One ASGI app per process: BentoML registers its Prometheus metrics per app."""
+    from starlette.testclient import TestClient
+
+    with TestClient(served["service"].Classifier.to_asgi()) as c:
+        yield c

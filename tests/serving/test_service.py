@@ -6,19 +6,12 @@ import time
 
 import numpy as np
 import pytest
-from starlette.testclient import TestClient
 
 from mlops_assets.lib import predlog
 from mlops_assets.lib.registry import CANARY, Registry
 from tests.serving.conftest import TOKEN, records_from
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def client(served):
-    with TestClient(served["service"].Classifier.to_asgi()) as c:
-        yield c
 
 
 def post(client, body=None, headers=None, **kw):

@@ -7,7 +7,7 @@ from mlops_assets.config import TARGET
 from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.resources import GateResource, ProjectResource
 from mlops_assets.lib import evaluation, features, gate
-from mlops_assets.lib.registry import PRODUCTION
+from mlops_assets.lib.registry import CANARY, PRODUCTION
 
 SMOKE_ROWS = 50
 
@@ -148,3 +148,20 @@ def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig,
 @dg.job(description="Roll the champion back to the previous (or a named) model version.")
 def rollback():
     rollback_champion()
+
+
+class CanaryConfig(dg.Config):
+    tag: str | None = None  # a model tag; None stops the canary
+    reason: str = "manual canary change"
+
+
+@dg.op
+def set_canary_alias(config: CanaryConfig, project: ProjectResource) -> None:
+    """Point the canary alias at a model version (or clear it); the service sends
+    MLOPS_CANARY_SHARE of its requests there."""
+    project.registry().set_alias(CANARY, config.tag, "canary", config.reason)
+
+
+@dg.job(description="Send a share of live traffic to a challenger (the canary alias), or stop.")
+def set_canary():
+    set_canary_alias()

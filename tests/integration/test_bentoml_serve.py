@@ -1,0 +1,125 @@
+"""The real `bentoml serve` from the repository root: readiness, prediction, hot swap of a
+new champion under a concurrent client with zero failed requests, SIGTERM, and the log."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mlops_assets.config import PROJECT_ROOT
+from mlops_assets.lib import predlog
+from mlops_assets.lib.registry import Registry
+from tests.integration.servers import free_port, server, stop
+from tests.serving.conftest import records_from, train_two_models
+
+pytestmark = pytest.mark.integration
+RELOAD_SECONDS = 1.0
+
+
+def _post(port: int, records: list[dict]) -> tuple[int, list | dict]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/predict", data=json.dumps({"records": records}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def _status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_bentoml_serve_hot_swaps_the_champion_without_failing_requests(tmp_path, bank_batches):
+    home = tmp_path / "home"
+    first, second, test_rows = train_two_models(home, bank_batches)
+    registry = Registry(home)
+    # Start with no champion at all: the server must say it is not ready.
+    registry.set_alias("production", None, "clear", "test starts without a champion")
+    port = free_port()
+    bentoml = Path(sys.executable).parent / "bentoml"
+    env = {"MLOPS_HOME": str(home), "MLOPS_RELOAD_SECONDS": str(RELOAD_SECONDS),
+           "BENTOML_HOME": str(home / "bentoml"), "MLOPS_CANARY_SHARE": "0"}
+    cmd = [str(bentoml), "serve", "--port", str(port)]
+    records = records_from(test_rows, 1)
+    with server(cmd, f"http://127.0.0.1:{port}/livez", tmp_path / "serve.log", env,
+                PROJECT_ROOT, timeout=120) as proc:
+        assert _status(port, "/readyz") == 503
+        assert _post(port, records)[0] == 503
+        registry.promote(first, "first champion")
+        deadline = time.monotonic() + 30
+        while _status(port, "/readyz") != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _status(port, "/readyz") == 200
+        status, body = _post(port, records)
+        assert status == 200 and body[0]["model_version"] == first
+
+        answers: list[tuple[float, int, dict | list]] = []
+        stop_client = threading.Event()
+
+        def client():
+            while not stop_client.is_set():
+                status, body = _post(port, records)
+                answers.append((time.monotonic(), status, body))
+
+        worker = threading.Thread(target=client)
+        worker.start()
+        time.sleep(1.0)
+        promoted_at = time.monotonic()
+        registry.promote(second, "second champion")
+        swapped_at = None
+        while time.monotonic() - promoted_at < 15 and swapped_at is None:
+            for t, status, body in list(answers):
+                if status == 200 and body[0]["model_version"] == second:
+                    swapped_at = t
+                    break
+            time.sleep(0.05)
+        time.sleep(1.0)
+        stop_client.set()
+        worker.join(10)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        exit_code = stop(proc)  # SIGTERM by PID, as a graceful shutdown
+    assert swapped_at is not None, "the new champion never answered"
+    assert swapped_at - promoted_at <= RELOAD_SECONDS + 2.0
+    failed = [(s, b) for _, s, b in answers if s != 200]
+    assert not failed, failed[:3]
+    versions = [b[0]["model_version"] for _, _, b in answers]
+    assert versions[0] == first and versions[-1] == second
+    assert exit_code is not None
+    for version in (first, second):
+        assert f'mlops_predictions_total{{model_version="{version}",variant="champion"}}' \
+            in metrics
+    logged = set(predlog.read(home / "predictions")["request_id"])
+    answered = {b[0]["request_id"] for _, _, b in answers}
+    assert answered <= logged and len(answered) > 20
+
+
+def test_a_built_bento_serves_its_own_model(tmp_path, bank_batches):
+    from mlops_assets.lib.bento import build_bento
+
+    home = tmp_path / "home"
+    first, second, test_rows = train_two_models(home, bank_batches)
+    built = build_bento(home, first, "bank")
+    Registry(home).promote(second, "the registry moves on; the Bento must not")
+    port = free_port()
+    bentoml = Path(sys.executable).parent / "bentoml"
+    env = {"BENTOML_HOME": str(home / "bentoml"), "MLOPS_HOME": str(tmp_path / "serving")}
+    cmd = [str(bentoml), "serve", built.tag, "--port", str(port)]
+    with server(cmd, f"http://127.0.0.1:{port}/readyz", tmp_path / "bento.log", env, tmp_path,
+                timeout=120):
+        status, body = _post(port, records_from(test_rows, 3))
+    assert status == 200 and {b["model_version"] for b in body} == {first}
+    assert len(predlog.read(tmp_path / "serving" / "predictions")) == 3
