@@ -14,7 +14,15 @@ from mlops_assets.defs.features import assets as features
 from mlops_assets.defs.governance import assets as governance
 from mlops_assets.defs.ingestion import assets as ingestion
 from mlops_assets.defs.ingestion import sensors as ingestion_sensors
-from mlops_assets.defs.resources import GateResource, ParquetIOManager, ProjectResource
+from mlops_assets.defs.monitoring import assets as monitoring
+from mlops_assets.defs.monitoring import sensors as monitoring_sensors
+from mlops_assets.defs.resources import (
+    GateResource,
+    MonitoringResource,
+    ParquetIOManager,
+    ProjectResource,
+    RetrainPolicyResource,
+)
 from mlops_assets.defs.training import assets as training
 
 dataset_job = dg.define_asset_job(
@@ -32,7 +40,11 @@ train_job = dg.define_asset_job(
 
 
 def build_definitions(
-    home: str | None = None, contract: str | None = None, gate: GateResource | None = None
+    home: str | None = None,
+    contract: str | None = None,
+    gate: GateResource | None = None,
+    monitor: MonitoringResource | None = None,
+    retrain_policy: RetrainPolicyResource | None = None,
 ) -> dg.Definitions:
     """Definitions for a project home and dataset contract (defaults: $MLOPS_HOME or ./var,
     and $MLOPS_CONTRACT or bank) and gate thresholds (defaults in lib/gate.py)."""
@@ -53,6 +65,12 @@ def build_definitions(
             governance.gate_report,
             governance.champion,
             deployment.bento,
+            monitoring.prediction_log,
+            monitoring.feedback_labels,
+            monitoring.window_traffic,
+            monitoring.drift_report,
+            monitoring.live_performance,
+            monitoring.serving_health,
         ],
         asset_checks=[
             ingestion.raw_batch_schema,
@@ -60,14 +78,22 @@ def build_definitions(
             dataset.test_set_is_sealed,
             *features.feature_checks,
             *governance.gate_checks,
+            *monitoring.monitoring_checks,
         ],
         jobs=[ingestion_sensors.ingest_job, dataset_job, train_job, governance.rollback,
-              governance.set_canary],
-        sensors=[ingestion_sensors.landing_sensor],
+              governance.set_canary, monitoring_sensors.log_job, monitoring_sensors.feedback_job,
+              monitoring_sensors.window_job, monitoring_sensors.retrain_job,
+              monitoring_sensors.define_daily_window],
+        sensors=[ingestion_sensors.landing_sensor, monitoring_sensors.prediction_log_sensor,
+                 monitoring_sensors.feedback_sensor, monitoring_sensors.window_sensor,
+                 monitoring_sensors.retrain_sensor],
+        schedules=[monitoring_sensors.daily_monitoring],
         resources={
             "project": ProjectResource(home=home, contract_name=contract),
             "io_manager": ParquetIOManager(base_dir=str(Paths(home).storage)),
             "gate_policy": gate or GateResource(),
+            "monitor": monitor or MonitoringResource(),
+            "retrain_policy": retrain_policy or RetrainPolicyResource(),
         },
         executor=dg.in_process_executor,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +12,10 @@ from mlops_assets.config import DatasetContract, Paths, load_contract
 from mlops_assets.lib import io
 from mlops_assets.lib.gate import GatePolicy
 from mlops_assets.lib.registry import Registry
+
+# How often sensors look, in seconds (read when the code location loads): 30 by default;
+# the replay sets MLOPS_SENSOR_INTERVAL lower.
+SENSOR_INTERVAL = int(os.environ.get("MLOPS_SENSOR_INTERVAL", "30"))
 
 # Every arriving batch is one partition. Sensors add keys; nothing else does.
 batches = dg.DynamicPartitionsDefinition(name="batches")
@@ -90,3 +95,26 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if missing:
             context.log.warning(f"{key.to_user_string()}: no stored data for {missing}")
         return frames
+
+
+class MonitoringResource(dg.ConfigurableResource):
+    """Limits the monitoring checks hold each window to."""
+
+    max_drift_share: float = 0.5  # Evidently's dataset-drift default
+    min_labelled_rows: int = 100
+    min_auc: float = 0.60
+    min_f1: float = 0.20
+    max_calibration_gap: float = 0.10
+    max_latency_p99_ms: float = 250.0
+
+
+class RetrainPolicyResource(dg.ConfigurableResource):
+    """When the retraining sensor may launch (see lib/retraining.py)."""
+
+    cooldown_s: float = 3600.0
+    min_new_rows: int = 5000
+
+    def policy(self):
+        from mlops_assets.lib.retraining import RetrainPolicy
+
+        return RetrainPolicy(cooldown_s=self.cooldown_s, min_new_rows=self.min_new_rows)

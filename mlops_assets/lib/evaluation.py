@@ -30,7 +30,12 @@ def _fast_auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def threshold_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    pred = p >= threshold
+    return decision_metrics(y, p >= threshold)
+
+
+def decision_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 and false-positive rate of 0/1 decisions."""
+    pred = pred.astype(bool)
     tp = int((pred & (y == 1)).sum())
     fp = int((pred & (y == 0)).sum())
     fn = int((~pred & (y == 1)).sum())

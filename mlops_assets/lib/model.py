@@ -12,6 +12,7 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 
 from mlops_assets.config import DatasetContract
 from mlops_assets.lib import features
@@ -19,14 +20,18 @@ from mlops_assets.lib import features
 BOOSTER_FILE = "booster.txt"
 CONTRACT_FILE = "contract.json"
 SERVING_FILE = "serving.json"
+REFERENCE_FILE = "reference.parquet"  # a sample of the training features + predictions
 
 
 def write_model_dir(
     path: Path, booster: lgb.Booster, contract: DatasetContract, threshold: float,
-    best_iteration: int,
+    best_iteration: int, reference: pd.DataFrame | None = None,
 ) -> None:
-    """Write everything needed to serve the model into ``path`` (a fresh directory)."""
+    """Write everything needed to serve and monitor the model into ``path`` (a fresh
+    directory): the booster, its contract and threshold, and the drift reference."""
     path = Path(path)
+    if reference is not None:
+        reference.to_parquet(path / REFERENCE_FILE, index=False)
     booster.save_model(str(path / BOOSTER_FILE), num_iteration=best_iteration)
     (path / CONTRACT_FILE).write_text(contract.model_dump_json(indent=2))
     (path / SERVING_FILE).write_text(

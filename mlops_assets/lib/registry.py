@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
+import pandas as pd
 
 from mlops_assets.config import DatasetContract
 from mlops_assets.lib import io
-from mlops_assets.lib.model import ServingModel, write_model_dir
+from mlops_assets.lib.model import REFERENCE_FILE, ServingModel, write_model_dir
 
 PRODUCTION = "production"
 CANARY = "canary"
@@ -51,6 +52,7 @@ class Registry:
         threshold: float,
         best_iteration: int,
         metadata: dict[str, Any],
+        reference: pd.DataFrame | None = None,
     ) -> str:
         """Save a trained model as a new version. BentoML writes it to a temporary directory
         and moves it into the store only when this block completes, so a failure leaves no
@@ -63,7 +65,8 @@ class Registry:
             metadata=_plain(metadata),
             _model_store=self.store,
         ) as model:
-            write_model_dir(Path(model.path), booster, contract, threshold, best_iteration)
+            write_model_dir(Path(model.path), booster, contract, threshold, best_iteration,
+                            reference)
         return str(model.tag)
 
     def get(self, tag: str):
@@ -79,6 +82,13 @@ class Registry:
     def load(self, tag: str) -> ServingModel:
         model = self.get(tag)
         return ServingModel.from_dir(Path(model.path), str(model.tag))
+
+    def reference(self, tag: str) -> pd.DataFrame:
+        """The drift reference saved with a model: training features and predictions."""
+        path = Path(self.get(tag).path) / REFERENCE_FILE
+        if not path.is_file():
+            raise RegistryError(f"model {tag} was saved without a drift reference")
+        return pd.read_parquet(path)
 
     def versions(self) -> list[str]:
         return [str(m.tag) for m in sorted(self.store.list(), key=lambda m: m.creation_time)]

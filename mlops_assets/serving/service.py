@@ -25,7 +25,7 @@ from mlops_assets.config import load_contract
 from mlops_assets.lib.model import ServingModel
 from mlops_assets.lib.predlog import PredictionLog
 from mlops_assets.lib.registry import PRODUCTION, Registry
-from mlops_assets.serving.inputs import Prediction, record_model, to_columns
+from mlops_assets.serving.inputs import ColumnReader, Prediction, record_model
 from mlops_assets.serving.middleware import RequestGuard
 from mlops_assets.serving.runtime import ModelRuntime
 from mlops_assets.serving.settings import ServingSettings
@@ -37,6 +37,7 @@ BUNDLE = json.loads(BUNDLE_FILE.read_text()) if BUNDLE_FILE.is_file() else None
 SETTINGS = ServingSettings.from_env()
 CONTRACT = load_contract(BUNDLE["contract"] if BUNDLE else SETTINGS.contract)
 Record = record_model(CONTRACT)
+read_columns = ColumnReader(CONTRACT)
 
 PREDICTIONS = bentoml.metrics.Counter(
     name="mlops_predictions",
@@ -105,7 +106,7 @@ class Classifier:
         variant, model = self.runtime.choose()
         if model is None:
             raise bentoml.exceptions.ServiceUnavailable("no champion model is loaded yet")
-        columns = to_columns(records, CONTRACT)
+        columns = read_columns(records)
         probabilities = model.predict_columns(columns).tolist()
         threshold = model.threshold
         latency_ms = round((time.perf_counter() - started) * 1000, 3)

@@ -6,7 +6,7 @@ import json
 import dagster as dg
 
 from mlops_assets.defs.ingestion.assets import raw_batch
-from mlops_assets.defs.resources import ProjectResource, batches
+from mlops_assets.defs.resources import SENSOR_INTERVAL, ProjectResource, batches
 from mlops_assets.lib import data, io
 
 ingest_job = dg.define_asset_job(
@@ -26,7 +26,7 @@ def _ingested_version(instance: dg.DagsterInstance, batch: str) -> str | None:
 
 @dg.sensor(
     job=ingest_job,
-    minimum_interval_seconds=15,
+    minimum_interval_seconds=SENSOR_INTERVAL,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the landing directory; a new or changed batch file is ingested once.",
 )

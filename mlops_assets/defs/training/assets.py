@@ -8,7 +8,7 @@ from mlops_assets.config import PERIOD, TARGET
 from mlops_assets.defs.ingestion.assets import raw_batch
 from mlops_assets.defs.metadata import file_link, markdown_table
 from mlops_assets.defs.resources import ProjectResource
-from mlops_assets.lib import evaluation, features, io, training
+from mlops_assets.lib import drift, evaluation, features, io, training
 from mlops_assets.lib.registry import provenance
 
 
@@ -23,6 +23,8 @@ class TrainingConfig(dg.Config):
     objective_metric: str = "binary_logloss"
     class_weight: str = "none"
     threshold_rule: str = "max_f1"
+    reference_rows: int = 20_000  # drift reference kept with the model (deterministic sample)
+    recent_periods: int | None = None  # train on the latest N periods only; None: all data
     learning_rate: list[float] = list(training.SearchSpace.learning_rate)
     num_leaves: list[int] = list(training.SearchSpace.num_leaves)
     min_child_samples: list[int] = list(training.SearchSpace.min_child_samples)
@@ -64,6 +66,11 @@ def candidate_model(
     """A LightGBM model tuned with Optuna, saved as a new version in the BentoML model store."""
     contract = project.contract()
     spec = config.spec()
+    if config.recent_periods:
+        keep = sorted(train_features[PERIOD].unique())[-config.recent_periods:]
+        train_features = train_features[train_features[PERIOD].isin(keep)]
+        validation_features = validation_features[validation_features[PERIOD].isin(keep)]
+        context.log.info(f"training window: the latest {config.recent_periods} periods {keep}")
     trained = training.train(
         features.to_matrix(train_features, contract), train_features[TARGET].to_numpy(),
         features.to_matrix(validation_features, contract),
@@ -86,8 +93,13 @@ def candidate_model(
         "dagster_run_id": context.run.run_id,
         **provenance(),
     }
+    reference = drift.sample(train_features[contract.features], config.reference_rows,
+                             seed=spec.seed).copy()
+    reference[drift.PREDICTION] = trained.booster.predict(
+        features.to_matrix(reference, contract), num_iteration=trained.best_iteration
+    )
     tag = project.registry().save(
-        contract, trained.booster, trained.threshold, trained.best_iteration, info
+        contract, trained.booster, trained.threshold, trained.best_iteration, info, reference
     )
     trials = pd.DataFrame(trained.trials).round(4)
     return dg.Output(

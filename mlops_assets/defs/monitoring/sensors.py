@@ -1,0 +1,181 @@
+"""Sensors that register new log days and monitoring windows, and close the loop by
+launching retraining."""
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from mlops_assets.defs.monitoring.assets import (
+    drift_report,
+    live_performance,
+    prediction_days,
+    windows,
+)
+from mlops_assets.defs.resources import SENSOR_INTERVAL, ProjectResource, RetrainPolicyResource
+from mlops_assets.lib import monitoring
+from mlops_assets.lib.retraining import FailedCheck, RetrainState, decide
+
+log_job = dg.define_asset_job("ingest_prediction_log", selection=["prediction_log"],
+                              partitions_def=prediction_days)
+feedback_job = dg.define_asset_job("ingest_feedback", selection=["feedback_labels"])
+window_job = dg.define_asset_job(
+    "monitor_window",
+    selection=dg.AssetSelection.assets("window_traffic", "drift_report", "live_performance",
+                                       "serving_health"),
+    partitions_def=windows,
+    description="Drift, live performance and serving health of one monitoring window.",
+)
+retrain_job = dg.define_asset_job(
+    "retrain",
+    selection=dg.AssetSelection.groups("dataset", "features", "training", "evaluation",
+                                       "governance", "deployment"),
+    description="Rebuild the dataset from every batch so far, train a challenger, gate it, "
+                "and package the champion.",
+)
+
+
+@dg.sensor(job=log_job, minimum_interval_seconds=SENSOR_INTERVAL,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def prediction_log_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
+    """Registers each day of the prediction log as a partition and refreshes a day when it
+    grew."""
+    seen = json.loads(context.cursor) if context.cursor else {}
+    sizes = monitoring.log_day_sizes(project.paths.home / "predictions")
+    changed = {d: s for d, s in sizes.items() if seen.get(d) != s}
+    if not changed:
+        return dg.SensorResult(skip_reason=dg.SkipReason(
+            f"prediction log unchanged ({len(sizes)} days)"), cursor=json.dumps(sizes))
+    new_days = sorted(set(changed) - set(context.instance.get_dynamic_partitions(
+        prediction_days.name)))
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=d, run_key=f"{d}:{s}")
+                      for d, s in sorted(changed.items())],
+        dynamic_partitions_requests=[prediction_days.build_add_request(new_days)]
+        if new_days else [],
+        cursor=json.dumps(sizes),
+    )
+
+
+@dg.sensor(job=feedback_job, minimum_interval_seconds=SENSOR_INTERVAL,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def feedback_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
+    """Re-reads the delayed labels when a label file arrives or changes."""
+    fp = monitoring.fingerprint(project.paths.home / "feedback", "*.csv")
+    if fp == context.cursor:
+        return dg.SkipReason("no new or changed label files")
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"feedback:{fp}")], cursor=fp)
+
+
+@dg.sensor(job=window_job, minimum_interval_seconds=SENSOR_INTERVAL,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def window_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
+    """Monitors each closed window once, and again when new labels may change its live
+    metrics."""
+    done = json.loads(context.cursor) if context.cursor else {}
+    found = monitoring.read_windows(project.paths.home / "monitoring" / "windows")
+    labels = monitoring.fingerprint(project.paths.home / "feedback", "*.csv")
+    now = time.time()
+    due = {name: w for name, w in found.items()
+           if w.closed(now) and done.get(name) != labels}
+    if not due:
+        open_ = [n for n, w in found.items() if not w.closed(now)]
+        return dg.SkipReason(f"{len(found)} windows, all monitored with the current labels"
+                             + (f"; still open: {open_}" if open_ else ""))
+    existing = set(context.instance.get_dynamic_partitions(windows.name))
+    new = sorted(set(due) - existing)
+    done.update({name: labels for name in due})
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=n, run_key=f"{n}:{labels}") for n in sorted(due)],
+        dynamic_partitions_requests=[windows.build_add_request(new)] if new else [],
+        cursor=json.dumps(done),
+    )
+
+
+TRIGGER_CHECKS = [
+    dg.AssetCheckKey(drift_report.key, "drift_within_limit"),
+    dg.AssetCheckKey(live_performance.key, "live_performance_above_floors"),
+]
+
+
+def failed_trigger_checks(instance: dg.DagsterInstance, limit: int = 50) -> list[FailedCheck]:
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus,
+    )
+
+    out = []
+    for key in TRIGGER_CHECKS:
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=limit, status={AssetCheckExecutionRecordStatus.FAILED})
+        for r in records:
+            evaluation = r.event.dagster_event.event_specific_data if r.event else None
+            description = getattr(evaluation, "description", None) or ""
+            out.append(FailedCheck(r.id, key.name, r.partition, description))
+    return out
+
+
+def new_labelled_rows(instance: dg.DagsterInstance, after: int) -> tuple[int, int]:
+    """Rows of validated batches stored after event ``after``: (count, newest event id)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("validated_batch"), after_storage_id=after),
+        limit=1000,
+    ).records
+    count = sum(int(r.asset_materialization.metadata["dagster/row_count"].value)
+                for r in records if "dagster/row_count" in r.asset_materialization.metadata)
+    return count, max([after, *(r.storage_id for r in records)])
+
+
+def last_training_event(instance: dg.DagsterInstance) -> int:
+    record = instance.fetch_materializations(dg.AssetKey("candidate_model"), limit=1).records
+    return record[0].storage_id if record else 0
+
+
+@dg.sensor(job=retrain_job, minimum_interval_seconds=SENSOR_INTERVAL,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def retrain_sensor(context: dg.SensorEvaluationContext, retrain_policy: RetrainPolicyResource):
+    """Launches retraining when a drift or live-performance check fails or enough new
+    labelled rows arrived; a cooldown spaces runs and run keys make one cause one run."""
+    if context.cursor:
+        state = RetrainState(**json.loads(context.cursor))
+    else:  # first tick: rows before the current model and old failures are not new
+        failed = failed_trigger_checks(context.instance)
+        state = RetrainState(handled_check_id=max([0, *(f.record_id for f in failed)]),
+                             rows_after=last_training_event(context.instance))
+    new_rows, marker = new_labelled_rows(context.instance, state.rows_after)
+    decision = decide(time.time(), state, failed_trigger_checks(context.instance), new_rows,
+                      marker, retrain_policy.policy())
+    cursor = json.dumps(decision.state.as_dict())
+    if decision.run_key is None:
+        return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason), cursor=cursor)
+    context.log.info(f"retraining: {decision.reason}")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=decision.run_key,
+                                    tags={"retrain/cause": decision.reason[:200]})],
+        cursor=cursor,
+    )
+
+
+class WindowConfig(dg.Config):
+    day: str | None = None  # YYYY-MM-DD; default: yesterday (UTC)
+
+
+@dg.op
+def define_day_window(config: WindowConfig, project: ProjectResource) -> None:
+    """Write the window file for one UTC day; the window sensor then monitors it."""
+    day = config.day or (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+    w = monitoring.day_window(day)
+    monitoring.write_window(project.paths.home / "monitoring" / "windows", w.name, w.start,
+                            w.end)
+
+
+@dg.job(description="Define yesterday's monitoring window (run daily by the schedule).")
+def define_daily_window():
+    define_day_window()
+
+
+daily_monitoring = dg.ScheduleDefinition(
+    job=define_daily_window, cron_schedule="10 0 * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Each day, monitor the previous day's traffic.",
+)

@@ -1,0 +1,184 @@
+"""Monitoring over the prediction log: windows, live metrics once labels arrive, serving
+health. Dagster-free; the monitoring assets call these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlops_assets.config import TARGET, DatasetContract
+from mlops_assets.lib import evaluation, features, io, predlog
+from mlops_assets.lib.drift import PREDICTION
+
+# --- windows: named time ranges over the prediction log -------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    start: float  # unix seconds, inclusive
+    end: float  # exclusive
+
+    def closed(self, now: float) -> bool:
+        return self.end <= now
+
+
+def write_window(folder: Path, name: str, start: float, end: float) -> Path:
+    if end <= start:
+        raise ValueError(f"window {name!r}: end {end} is not after start {start}")
+    return io.write_json(Path(folder) / f"{name}.json", {"start": start, "end": end})
+
+
+def read_windows(folder: Path) -> dict[str, Window]:
+    out = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        spec = io.read_json(path)
+        out[path.stem] = Window(path.stem, float(spec["start"]), float(spec["end"]))
+    return out
+
+
+def day_window(day: str) -> Window:
+    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    return Window(day, start, start + 86400)
+
+
+def window_rows(log_root: Path, window: Window) -> pd.DataFrame:
+    """Logged predictions with ``start <= ts < end``; inputs flattened to one column each."""
+    first = datetime.fromtimestamp(window.start, UTC).date()
+    last = datetime.fromtimestamp(max(window.start, window.end - 1e-6), UTC).date()
+    days = [d for d in predlog.partitions(log_root)
+            if first.isoformat() <= d <= last.isoformat()]
+    frames = [predlog.read(log_root, d) for d in days]
+    rows = pd.concat(frames, ignore_index=True) if frames else predlog.read(log_root, "none")
+    rows = rows[(rows["ts"] >= window.start) & (rows["ts"] < window.end)]
+    return flatten(rows.reset_index(drop=True))
+
+
+def flatten(rows: pd.DataFrame) -> pd.DataFrame:
+    inputs = pd.DataFrame(rows["inputs"].tolist(), index=rows.index) if len(rows) else None
+    out = rows.drop(columns=["inputs"])
+    return out if inputs is None else pd.concat([out, inputs], axis=1)
+
+
+def current_features(rows: pd.DataFrame, contract: DatasetContract) -> pd.DataFrame:
+    """Logged inputs through the same feature function as training, plus the prediction."""
+    if rows.empty:
+        frame = features.to_frame(np.empty((0, len(contract.features))), contract)
+    else:
+        frame = features.build_features(rows, contract)
+    frame[PREDICTION] = rows["probability"].to_numpy(float) if len(rows) else []
+    return frame
+
+
+# --- delayed labels -------------------------------------------------------------------------
+
+
+class FeedbackError(ValueError):
+    pass
+
+
+def read_feedback(folder: Path, contract: DatasetContract) -> pd.DataFrame:
+    """Label files ``<folder>/*.csv`` with ``request_id`` and the target column (the
+    contract's labels, or 0/1). Bad files or labels raise naming the file and the value."""
+    mapping = {v: 1 for v in contract.target.positive} | {v: 0 for v in contract.target.negative}
+    mapping |= {"1": 1, "0": 0}
+    frames = []
+    for path in sorted(Path(folder).glob("*.csv")):
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        missing = {"request_id", contract.target.column} - set(df.columns)
+        if missing:
+            raise FeedbackError(f"feedback file {path} misses column(s) {sorted(missing)}")
+        labels = df[contract.target.column].str.strip().map(mapping)
+        bad = df.loc[labels.isna(), contract.target.column]
+        if len(bad):
+            raise FeedbackError(
+                f"feedback file {path}: unknown label {bad.iloc[0]!r} in column "
+                f"{contract.target.column!r} (row {bad.index[0] + 2})"
+            )
+        frames.append(pd.DataFrame({"request_id": df["request_id"], TARGET: labels.astype(int),
+                                    "file": path.name}))
+    if not frames:
+        return pd.DataFrame({"request_id": [], TARGET: [], "file": []})
+    out = pd.concat(frames, ignore_index=True)
+    return out.drop_duplicates("request_id", keep="last").reset_index(drop=True)
+
+
+def live_metrics(rows: pd.DataFrame, labels: pd.DataFrame) -> dict:
+    """Metrics on the window's predictions that have a label (joined by request id)."""
+    joined = rows.merge(labels[["request_id", TARGET]], on="request_id", how="inner")
+    base = {"volume": int(len(rows)), "labelled": int(len(joined))}
+    if joined.empty:
+        return base | {"verdict": "no labels yet for this window"}
+    y = joined[TARGET].to_numpy(int)
+    p = joined["probability"].to_numpy(float)
+    pred = joined["label"].to_numpy(int)
+    # Decisions as the service returned them, at its model's own threshold.
+    decisions = evaluation.decision_metrics(y, pred)
+    m = {
+        "roc_auc": evaluation._fast_auc(y, p),
+        "log_loss": evaluation.metrics(y, p, 0.5)["log_loss"],
+        "positive_rate": float(y.mean()),
+        "predicted_positive_rate": float(pred.mean()),
+        "mean_prediction": float(p.mean()),
+        "calibration_gap": float(y.mean() - p.mean()),
+        **decisions,
+    }
+    single = len(np.unique(y)) < 2
+    verdict = "single class in the labels: AUC undefined" if single else "ok"
+    return base | m | {"verdict": verdict}
+
+
+# --- serving health ---------------------------------------------------------------------------
+
+
+def serving_health(rows: pd.DataFrame, reference: pd.DataFrame,
+                   contract: DatasetContract) -> tuple[dict, pd.DataFrame]:
+    """Missing inputs per feature, non-null outputs, values outside the training range,
+    latency percentiles."""
+    per_feature = []
+    for name in contract.features:
+        col = rows[name] if name in rows else pd.Series(dtype=object)
+        row = {"feature": name, "missing_fraction": float(col.isna().mean()) if len(col) else 0.0}
+        if name in contract.numeric and len(col):
+            values = pd.to_numeric(col, errors="coerce")
+            lo, hi = reference[name].min(), reference[name].max()
+            row["outside_training_range"] = int(((values < lo) | (values > hi)).sum())
+        per_feature.append(row)
+    table = pd.DataFrame(per_feature)
+    if rows.empty:
+        return {"volume": 0, "verdict": "empty window"}, table
+    latency = rows["latency_ms"].to_numpy(float)
+    outputs = rows["probability"]
+    summary = {
+        "volume": int(len(rows)),
+        "non_null_output_fraction": float(outputs.notna().mean()),
+        "outside_training_range": int(table.get("outside_training_range", pd.Series()).sum()),
+        "max_missing_fraction": float(table["missing_fraction"].max()),
+        "latency_p50_ms": float(np.percentile(latency, 50)),
+        "latency_p95_ms": float(np.percentile(latency, 95)),
+        "latency_p99_ms": float(np.percentile(latency, 99)),
+        "verdict": "ok",
+    }
+    return summary, table
+
+
+def fingerprint(folder: Path, pattern: str) -> str:
+    """Changes whenever a matching file is added, removed or grows: names and sizes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(Path(folder).glob(pattern)):
+        h.update(f"{path.relative_to(folder)}:{path.stat().st_size};".encode())
+    return h.hexdigest()[:16]
+
+
+def log_day_sizes(log_root: Path) -> dict[str, int]:
+    """Total bytes logged per day."""
+    return {
+        day: sum(p.stat().st_size for p in (Path(log_root) / f"date={day}").glob("*.jsonl"))
+        for day in predlog.partitions(log_root)
+    }

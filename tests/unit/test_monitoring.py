@@ -1,0 +1,119 @@
+"""Drift, live metrics and the retraining decision, in isolation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_assets.config import load_contract
+from mlops_assets.lib import data, drift, features, monitoring
+from mlops_assets.lib.retraining import FailedCheck, RetrainPolicy, RetrainState, decide
+
+BANK = load_contract("bank")
+
+
+@pytest.fixture(scope="module")
+def frames(bank_batches):
+    def feats(keys):
+        out = []
+        for k in keys:
+            valid = data.validate_rows(data.parse_batch(bank_batches[k], BANK, k), BANK).valid
+            out.append(features.build_features(valid, BANK))
+        return pd.concat(out, ignore_index=True)
+
+    return feats(["2008-05", "2008-06"]), feats(["2009-04", "2009-05"])
+
+
+def test_scores_and_verdicts_match_evidently(frames):
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    reference, current = frames
+    ours = {c.column: c for c in drift.compute_drift(reference, current, BANK).columns}
+    cols = [c for c in BANK.features if c != "pdays"]  # all missing in 2008: Evidently refuses
+
+    def prepared(df):
+        f = df[cols].astype({c: object for c in BANK.categorical})
+        return Dataset.from_pandas(f, data_definition=DataDefinition(
+            numerical_columns=[c for c in cols if c in BANK.numeric],
+            categorical_columns=list(BANK.categorical)))
+
+    snap = Report([DataDriftPreset()]).run(current_data=prepared(current),
+                                           reference_data=prepared(reference))
+    theirs = {m["config"]["column"]: m["value"] for m in snap.dict()["metrics"]
+              if m["metric_name"].startswith("ValueDrift")}
+    assert set(theirs) == set(cols)
+    for col in cols:
+        assert ours[col].score == pytest.approx(float(theirs[col]), rel=1e-9, abs=1e-12), col
+    assert ours["pdays"].drifted and "all missing in the reference" in ours["pdays"].note
+
+
+def test_edge_cases_give_a_verdict_not_a_crash(frames):
+    reference, current = frames
+    empty = drift.compute_drift(reference, current.iloc[:0], BANK)
+    assert empty.verdict.startswith("empty window") and empty.drifted_share == 0.0
+    cur = current.head(3000).copy()
+    cur["age"] = np.nan  # all-null column
+    cur["campaign"] = 3.0  # constant column
+    cur["job"] = pd.Categorical(["student"] * len(cur), categories=reference["job"].cat.categories)
+    result = {c.column: c for c in drift.compute_drift(reference, cur, BANK).columns}
+    assert result["age"].drifted and result["age"].note == "all missing in the current window"
+    assert result["campaign"].method == "wasserstein_norm" and np.isfinite(result["campaign"].score)
+    assert result["job"].drifted
+    raw = pd.DataFrame({"x": ["a", "b"] * 700})
+    unseen = drift.column_drift(raw["x"], pd.Series(["a", "zzz"] * 50), False, "x")
+    assert "unseen in the reference: ['zzz']" in unseen.note and unseen.drifted
+    same = drift.column_drift(pd.Series([1.0] * 2000), pd.Series([1.0] * 10), True, "c")
+    assert not same.drifted and same.note == "constant in both"
+
+
+def test_small_reference_uses_ks_and_chi_square():
+    rng = np.random.default_rng(0)
+    ks = drift.column_drift(pd.Series(rng.normal(size=500)), pd.Series(rng.normal(1, 1, 500)),
+                            True, "n")
+    assert ks.method == "ks" and ks.drifted and ks.score < 0.05
+    chi = drift.column_drift(pd.Series(list("abc") * 100), pd.Series(list("abc") * 50), False, "c")
+    assert chi.method == "chisquare" and not chi.drifted
+
+
+def test_live_metrics_join_labels_and_handle_a_single_class():
+    rows = pd.DataFrame({"request_id": list("abcdef"), "probability": [.9, .8, .2, .1, .7, .3],
+                         "label": [1, 1, 0, 0, 1, 0]})
+    labels = pd.DataFrame({"request_id": list("abcd"), "_target": [1, 0, 0, 0]})
+    m = monitoring.live_metrics(rows, labels)
+    assert m["volume"] == 6 and m["labelled"] == 4 and m["roc_auc"] == 1.0
+    assert m["precision"] == 0.5 and m["recall"] == 1.0
+    assert m["calibration_gap"] == pytest.approx(0.25 - 0.5)
+    single = monitoring.live_metrics(rows, labels.assign(_target=0))
+    assert single["verdict"].startswith("single class") and np.isnan(single["roc_auc"])
+    none = monitoring.live_metrics(rows, labels.iloc[:0])
+    assert none == {"volume": 6, "labelled": 0, "verdict": "no labels yet for this window"}
+
+
+def test_feedback_errors_name_file_and_value(tmp_path):
+    (tmp_path / "a.csv").write_text("request_id,y\nr1,yes\nr2,maybe\n")
+    with pytest.raises(monitoring.FeedbackError, match="a.csv: unknown label 'maybe'.*row 3"):
+        monitoring.read_feedback(tmp_path, BANK)
+
+
+POLICY = RetrainPolicy(cooldown_s=100, min_new_rows=1000)
+
+
+def test_retrain_decision_triggers_once_per_cause_with_cooldown():
+    state = RetrainState()
+    quiet = decide(0, state, [], 10, 5, POLICY)
+    assert quiet.run_key is None and "10 new labelled rows (< 1000)" in quiet.reason
+    drifted = [FailedCheck(7, "drift_within_limit", "2009-08", "12 of 19 features drifted")]
+    first = decide(10, state, drifted, 10, 5, POLICY)
+    assert first.run_key == "retrain:check-7" and "window 2009-08" in first.reason
+    again = decide(20, first.state, drifted, 10, 5, POLICY)  # same failure: handled
+    assert again.run_key is None and "after record 7" in again.reason
+    more = [*drifted, FailedCheck(9, "live_performance_above_floors", "2009-09", "F1 0.1")]
+    cooling = decide(50, first.state, more, 10, 5, POLICY)
+    assert cooling.run_key is None and cooling.reason.startswith("cooldown") and \
+        "60 s left" in cooling.reason and "2009-09" in cooling.reason
+    later = decide(111, first.state, more, 10, 5, POLICY)
+    assert later.run_key == "retrain:check-9"
+    rows = decide(500, later.state, more, 1500, 42, POLICY)
+    assert rows.run_key == "retrain:rows-42" and rows.state.rows_after == 42
