@@ -75,26 +75,33 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         else:
             io.write_parquet(self._path(context.asset_key, partition), obj)
 
+    def _read(self, key: dg.AssetKey, partition: str | None) -> pd.DataFrame | dict | None:
+        json_path = self._path(key, partition, ".json")
+        if json_path.is_file():
+            return io.read_json(json_path)
+        path = self._path(key, partition)
+        return pd.read_parquet(path) if path.is_file() else None
+
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict:
         key = context.asset_key
         if not context.has_asset_partitions:
-            json_path = self._path(key, None, ".json")
-            if json_path.is_file():
-                return io.read_json(json_path)
-            return pd.read_parquet(self._path(key, None))
-        if context.has_partition_key and context.asset_partition_keys == [
+            partitions = [None]
+        elif context.has_partition_key and context.asset_partition_keys == [
             context.partition_key
         ]:
-            return pd.read_parquet(self._path(key, context.partition_key))
-        frames = {}
-        for partition in context.asset_partition_keys:
-            path = self._path(key, partition)
-            if path.is_file():
-                frames[partition] = pd.read_parquet(path)
-        missing = sorted(set(context.asset_partition_keys) - set(frames))
-        if missing:
-            context.log.warning(f"{key.to_user_string()}: no stored data for {missing}")
-        return frames
+            partitions = [context.partition_key]
+        else:
+            frames = {p: self._read(key, p) for p in context.asset_partition_keys}
+            missing = sorted(p for p, v in frames.items() if v is None)
+            if missing:
+                context.log.warning(f"{key.to_user_string()}: no stored data for {missing}")
+            return {p: v for p, v in frames.items() if v is not None}
+        value = self._read(key, partitions[0])
+        if value is None:
+            where = f" partition {partitions[0]!r}" if partitions[0] else ""
+            raise FileNotFoundError(f"{key.to_user_string()}{where} is not stored under "
+                                    f"{self.base_dir}: materialize it first")
+        return value
 
 
 class MonitoringResource(dg.ConfigurableResource):

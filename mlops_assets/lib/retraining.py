@@ -22,12 +22,13 @@ class FailedCheck:
 
 @dataclass
 class RetrainState:
-    handled_check_id: int = 0  # failed check records up to this id have been acted on
+    handled_check_id: int = 0  # failed check records up to this id have been seen
+    handled: list[str] = field(default_factory=list)  # "check@window" already retrained for
     rows_after: int = 0  # labelled rows stored after this event id count as new
     last_launch: float | None = None
 
     def as_dict(self) -> dict:
-        return self.__dict__.copy()
+        return {**self.__dict__, "handled": list(self.handled)}
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,9 @@ def decide(
 ) -> Decision:
     """``failed``: failed trigger checks (any age); ``new_rows``: labelled rows stored after
     ``state.rows_after``, the newest of them at event id ``rows_marker``."""
-    fresh = sorted((f for f in failed if f.record_id > state.handled_check_id),
+    # A window re-monitored (new labels, a new champion) and failing again is the same cause.
+    fresh = sorted((f for f in failed if f.record_id > state.handled_check_id
+                    and f"{f.check}@{f.window}" not in state.handled),
                    key=lambda f: f.record_id)
     causes, keys = [], []
     if fresh:
@@ -70,6 +73,7 @@ def decide(
                         state, causes)
     new_state = RetrainState(
         handled_check_id=max([state.handled_check_id, *(f.record_id for f in fresh)]),
+        handled=[*state.handled, *(f"{f.check}@{f.window}" for f in fresh)][-500:],
         rows_after=max(rows_marker, state.rows_after),  # a retrain uses every row so far
         last_launch=now,
     )

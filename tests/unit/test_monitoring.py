@@ -117,3 +117,6 @@ def test_retrain_decision_triggers_once_per_cause_with_cooldown():
     assert later.run_key == "retrain:check-9"
     rows = decide(500, later.state, more, 1500, 42, POLICY)
     assert rows.run_key == "retrain:rows-42" and rows.state.rows_after == 42
+    # The same window failing again (re-monitored with new labels) is not a new cause.
+    repeat = [FailedCheck(12, "drift_within_limit", "2009-08", "still drifted")]
+    assert decide(900, rows.state, repeat, 0, 42, POLICY).run_key is None
