@@ -134,6 +134,28 @@ def cmd_canary(args) -> int:
     return 0
 
 
+def cmd_backtest(args) -> int:
+    """Replay the periods after the first N offline for three retraining policies."""
+    from mlops_assets.lib import backtest, io, training
+
+    home, contract_name = _setup(args)
+    contract = load_contract(contract_name)
+    detail, summary = backtest.run(
+        contract, args.initial_periods, training.TrainingSpec(n_trials=args.trials),
+        backtest.TriggerPolicy(cooldown_periods=args.cooldown),
+    )
+    out = Path(args.out) if args.out else Paths(home).reports / "backtest"
+    io.write_text(out / "summary.md", summary.round(4).to_markdown(index=False) + "\n")
+    io.write_text(out / "periods.md", detail.round(4).to_markdown(index=False) + "\n")
+    io.write_json(out / "backtest.json", {"summary": summary.to_dict("records"),
+                                          "periods": detail.to_dict("records")})
+    print(detail.round(3).to_markdown(index=False))
+    print()
+    print(summary.round(4).to_markdown(index=False))
+    print(f"\nwritten to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     parser.add_argument("--home", help="project home (default: $MLOPS_HOME or ./var)")
@@ -158,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     land.add_argument("--first", type=int, default=0)
     land.add_argument("--last", type=int, default=None)
     land.set_defaults(func=cmd_land)
+    bt = sub.add_parser("backtest", help="offline replay of retraining policies")
+    bt.add_argument("--initial-periods", type=int, default=12)
+    bt.add_argument("--trials", type=int, default=3, help="search trials per (re)training")
+    bt.add_argument("--cooldown", type=int, default=3, help="periods between triggered retrains")
+    bt.add_argument("--out", default=None, help="output folder (default: reports/backtest)")
+    bt.set_defaults(func=cmd_backtest)
     ui = sub.add_parser("ui", help="start `dagster dev` on this project's instance")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=None)
