@@ -156,6 +156,31 @@ def cmd_backtest(args) -> int:
     return 0
 
 
+def cmd_simulate(args) -> int:
+    """Replay the months after the first 12 against real servers; print the timeline."""
+    from mlops_assets import replay
+    from mlops_assets.lib import io
+    from mlops_assets.lib.registry import Registry
+
+    home, contract_name = _setup(args)
+    contract = load_contract(contract_name)
+    if Registry(home).champion() is None:
+        print("no champion yet: running the demo first")
+        if cmd_demo(argparse.Namespace(**{**vars(args), "periods": 12, "trials": 20})):
+            return 1
+    settings = replay.ReplaySettings(
+        months=args.months, sensor_interval_s=args.sensor_interval,
+        retrain_cooldown_s=args.cooldown, retrain_trials=args.trials,
+    )
+    timeline = replay.run(home, contract, settings)
+    out = Paths(home).reports / "replay"
+    io.write_text(out / "timeline.md", timeline.round(4).to_markdown(index=False) + "\n")
+    io.write_json(out / "timeline.json", timeline.to_dict("records"))
+    print(timeline.round(3).to_markdown(index=False))
+    print(f"\nwritten to {out / 'timeline.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     parser.add_argument("--home", help="project home (default: $MLOPS_HOME or ./var)")
@@ -180,6 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     land.add_argument("--first", type=int, default=0)
     land.add_argument("--last", type=int, default=None)
     land.set_defaults(func=cmd_land)
+    sim = sub.add_parser("simulate", help="replay later months against bentoml serve and "
+                         "the Dagster daemon")
+    sim.add_argument("--months", type=int, default=14)
+    sim.add_argument("--trials", type=int, default=5, help="search trials per retraining")
+    sim.add_argument("--cooldown", type=float, default=0.0, help="retraining cooldown, s")
+    sim.add_argument("--sensor-interval", type=int, default=5, help="sensor interval, s")
+    sim.set_defaults(func=cmd_simulate)
     bt = sub.add_parser("backtest", help="offline replay of retraining policies")
     bt.add_argument("--initial-periods", type=int, default=12)
     bt.add_argument("--trials", type=int, default=3, help="search trials per (re)training")

@@ -39,6 +39,18 @@ train_job = dg.define_asset_job(
 )
 
 
+def _retrain_policy_from_env() -> RetrainPolicyResource:
+    """Defaults, overridable by MLOPS_RETRAIN_COOLDOWN_S / _MIN_ROWS / _TRIALS (the replay
+    uses them to compress months into minutes)."""
+    env = os.environ
+    default = RetrainPolicyResource()
+    return RetrainPolicyResource(
+        cooldown_s=float(env.get("MLOPS_RETRAIN_COOLDOWN_S", default.cooldown_s)),
+        min_new_rows=int(env.get("MLOPS_RETRAIN_MIN_ROWS", default.min_new_rows)),
+        trials=int(env.get("MLOPS_RETRAIN_TRIALS", default.trials)),
+    )
+
+
 def build_definitions(
     home: str | None = None,
     contract: str | None = None,
@@ -93,7 +105,7 @@ def build_definitions(
             "io_manager": ParquetIOManager(base_dir=str(Paths(home).storage)),
             "gate_policy": gate or GateResource(),
             "monitor": monitor or MonitoringResource(),
-            "retrain_policy": retrain_policy or RetrainPolicyResource(),
+            "retrain_policy": retrain_policy or _retrain_policy_from_env(),
         },
         executor=dg.in_process_executor,
     )

@@ -45,6 +45,7 @@ class GateResource(dg.ConfigurableResource):
     auc_margin: float = GatePolicy.auc_margin
     log_loss_margin: float = GatePolicy.log_loss_margin
     recent_periods: int = GatePolicy.recent_periods
+    min_comparison_rows: int = GatePolicy.min_comparison_rows
     max_slice_gap: float = GatePolicy.max_slice_gap
     n_bootstrap: int = GatePolicy.n_bootstrap
 
@@ -116,10 +117,17 @@ class MonitoringResource(dg.ConfigurableResource):
 
 
 class RetrainPolicyResource(dg.ConfigurableResource):
-    """When the retraining sensor may launch (see lib/retraining.py)."""
+    """When the retraining sensor may launch (see lib/retraining.py), and how the runs it
+    launches train: search trials and the data window (latest N periods; None = all)."""
 
     cooldown_s: float = 3600.0
     min_new_rows: int = 5000
+    trials: int = 20
+    recent_periods: int | None = None
+
+    def run_config(self) -> dict:
+        config = {"n_trials": self.trials, "recent_periods": self.recent_periods}
+        return {"ops": {"candidate_model": {"config": config}}}
 
     def policy(self):
         from mlops_assets.lib.retraining import RetrainPolicy

@@ -19,14 +19,23 @@ class GatePolicy:
     auc_margin: float = 0.02  # the challenger may be at most this much worse (CI lower bound)
     log_loss_margin: float = 0.02
     recent_periods: int = 3
+    min_comparison_rows: int = 1000  # reach back past recent_periods until this many rows
     max_slice_gap: float = 0.10
     n_bootstrap: int = 500
 
 
-def recent_rows(test: pd.DataFrame, periods: int) -> pd.DataFrame:
-    """The sealed test rows of the latest ``periods`` periods: what the model will serve."""
-    latest = sorted(test[PERIOD].unique())[-periods:]
-    return test[test[PERIOD].isin(latest)]
+def recent_rows(test: pd.DataFrame, periods: int, min_rows: int = 0) -> pd.DataFrame:
+    """The sealed test rows of the latest ``periods`` periods (what the model will serve),
+    reaching back period by period until there are ``min_rows``: a paired CI on a few
+    hundred rows is too wide to tell a better model from a worse one."""
+    ordered = sorted(test[PERIOD].unique(), reverse=True)
+    counts = test[PERIOD].value_counts()
+    keep = ordered[:periods]
+    for period in ordered[periods:]:
+        if counts[keep].sum() >= min_rows:
+            break
+        keep.append(period)
+    return test[test[PERIOD].isin(keep)]
 
 
 def absolute(metrics: dict, policy: GatePolicy) -> tuple[bool, str]:

@@ -16,7 +16,7 @@ import pytest
 from mlops_assets.config import PROJECT_ROOT
 from mlops_assets.lib import predlog
 from mlops_assets.lib.registry import Registry
-from tests.integration.servers import free_port, server, stop
+from mlops_assets.procs import free_port, server, stop
 from tests.serving.conftest import records_from, train_two_models
 
 pytestmark = pytest.mark.integration

@@ -87,3 +87,12 @@ def test_calibration_table_bins_every_row():
     table = evaluation.calibration_table(y, p)
     assert table["rows"].sum() == 1000
     assert np.allclose(table["mean_predicted"], table["observed_rate"], atol=0.15)
+
+
+def test_recent_rows_reach_back_until_enough_rows():
+    import pandas as pd
+
+    test = pd.DataFrame({"_period": ["a"] * 500 + ["b"] * 300 + ["c"] * 100 + ["d"] * 50})
+    assert set(gate.recent_rows(test, 2, 0)["_period"]) == {"c", "d"}
+    assert set(gate.recent_rows(test, 2, 400)["_period"]) == {"b", "c", "d"}
+    assert len(gate.recent_rows(test, 2, 10_000)) == 950

@@ -27,7 +27,7 @@ def gate_report(
     registry = project.registry()
     challenger = registry.load(candidate_model["tag"])
     champion_tag = registry.champion()
-    recent = gate.recent_rows(test_features, policy.recent_periods)
+    recent = gate.recent_rows(test_features, policy.recent_periods, policy.min_comparison_rows)
     y = recent[TARGET].to_numpy().astype(int)
     comparison = None
     if champion_tag and champion_tag != challenger.version:

@@ -151,6 +151,7 @@ def retrain_sensor(context: dg.SensorEvaluationContext, retrain_policy: RetrainP
     context.log.info(f"retraining: {decision.reason}")
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=decision.run_key,
+                                    run_config=retrain_policy.run_config(),
                                     tags={"retrain/cause": decision.reason[:200]})],
         cursor=cursor,
     )

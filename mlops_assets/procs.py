@@ -1,4 +1,6 @@
-"""Start a real server as a child process on 127.0.0.1 and a free port; stop it by its PID."""
+"""Child servers (bentoml serve, dagster-daemon, the webserver): start each in its own
+session, wait until it answers, stop it by its PID with SIGTERM. Used by the replay and the
+integration tests."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ def free_port() -> int:
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+    """Until ``url`` answers 200; fails early with the log's tail if the process exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -33,16 +36,25 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> No
     raise TimeoutError(f"{url} not ready after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-@contextmanager
-def server(cmd: list[str], ready_url: str, log: Path, env: dict, cwd: Path, timeout=90.0):
-    """Run ``cmd`` in its own process group; yield the Popen once ``ready_url`` answers 200."""
+def start(cmd: list[str], log: Path, env: dict, cwd: Path) -> subprocess.Popen:
+    """Run ``cmd`` in its own session (so its children stop with it), output to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=cwd,
             start_new_session=True,
         )
+
+
+@contextmanager
+def server(cmd: list[str], ready_url: str | None, log: Path, env: dict, cwd: Path,
+           timeout=90.0):
+    """Run ``cmd``; yield the Popen once ``ready_url`` answers 200 (at once if None); stop it
+    by its PID on exit."""
+    proc = start(cmd, log, env, cwd)
     try:
-        wait_http(ready_url, timeout, proc, log)
+        if ready_url:
+            wait_http(ready_url, timeout, proc, log)
         yield proc
     finally:
         stop(proc)
