@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.run [--quick]` (or `make bench`)."""

@@ -1,0 +1,306 @@
+"""All benchmarks, side by side in one run; medians of repeated runs; JSON + a table.
+
+    python -m benchmarks.run            # full: about 15 minutes on 2 cores
+    python -m benchmarks.run --quick    # CI: every benchmark once, small, finite numbers only
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import loadgen
+from mlops_assets.config import PROJECT_ROOT, TARGET, load_contract
+from mlops_assets.lib import data, drift, features, io, split, training
+from mlops_assets.lib.registry import Registry
+from mlops_assets.procs import free_port, server
+
+CONTRACT = load_contract("bank")
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs (sampled every 20 ms)."""
+
+    def __enter__(self):
+        import psutil
+
+        self._proc = psutil.Process()
+        self.start = self._proc.memory_info().rss
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def added_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def median_of(fn, repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), times
+
+
+# --- a model to serve ----------------------------------------------------------------------
+
+
+def rows_and_model(home: Path) -> pd.DataFrame:
+    frames = []
+    for key, raw in list(data.source_batches(CONTRACT).items())[:12]:
+        valid = data.validate_rows(data.parse_batch(raw, CONTRACT, key), CONTRACT).valid
+        frames.append(split.with_split(valid, CONTRACT))
+    rows = pd.concat(frames, ignore_index=True)
+    parts = {s: rows[rows["_split"] == s] for s in ("train", "validation")}
+    m = {s: features.to_matrix(features.build_features(p, CONTRACT), CONTRACT)
+         for s, p in parts.items()}
+    trained = training.train(m["train"], parts["train"][TARGET].to_numpy(int), m["validation"],
+                             parts["validation"][TARGET].to_numpy(int), CONTRACT,
+                             training.TrainingSpec(n_trials=2), log=lambda _: None)
+    registry = Registry(home)
+    tag = registry.save(CONTRACT, trained.booster, trained.threshold, trained.best_iteration, {})
+    registry.promote(tag, "benchmark")
+    return rows
+
+
+def records(rows: pd.DataFrame, n: int) -> list[dict]:
+    return [{k: (None if pd.isna(v) else v) for k, v in r.items()}
+            for r in rows.head(n)[CONTRACT.features].astype(object).to_dict("records")]
+
+
+# --- serving ---------------------------------------------------------------------------------
+
+
+def bench_serving(home: Path, rows: pd.DataFrame, quick: bool) -> dict:
+    registry = Registry(home)
+    model = registry.load(registry.champion())
+    one = records(rows, 1)
+    cols = {k: [v] for k, v in one[0].items()}
+    floor_s, _ = median_of(lambda: [model.predict_columns(cols) for _ in range(1000)], 3)
+    floor_us = floor_s / 1000 * 1e6
+    frame = features.to_frame(features.encode(cols, CONTRACT), CONTRACT)
+    pandas_s, _ = median_of(lambda: [model.booster.predict(frame) for _ in range(200)], 3)
+    batch = {k: [r[k] for r in records(rows, 1000)] for k in CONTRACT.features}
+    floor_batch_s, _ = median_of(lambda: model.predict_columns(batch), 5)
+    results = {"floor_single_row_us": floor_us, "floor_single_row_pandas_us":
+               pandas_s / 200 * 1e6, "floor_1000_rows_per_s": 1000 / floor_batch_s}
+    seconds = 2.0 if quick else 30.0 / 3
+    repeats = 1 if quick else 3
+    concurrencies = [1, 8] if quick else [1, 8, 32]
+    body_one = json.dumps({"records": one}).encode()
+    body_many = json.dumps({"records": records(rows, 1000)}).encode()
+    env = {"MLOPS_HOME": str(home), "MLOPS_MAX_RECORDS": "1000",
+           "MLOPS_MAX_BODY_BYTES": str(8 * 2**20), "BENTOML_DO_NOT_TRACK": "true"}
+    bin_dir = Path(sys.executable).parent
+    targets = {
+        "bentoml": lambda port: [str(bin_dir / "bentoml"), "serve", "--port", str(port)],
+        "bare_starlette": lambda port: [sys.executable, "-m", "benchmarks.bare_app", str(port)],
+    }
+    for name, cmd in targets.items():
+        port = free_port()
+        with server(cmd(port), f"http://127.0.0.1:{port}/readyz", home / f"{name}.log", env,
+                    PROJECT_ROOT, timeout=120) as proc:
+            os.sched_setaffinity(proc.pid, {0})  # the server on one core ...
+            for child in _children(proc.pid):
+                os.sched_setaffinity(child, {0})
+            os.sched_setaffinity(0, {1})  # ... the load generator on the other
+            loadgen.run("127.0.0.1", port, "/predict", body_one, 1, 1.0)  # warm up
+            for c in concurrencies:
+                runs = [loadgen.run("127.0.0.1", port, "/predict", body_one, c, seconds)
+                        for _ in range(repeats)]
+                results[f"{name}_c{c}"] = _median_run(runs)
+            runs = [loadgen.run("127.0.0.1", port, "/predict", body_many, 2, seconds)
+                    for _ in range(repeats)]
+            batch_run = _median_run(runs)
+            batch_run["rows_per_s"] = batch_run["throughput_rps"] * 1000
+            results[f"{name}_1000_rows"] = batch_run
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    for c in concurrencies:
+        results[f"ratio_throughput_c{c}"] = (results[f"bentoml_c{c}"]["throughput_rps"]
+                                             / results[f"bare_starlette_c{c}"]["throughput_rps"])
+    results["ratio_p99_c1"] = (results["bentoml_c1"]["p99_ms"]
+                               / results["bare_starlette_c1"]["p99_ms"])
+    return results
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+
+
+def _median_run(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+# --- drift -----------------------------------------------------------------------------------
+
+
+def bench_drift(rows: pd.DataFrame, quick: bool) -> dict:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    base = features.build_features(rows, CONTRACT)
+    sizes = [10_000] if quick else [10_000, 100_000, 1_000_000]
+    rng = np.random.default_rng(0)
+    out = {}
+    for n in sizes:
+        ref = base.iloc[rng.integers(0, len(base), n)].reset_index(drop=True)
+        cur = base.iloc[rng.integers(0, len(base), n)].reset_index(drop=True)
+        cur["age"] = cur["age"] + 3  # a real shift in one column
+        gc.collect()
+        with PeakRSS() as mem:
+            t, _ = median_of(lambda r=ref, c=cur: drift.compute_drift(r, c, CONTRACT),
+                             1 if quick else 3)
+        ours = drift.compute_drift(ref, cur, CONTRACT)
+        cols = [c for c in CONTRACT.features if ref[c].notna().any() and cur[c].notna().any()]
+
+        def prepared(df, cols=cols):
+            f = df[cols].astype({c: object for c in CONTRACT.categorical if c in cols})
+            return Dataset.from_pandas(f, data_definition=DataDefinition(
+                numerical_columns=[c for c in cols if c in CONTRACT.numeric],
+                categorical_columns=[c for c in cols if c in CONTRACT.categorical]))
+
+        gc.collect()
+        with PeakRSS() as ev_mem:
+            started = time.perf_counter()
+            snap = Report([DataDriftPreset()]).run(current_data=prepared(cur),
+                                                   reference_data=prepared(ref))
+            ev_seconds = time.perf_counter() - started
+        theirs = {m["config"]["column"]: float(m["value"]) for m in snap.dict()["metrics"]
+                  if m["metric_name"].startswith("ValueDrift")}
+        same = all(
+            (c.score >= 0.1) == (theirs[c.column] >= 0.1) for c in ours.columns
+            if c.column in theirs and c.method in ("wasserstein_norm", "jensenshannon"))
+        out[f"rows_{n}"] = {"ours_s": t, "ours_added_mb": mem.added_mb,
+                            "evidently_s": ev_seconds, "evidently_added_mb": ev_mem.added_mb,
+                            "same_verdicts": same, "drifted_share": ours.drifted_share}
+    return out
+
+
+# --- pipeline --------------------------------------------------------------------------------
+
+
+def bench_pipeline(quick: bool, scales: list[int]) -> dict:
+    """End to end through Dagster on a real instance, per stage: wall time, peak memory."""
+    import dagster as dg
+
+    from mlops_assets import orchestration
+    from mlops_assets.definitions import build_definitions
+
+    out = {}
+    for scale in scales:
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp)
+            dagster_home = orchestration.ensure_dagster_home(home / "dagster")
+            batches = data.source_batches(CONTRACT)
+            for key, df in batches.items():
+                data.write_batch(pd.concat([df] * scale, ignore_index=True), home / "landing",
+                                 key, CONTRACT.source.separator)
+            defs = build_definitions(str(home), "bank")
+            stages = {}
+            with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+                with PeakRSS() as mem:
+                    started = time.perf_counter()
+                    tick = orchestration.tick_landing_sensor(defs, instance)
+                    runs = orchestration.run_requests(defs, instance, tick)
+                    assert all(r.success for r in runs)
+                stages["ingest_validate"] = (time.perf_counter() - started, mem.added_mb)
+                for name, job, config in [
+                    ("dataset_features_eda", "build_dataset", None),
+                    ("train_evaluate_gate_bento", "train_and_promote",
+                     {"ops": {"candidate_model": {"config": {"n_trials": 2}}}}),
+                ]:
+                    with PeakRSS() as mem:
+                        started = time.perf_counter()
+                        result = orchestration.run_job(defs, instance, job, quiet=True,
+                                                       run_config=config, raise_on_error=False)
+                    stages[name] = (time.perf_counter() - started, mem.added_mb)
+                    stages[name + "_ok"] = bool(result.success)
+            rows = sum(len(df) for df in batches.values()) * scale
+            out[f"x{scale}"] = {"rows": rows, **{
+                k: ({"seconds": v[0], "peak_added_mb": v[1]} if isinstance(v, tuple) else v)
+                for k, v in stages.items()}}
+    out["orchestration_overhead"] = bench_overhead()
+    return out
+
+
+def bench_overhead() -> dict:
+    """A trivial 5-asset chain, in process: the fixed cost of Dagster per run and per step."""
+    import dagster as dg
+
+    @dg.asset
+    def a1() -> int:
+        return 1
+
+    chain = [a1]
+    for i in range(2, 6):
+        prev = chain[-1]
+
+        @dg.asset(name=f"a{i}", ins={"x": dg.AssetIn(prev.key)})
+        def step(x: int) -> int:
+            return x + 1
+
+        chain.append(step)
+    t, _ = median_of(lambda: dg.materialize(chain, instance=dg.DagsterInstance.ephemeral()), 3)
+    return {"five_asset_chain_in_process_s": t, "per_step_s": t / 5}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results"))
+    parser.add_argument("--scales", default=None, help="pipeline data scales, e.g. 1,10,100")
+    args = parser.parse_args(argv)
+    scales = [int(s) for s in args.scales.split(",")] if args.scales else (
+        [1] if args.quick else [1, 10])
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                           "platform": platform.platform()},
+               "quick": args.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                             time.gmtime())}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        rows = rows_and_model(home)
+        results["serving"] = bench_serving(home, rows, args.quick)
+    results["drift"] = bench_drift(rows, args.quick)
+    results["pipeline"] = bench_pipeline(args.quick, scales)
+    results["seconds"] = time.perf_counter() - started
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = Path(args.out)
+    name = "quick.json" if args.quick else "latest.json"
+    io.write_json(out / name, results)
+    print(json.dumps(results, indent=1, default=str))
+    print(f"written to {out / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
