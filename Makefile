@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export MLOPS_HOME ?= $(CURDIR)/var
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
-.PHONY: setup demo test test-fast lint ui clean
+.PHONY: setup demo test test-fast lint ui bench bench-quick clean
 
 # The lock file pins every package; uv installs it in seconds where pip takes minutes.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -31,6 +31,12 @@ lint: setup
 
 ui: setup  ## the Dagster UI on http://127.0.0.1:3000 with this project's instance
 	$(BIN)/mlops-assets ui
+
+bench: setup  ## every benchmark, side by side (about 15 min); writes benchmarks/results/latest.json
+	$(BIN)/python -m benchmarks.run
+
+bench-quick: setup  ## each benchmark once on small inputs (CI runs this through the tests)
+	$(BIN)/python -m benchmarks.run --quick
 
 lock:  ## re-resolve the lock file from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock

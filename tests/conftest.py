@@ -67,6 +67,19 @@ def make_project(tmp_path: Path, contract_name: str = "bank", **gate):
     return Project(home, load_contract(contract_name), defs, instance)
 
 
+def trained_project(tmp_path: Path, bank_batches, batches, trials: int = 3):
+    """A project with ``batches`` ingested, the dataset built and a first champion (gate
+    minimum AUC lowered to 0.6: a few small batches give a weaker model)."""
+    project = make_project(tmp_path, min_auc=0.6)
+    for key in batches:
+        project.land(key, bank_batches[key])
+    project.ingest()
+    assert project.build_dataset().success
+    first = project.train(trials=trials)
+    assert first.success, orchestration.failure_message(first)
+    return project, first
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))

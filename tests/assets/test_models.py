@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mlops_assets import orchestration
-from tests.conftest import check_results, make_project, materialized
+from tests.conftest import check_results, materialized, trained_project
 
 BATCHES = ("2008-11", "2009-04", "2009-05", "2009-06", "2009-07")
 GATE_CHECKS = ("meets_absolute_thresholds", "not_worse_than_champion", "slice_gap_below_max",
@@ -23,13 +23,7 @@ GATE_CHECKS = ("meets_absolute_thresholds", "not_worse_than_champion", "slice_ga
 @pytest.fixture
 def trained(tmp_path, monkeypatch, bank_batches):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
-    project = make_project(tmp_path, min_auc=0.6)
-    for key in BATCHES:
-        project.land(key, bank_batches[key])
-    project.ingest()
-    assert project.build_dataset().success
-    first = project.train()
-    assert first.success, first.failure_message() if hasattr(first, "failure_message") else ""
+    project, first = trained_project(tmp_path, bank_batches, BATCHES)
     yield project, first
     project.instance.dispose()
 

@@ -16,7 +16,7 @@ from mlops_assets.defs.resources import RetrainPolicyResource
 from mlops_assets.lib import data, monitoring
 from mlops_assets.lib.predlog import PredictionLog
 from mlops_assets.lib.registry import Registry
-from tests.conftest import check_results, make_project
+from tests.conftest import check_results, trained_project
 
 BATCHES = ("2008-11", "2009-04", "2009-05", "2009-06")
 
@@ -60,12 +60,7 @@ def _serve(project, rows: pd.DataFrame, window: str) -> list[str]:
 @pytest.fixture
 def looped(tmp_path, monkeypatch, bank_batches):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
-    project = make_project(tmp_path, min_auc=0.6)
-    for key in BATCHES:
-        project.land(key, bank_batches[key])
-    project.ingest()
-    assert project.build_dataset().success
-    assert project.train(trials=2).success
+    project, _ = trained_project(tmp_path, bank_batches, BATCHES, trials=2)
     yield project
     project.instance.dispose()
 

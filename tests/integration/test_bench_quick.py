@@ -1,0 +1,42 @@
+"""The benchmark harness in quick mode: every benchmark runs and gives finite numbers (no
+speed is asserted here; targets live in benchmarks/ and the README)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from mlops_assets.config import PROJECT_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _numbers(obj, path=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(obj, bool):
+        return
+    elif isinstance(obj, int | float):
+        yield path, obj
+
+
+def test_quick_benchmarks_produce_finite_numbers(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out",
+                           str(tmp_path)], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "quick.json").read_text())
+    numbers = dict(_numbers(results))
+    assert len(numbers) > 40
+    bad = {k: v for k, v in numbers.items() if not math.isfinite(v)}
+    assert not bad
+    serving = results["serving"]
+    for name in ("bentoml_c1", "bentoml_c8", "bare_starlette_c1", "bare_starlette_c8"):
+        assert serving[name]["requests"] > 0 and serving[name]["errors"] == 0
+    assert results["drift"]["rows_10000"]["same_verdicts"] is True
+    assert results["pipeline"]["x1"]["train_evaluate_gate_bento_ok"] is True
