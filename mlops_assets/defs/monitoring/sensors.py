@@ -78,7 +78,8 @@ def window_sensor(context: dg.SensorEvaluationContext, project: ProjectResource)
     labels = monitoring.fingerprint(project.paths.home / "feedback", "*.csv")
     now = time.time()
     due = {name: w for name, w in found.items()
-           if w.closed(now) and done.get(name) != labels}
+           if w.closed(now) and done.get(name) != labels
+           and not (name in done and _fully_labelled(project, name))}
     if not due:
         open_ = [n for n, w in found.items() if not w.closed(now)]
         return dg.SkipReason(f"{len(found)} windows, all monitored with the current labels"
@@ -91,6 +92,15 @@ def window_sensor(context: dg.SensorEvaluationContext, project: ProjectResource)
         dynamic_partitions_requests=[windows.build_add_request(new)] if new else [],
         cursor=json.dumps(done),
     )
+
+
+def _fully_labelled(project: ProjectResource, window: str) -> bool:
+    """The window's last live metrics already had a label for every prediction."""
+    path = project.paths.storage / "live_performance" / f"{window}.json"
+    if not path.is_file():
+        return False
+    last = json.loads(path.read_text())
+    return last.get("labelled", 0) >= last.get("volume", 1)
 
 
 TRIGGER_CHECKS = [
