@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -113,6 +112,3 @@ class ModelRuntime:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-
-def now_ms() -> float:
-    return time.perf_counter() * 1000
