@@ -278,6 +278,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results"))
     parser.add_argument("--scales", default=None, help="pipeline data scales, e.g. 1,10,100")
+    parser.add_argument("--only", choices=["serving", "drift", "pipeline"], default=None,
+                        help="run one benchmark group")
     args = parser.parse_args(argv)
     scales = [int(s) for s in args.scales.split(",")] if args.scales else (
         [1] if args.quick else [1, 10])
@@ -286,16 +288,21 @@ def main(argv=None) -> int:
                "quick": args.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                              time.gmtime())}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
-        rows = rows_and_model(home)
-        results["serving"] = bench_serving(home, rows, args.quick)
-    results["drift"] = bench_drift(rows, args.quick)
-    results["pipeline"] = bench_pipeline(args.quick, scales)
+    wanted = {args.only} if args.only else {"serving", "drift", "pipeline"}
+    if wanted & {"serving", "drift"}:
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp)
+            rows = rows_and_model(home)
+            if "serving" in wanted:
+                results["serving"] = bench_serving(home, rows, args.quick)
+        if "drift" in wanted:
+            results["drift"] = bench_drift(rows, args.quick)
+    if "pipeline" in wanted:
+        results["pipeline"] = bench_pipeline(args.quick, scales)
     results["seconds"] = time.perf_counter() - started
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = Path(args.out)
-    name = "quick.json" if args.quick else "latest.json"
+    name = "quick.json" if args.quick else (f"{args.only}.json" if args.only else "latest.json")
     io.write_json(out / name, results)
     print(json.dumps(results, indent=1, default=str))
     print(f"written to {out / name}")

@@ -1,0 +1,50 @@
+"""The asset graph, snapshotted: a rename or a lost check cannot slip through unnoticed."""
+
+from __future__ import annotations
+
+from mlops_assets.definitions import defs
+
+ASSETS = {
+    "ingestion": ["raw_batch"],
+    "validation": ["quarantined_rows", "validated_batch"],
+    "dataset": ["eda_report", "test_set", "train_set", "validation_set"],
+    "features": ["test_features", "train_features", "validation_features"],
+    "training": ["candidate_model"],
+    "evaluation": ["model_card", "model_evaluation"],
+    "governance": ["champion", "gate_report"],
+    "deployment": ["bento"],
+    "monitoring": ["drift_report", "feedback_labels", "live_performance", "prediction_log",
+                   "serving_health", "window_traffic"],
+}
+CHECKS = [
+    "drift_report:drift_within_limit",
+    "gate_report:meets_absolute_thresholds",
+    "gate_report:not_worse_than_champion",
+    "gate_report:serves_finite_probabilities",
+    "gate_report:slice_gap_below_max",
+    "live_performance:live_performance_above_floors",
+    "raw_batch:raw_batch_schema",
+    "serving_health:serving_health_ok",
+    "test_features:feature_schema",
+    "test_set:test_set_is_sealed",
+    "train_features:feature_schema",
+    "train_features:no_sealed_test_rows",
+    "validated_batch:invalid_fraction_below_limit",
+    "validation_features:feature_schema",
+    "validation_features:no_sealed_test_rows",
+]
+BLOCKING = {c for c in CHECKS if not c.startswith(("drift_report", "live_performance",
+                                                   "serving_health"))}
+
+
+def test_asset_groups_and_checks_are_as_documented():
+    graph = defs.resolve_asset_graph()
+    groups: dict[str, list[str]] = {}
+    for key in graph.get_all_asset_keys():
+        groups.setdefault(graph.get(key).group_name, []).append(key.to_user_string())
+    assert {g: sorted(keys) for g, keys in groups.items()} == ASSETS
+    checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys)
+    assert checks == CHECKS
+    blocking = {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys
+                if graph.get_check_spec(k).blocking}
+    assert blocking == BLOCKING
