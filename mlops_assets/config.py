@@ -26,7 +26,6 @@ BATCH = "_batch"
 PERIOD = "_period"
 SPLIT = "_split"
 TARGET = "_target"  # the label as 0/1
-META_COLUMNS = (ROW_KEY, BATCH, PERIOD, SPLIT, TARGET)
 SPLITS = ("train", "validation", "test")
 
 

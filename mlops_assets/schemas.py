@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 
-from mlops_assets.config import BATCH, PERIOD, ROW_KEY, SPLIT, SPLITS, TARGET, DatasetContract
+from mlops_assets.config import BATCH, PERIOD, ROW_KEY, TARGET, DatasetContract
 
 
 def _numeric_type(series: pd.Series, missing: set[str], min_share: float) -> pd.Series:
@@ -66,12 +66,6 @@ def clean_schema(contract: DatasetContract) -> pa.DataFrameSchema:
             "float64", pa.Check.in_range(spec.min, spec.max), nullable=spec.nullable
         )
     return pa.DataFrameSchema(columns, strict=True, name=f"{contract.name}_clean")
-
-
-def split_schema(contract: DatasetContract) -> pa.DataFrameSchema:
-    """A clean row with its sealed split assignment."""
-    schema = clean_schema(contract)
-    return schema.add_columns({SPLIT: pa.Column(str, pa.Check.isin(list(SPLITS)))})
 
 
 def feature_schema(contract: DatasetContract) -> pa.DataFrameSchema:

@@ -4,7 +4,7 @@
 import dagster as dg
 import pandas as pd
 
-from mlops_assets.config import BATCH, ROW_KEY, SPLIT
+from mlops_assets.config import BATCH, ROW_KEY, SPLIT, SPLITS
 from mlops_assets.defs.metadata import frame_metadata, markdown_table
 from mlops_assets.defs.resources import ProjectResource, batches
 from mlops_assets.lib import data, split
@@ -119,7 +119,7 @@ def sealed_split(
     assigned = split.with_split(rows, contract)
     manifest = split.seal_test_keys(project.paths.sealed_test, assigned)
     included = sorted(validated_batch)
-    for name in ("train", "validation", "test"):
+    for name in SPLITS:
         part = assigned[assigned[SPLIT] == name].reset_index(drop=True)
         yield dg.Output(
             part,

@@ -146,7 +146,7 @@ def serving_health(window_traffic: pd.DataFrame, project: ProjectResource) -> dg
     reference = registry.reference(champion) if champion else pd.DataFrame()
     summary, table = monitoring.serving_health(window_traffic, reference, project.contract())
     return dg.Output(summary | {"features": table.to_dict("records")}, metadata={
-        **{k: v for k, v in summary.items()},
+        **summary,
         "features": markdown_table(table.round(4)),
     })
 
