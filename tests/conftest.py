@@ -48,6 +48,11 @@ class Project:
             run_config={"ops": {"candidate_model": {"config": config}}},
         )
 
+    def stored_file(self, asset: str) -> Path:
+        """The IO manager's file of an unpartitioned asset's latest materialization."""
+        event = self.instance.get_latest_materialization_event(dg.AssetKey(asset))
+        return next((self.paths.storage / asset).glob(f"{event.run_id}.*"))
+
     def registry(self):
         from mlops_assets.lib.registry import Registry
 

@@ -54,55 +54,68 @@ class GateResource(dg.ConfigurableResource):
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """Data frames as parquet under ``base_dir/<asset key>/<partition>.parquet`` (dicts as
-    JSON), written atomically. An unpartitioned asset reading a partitioned one gets
-    ``{partition: frame}`` for the partitions that exist (a batch rejected by a blocking check
-    has none)."""
+    """Data frames as parquet (dicts as JSON), written atomically: a partition under
+    ``base_dir/<asset key>/<partition>.parquet``, an unpartitioned asset once per run under
+    ``base_dir/<asset key>/<run id>.parquet``, so two runs at once never read each other's
+    outputs. An input is read from the run that produced it in this run (or the run this one
+    re-executes), else from the asset's latest materialization. An unpartitioned asset reading
+    a partitioned one gets ``{partition: frame}`` for the partitions that exist."""
 
     base_dir: str
 
-    def _path(self, key: dg.AssetKey, partition: str | None, suffix=".parquet") -> Path:
-        base = Path(self.base_dir).joinpath(*key.path)
-        return base / f"{partition}{suffix}" if partition is not None else base.with_suffix(
-            suffix
-        )
+    def _path(self, key: dg.AssetKey, name: str, suffix=".parquet") -> Path:
+        return Path(self.base_dir).joinpath(*key.path) / f"{name}{suffix}"
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | dict) -> None:
         if obj is None:
             return
-        partition = context.asset_partition_key if context.has_asset_partitions else None
+        name = context.asset_partition_key if context.has_asset_partitions else context.run_id
         if isinstance(obj, dict):
-            io.write_json(self._path(context.asset_key, partition, ".json"), obj)
+            io.write_json(self._path(context.asset_key, name, ".json"), obj)
         else:
-            io.write_parquet(self._path(context.asset_key, partition), obj)
+            io.write_parquet(self._path(context.asset_key, name), obj)
 
-    def _read(self, key: dg.AssetKey, partition: str | None) -> pd.DataFrame | dict | None:
-        json_path = self._path(key, partition, ".json")
+    def _read(self, key: dg.AssetKey, name: str) -> pd.DataFrame | dict | None:
+        json_path = self._path(key, name, ".json")
         if json_path.is_file():
             return io.read_json(json_path)
-        path = self._path(key, partition)
+        path = self._path(key, name)
         return pd.read_parquet(path) if path.is_file() else None
+
+    def _producing_run(self, context: dg.InputContext) -> str | None:
+        upstream = context.upstream_output
+        if upstream is not None:
+            try:
+                return upstream.run_id  # produced in this run, or in the run re-executed
+            except dg.DagsterInvariantViolationError:
+                pass  # an asset from an earlier run: its latest materialization says which
+        event = context.instance.get_latest_materialization_event(context.asset_key)
+        return event.run_id if event else None
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict:
         key = context.asset_key
         if not context.has_asset_partitions:
-            partitions = [None]
-        elif context.has_partition_key and context.asset_partition_keys == [
+            run_id = self._producing_run(context)
+            value = self._read(key, run_id) if run_id else None
+            if value is None:
+                raise FileNotFoundError(
+                    f"{key.to_user_string()} is not stored under {self.base_dir}"
+                    + (f" for run {run_id}" if run_id else "") + ": materialize it first")
+            return value
+        if context.has_partition_key and context.asset_partition_keys == [
             context.partition_key
         ]:
-            partitions = [context.partition_key]
-        else:
-            frames = {p: self._read(key, p) for p in context.asset_partition_keys}
-            missing = sorted(p for p, v in frames.items() if v is None)
-            if missing:
-                context.log.warning(f"{key.to_user_string()}: no stored data for {missing}")
-            return {p: v for p, v in frames.items() if v is not None}
-        value = self._read(key, partitions[0])
-        if value is None:
-            where = f" partition {partitions[0]!r}" if partitions[0] else ""
-            raise FileNotFoundError(f"{key.to_user_string()}{where} is not stored under "
-                                    f"{self.base_dir}: materialize it first")
-        return value
+            value = self._read(key, context.partition_key)
+            if value is None:
+                raise FileNotFoundError(
+                    f"{key.to_user_string()} partition {context.partition_key!r} is not "
+                    f"stored under {self.base_dir}: materialize it first")
+            return value
+        frames = {p: self._read(key, p) for p in context.asset_partition_keys}
+        missing = sorted(p for p, v in frames.items() if v is None)
+        if missing:
+            context.log.warning(f"{key.to_user_string()}: no stored data for {missing}")
+        return {p: v for p, v in frames.items() if v is not None}
 
 
 class MonitoringResource(dg.ConfigurableResource):

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +36,10 @@ def build_bento(home: Path, model_tag: str, contract: str, timeout_s: float = 60
 
     started = time.perf_counter()
     bentoml_home = Path(home) / "bentoml"
-    stage = Path(home) / "bento_build" / re.sub(r"[^\w.-]", "-", model_tag)
-    shutil.rmtree(stage, ignore_errors=True)
+    # A fresh folder per build: two builds at once (even of one model) never share files.
+    (Path(home) / "bento_build").mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=re.sub(r"[^\w.-]", "-", model_tag) + ".",
+                                  dir=Path(home) / "bento_build"))
     spec = yaml.safe_load((PROJECT_ROOT / "bentofile.yaml").read_text())
     for pattern in spec["include"]:
         for src in PROJECT_ROOT.glob(pattern):
@@ -49,10 +52,13 @@ def build_bento(home: Path, model_tag: str, contract: str, timeout_s: float = 60
     manifest = {"model_tag": model_tag, "contract": contract}
     (stage / "mlops_assets" / "serving" / "bundle.json").write_text(json.dumps(manifest))
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "true"}
-    done = subprocess.run(
-        [sys.executable, "-m", "bentoml", "build", ".", "--output", "tag"],
-        cwd=stage, env=env, capture_output=True, text=True, timeout=timeout_s,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bentoml", "build", ".", "--output", "tag"],
+            cwd=stage, env=env, capture_output=True, text=True, timeout=timeout_s,
+        )
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     if done.returncode != 0:
         raise RuntimeError(f"bentoml build failed for {model_tag}:\n{done.stderr[-4000:]}")
     match = re.search(r"__tag__:(\S+)", done.stdout) or re.search(r"(\S+:\w+)\s*$", done.stdout)
@@ -61,5 +67,4 @@ def build_bento(home: Path, model_tag: str, contract: str, timeout_s: float = 60
     tag = match.group(1)
     name, version = tag.split(":")
     path = bentoml_home / "bentos" / name / version
-    shutil.rmtree(stage, ignore_errors=True)
     return BuiltBento(tag, path, _dir_size(path), time.perf_counter() - started)

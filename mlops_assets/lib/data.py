@@ -79,7 +79,8 @@ def source_batches(
 
 
 def write_batch(df: pd.DataFrame, landing_dir: Path, batch_id: str, sep: str) -> Path:
-    """Land one batch file atomically, so a watcher never sees half a file."""
+    """Land one batch file by the landing protocol (see ``landed_files``): written under a
+    temporary name, fsynced and renamed, so a watcher never sees half a file."""
     target = Path(landing_dir) / f"{batch_id}{BATCH_SUFFIX}"
     return io.write_with(target, lambda tmp: df.to_csv(tmp, sep=sep, index=False))
 
@@ -117,6 +118,27 @@ def read_batch(path: Path, contract: DatasetContract) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise BatchError(f"batch file {path} cannot be parsed as CSV: {err}") from err
     return df.apply(lambda s: s.str.strip())
+
+
+SEPARATORS = [",", ";", "\t", "|"]
+
+
+def layout_problem(raw: pd.DataFrame, contract: DatasetContract, path: Path) -> str | None:
+    """A problem with the file as a whole, said plainly (an empty file, a header and no rows,
+    the wrong separator), or None; the schema then judges columns and values."""
+    if raw.columns.empty:
+        return f"empty file: {path} has 0 bytes or no header line"
+    sep = contract.source.separator
+    if len(raw.columns) == 1 and len(contract.expected_columns) > 1:
+        header = str(raw.columns[0])
+        found = [s for s in SEPARATORS if s != sep and header.count(s) > 0]
+        if found:
+            best = max(found, key=header.count)
+            return (f"wrong separator: {path} has one column {header[:80]!r}...; it looks "
+                    f"separated by {best!r}, but contract {contract.name!r} says {sep!r}")
+    if raw.empty:
+        return f"no rows: {path} has a header line and nothing else"
+    return None
 
 
 def null_fractions(raw: pd.DataFrame, contract: DatasetContract) -> dict[str, float]:
@@ -291,7 +313,10 @@ def plan_ingestion(landed: dict[str, str], ingested: dict[str, str]) -> LandingP
 
 
 def landed_files(landing_dir: Path) -> dict[str, Path]:
-    """Batch files in the landing directory by batch id (temporary files are ignored)."""
+    """Batch files in the landing directory by batch id. The landing protocol: a writer
+    writes ``<batch>.csv.part`` (or a name starting with ``.``) and renames it to
+    ``<batch>.csv`` when complete, so a file is never seen half-written; those names are
+    ignored here."""
     if not Path(landing_dir).is_dir():
         return {}
     return {
@@ -299,3 +324,18 @@ def landed_files(landing_dir: Path) -> dict[str, Path]:
         for p in sorted(Path(landing_dir).glob(f"*{BATCH_SUFFIX}"))
         if not p.name.startswith(".")
     }
+
+
+def incomplete_reason(path: Path) -> str | None:
+    """Why a landed file looks unfinished (a copy that skipped the protocol and is still
+    running, or died), or None. Every CSV writer ends its last line with a newline; a file
+    whose last line is torn is not ingested until it is whole."""
+    size = Path(path).stat().st_size
+    if size == 0:
+        return None  # judged by the schema check: "empty file"
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        if f.read(1) != b"\n":
+            return (f"incomplete: the last line of {path.name} has no newline (a copy still "
+                    "running or cut short); write it as .part and rename it when complete")
+    return None

@@ -31,9 +31,52 @@ def atomic_path(target: Path | str):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
+        fsync_dir(target.parent)  # the rename itself survives a power cut
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def fsync_dir(path: Path | str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_line(target: Path | str, line: str) -> None:
+    """Append one line and fsync it. A crash mid-append leaves at most a torn last line,
+    which readers of an append-only file detect and skip (see ``read_json_lines``)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "ab") as f:
+        if f.tell() and not _ends_with_newline(target):
+            f.write(b"\n")  # close a torn line left by a crash, so this line stands alone
+        f.write(line.rstrip("\n").encode() + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def read_json_lines(path: Path | str) -> tuple[list[Any], list[tuple[int, str]]]:
+    """The JSON values of an append-only file, one per line, and the lines that are not JSON
+    as ``(line number, reason)`` (a torn write): the caller decides what they mean."""
+    values, bad = [], []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                values.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                bad.append((number, f"not JSON ({err.msg} at column {err.colno})"))
+    return values, bad
 
 
 def write_text(target: Path | str, text: str) -> Path:

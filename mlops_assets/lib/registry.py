@@ -1,11 +1,12 @@
 """The model registry: versions in the BentoML model store, aliases ("production" is the
-champion, "canary" the challenger under test) in one JSON file written atomically under a
-lock, with the full history of every alias move."""
+champion, "canary" the challenger under test) in an append-only journal written under a lock,
+with the full history of every alias move and an atomic snapshot beside it."""
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ import pandas as pd
 from mlops_assets.config import DatasetContract
 from mlops_assets.lib import io
 from mlops_assets.lib.model import REFERENCE_FILE, ServingModel, write_model_dir
+
+log = logging.getLogger(__name__)
 
 PRODUCTION = "production"
 CANARY = "canary"
@@ -42,6 +45,7 @@ class Registry:
         (self.bentoml_home / "models").mkdir(parents=True, exist_ok=True)
         self.store = _model_store(self.bentoml_home)
         self.state_file = self.home / "registry" / "aliases.json"
+        self.journal_file = self.home / "registry" / "aliases.journal.jsonl"
 
     # --- versions -----------------------------------------------------------------------
 
@@ -94,20 +98,49 @@ class Registry:
         return [str(m.tag) for m in sorted(self.store.list(), key=lambda m: m.creation_time)]
 
     # --- aliases ------------------------------------------------------------------------
+    # The journal (one JSON event per line, appended and fsynced under a lock) is the truth;
+    # aliases.json is a snapshot rewritten atomically after each event, for people and
+    # tools. A damaged snapshot is never read; a torn journal line (a crash mid-append) is
+    # an event that never happened and is skipped.
 
     @contextmanager
     def _locked(self) -> Iterator[dict]:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.state_file.with_suffix(".lock"), "w") as lock:
+        self.journal_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.journal_file.with_name("aliases.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            state = self._read()
-            yield state
-            io.write_json(self.state_file, state)
+            if not self.journal_file.is_file() and self.state_file.is_file():
+                for event in self._read_snapshot()["history"]:  # a home from before journals
+                    io.append_line(self.journal_file, json.dumps(event, sort_keys=True))
+            yield self._read()
+
+    def _read_snapshot(self) -> dict:
+        try:
+            state = io.read_json(self.state_file)
+            return {"aliases": dict(state["aliases"]), "history": list(state["history"])}
+        except (ValueError, KeyError, TypeError) as err:
+            raise RegistryError(
+                f"registry snapshot {self.state_file} is damaged ({err}) and there is no "
+                f"journal {self.journal_file.name} to rebuild it from: restore the file from a "
+                "backup, or delete it and set the champion again with "
+                "`mlops-assets rollback --to <model tag>`"
+            ) from err
 
     def _read(self) -> dict:
-        if not self.state_file.is_file():
+        if not self.journal_file.is_file():
+            if self.state_file.is_file():
+                return self._read_snapshot()
             return {"aliases": {}, "history": []}
-        return io.read_json(self.state_file)
+        events, torn = io.read_json_lines(self.journal_file)
+        for number, why in torn:
+            log.warning("%s line %d skipped: %s (a write cut short; that event never "
+                        "completed)", self.journal_file, number, why)
+        aliases: dict[str, str] = {}
+        for event in events:
+            if event["tag"] is None:
+                aliases.pop(event["alias"], None)
+            else:
+                aliases[event["alias"]] = event["tag"]
+        return {"aliases": aliases, "history": events}
 
     def aliases(self) -> dict[str, str]:
         return dict(self._read()["aliases"])
@@ -121,40 +154,67 @@ class Registry:
     def history(self, name: str = PRODUCTION) -> list[dict]:
         return [h for h in self._read()["history"] if h["alias"] == name]
 
-    def set_alias(self, name: str, tag: str | None, action: str, reason: str) -> dict:
-        """Point ``name`` at ``tag`` (None removes it) and record the move."""
+    def set_alias(self, name: str, tag: str | None, action: str, reason: str,
+                  expect: str | None | object = ...) -> dict:
+        """Point ``name`` at ``tag`` (None removes it) and record the move. With ``expect``,
+        refuse unless the alias still points where the caller last saw it (compare and set)."""
         if tag is not None:
             self.get(tag)
         with self._locked() as state:
+            current = state["aliases"].get(name)
+            if expect is not ... and current != expect:
+                raise RegistryError(
+                    f"{name} moved from {expect} to {current} while this change was being "
+                    f"decided; nothing was changed: run it again against {current}"
+                )
             event = {
                 "alias": name,
                 "tag": tag,
-                "previous": state["aliases"].get(name),
+                "previous": current,
                 "action": action,
                 "reason": reason,
                 "at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            if tag is None:
-                state["aliases"].pop(name, None)
-            else:
-                state["aliases"][name] = tag
-            state["history"].append(event)
+            io.append_line(self.journal_file, json.dumps(event, sort_keys=True))
+            aliases = {**state["aliases"], name: tag}
+            io.write_json(self.state_file, {
+                "aliases": {k: v for k, v in aliases.items() if v is not None},
+                "history": [*state["history"], event],
+            })
         return event
 
-    def promote(self, tag: str, reason: str) -> dict:
-        return self.set_alias(PRODUCTION, tag, "promote", reason)
+    def promote(self, tag: str, reason: str, expect: str | None | object = ...) -> dict:
+        return self.set_alias(PRODUCTION, tag, "promote", reason, expect)
+
+    def lineage(self) -> list[str]:
+        """The champions in the order they took over, without the ones rolled back from:
+        each promotion pushes a version, each rollback pops back to its target."""
+        stack: list[str] = []
+        for event in self.history(PRODUCTION):
+            tag = event["tag"]
+            if tag is None:
+                stack = []
+            elif event["action"] == "rollback" and tag in stack:
+                del stack[stack.index(tag) + 1:]
+            elif not stack or stack[-1] != tag:
+                stack.append(tag)
+        return stack
 
     def rollback(self, to: str | None = None, reason: str = "rollback") -> dict:
-        """Set the champion back to ``to``, or to the champion before the current one."""
+        """Set the champion back to ``to``, or one step back along the lineage: rolling back
+        twice goes two versions back, never forth to the version rolled back from."""
         current = self.champion()
         if to is None:
-            previous = [h["previous"] for h in self.history() if h["tag"] == current]
-            to = previous[-1] if previous else None
-            if to is None:
-                raise RegistryError(f"no earlier champion to roll back to (current: {current})")
+            stack = self.lineage()
+            if len(stack) < 2:
+                raise RegistryError(
+                    f"no earlier champion to roll back to: {current} is the first in the "
+                    "promotion history (name one with --to)"
+                )
+            to = stack[-2]
         if to == current:
             raise RegistryError(f"{to} is already the champion")
-        return self.set_alias(PRODUCTION, to, "rollback", reason)
+        return self.set_alias(PRODUCTION, to, "rollback", reason, expect=current)
 
 
 def _plain(obj: Any) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlops_assets.config import BATCH, ROW_KEY, SPLIT, SPLITS, DatasetContract
+from mlops_assets.config import BATCH, ROW_KEY, SPLIT, SPLITS, TARGET, DatasetContract
 from mlops_assets.lib import io
 
 # pandas' hash_array wants a 16-byte key; changing it would reshuffle every sealed split.
@@ -31,6 +31,41 @@ def with_split(valid: pd.DataFrame, contract: DatasetContract) -> pd.DataFrame:
     out = valid.copy()
     out[SPLIT] = assign_split(out[ROW_KEY], contract.split_fractions)
     return out
+
+
+def content_keys(rows: pd.DataFrame, contract: DatasetContract) -> pd.Series:
+    """A hash of a row's content (features and label, typed): the same row landed twice,
+    under another name or with other line endings, has the same key."""
+    columns = [*contract.features, TARGET]
+    return pd.Series(pd.util.hash_pandas_object(rows[columns], index=False).to_numpy(),
+                     index=rows.index)
+
+
+def split_duplicates(
+    rows: pd.DataFrame, contract: DatasetContract, batch_order: list[str], sealed: pd.Series
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows of one batch that repeat a row of another batch are set aside: ``(kept,
+    duplicates)``, each duplicate with a ``reason`` naming the row it repeats. Within a group
+    of twins the row kept is a sealed test row if there is one (the test set never moves),
+    else the one from the batch ingested first. Repeats inside one batch are left alone:
+    different people can share every value; a copy of a batch cannot."""
+    keys = content_keys(rows, contract)
+    rank = {b: i for i, b in enumerate(batch_order)}
+    order = pd.DataFrame({
+        "key": keys,
+        "sealed": ~rows[ROW_KEY].isin(sealed),  # False sorts first: sealed rows win
+        "batch_rank": rows[BATCH].map(rank).fillna(len(rank)),
+        "row": rows[ROW_KEY],
+    }).sort_values(["key", "sealed", "batch_rank", "row"])
+    first = order.groupby("key", sort=False).head(1)
+    keeper = pd.Series(first["row"].to_numpy(), index=first["key"].to_numpy())
+    keeper_batch = pd.Series(rows.loc[first.index, BATCH].to_numpy(), index=first["key"])
+    twin_of = keys.map(keeper)
+    is_dup = (twin_of != rows[ROW_KEY]) & (rows[BATCH] != keys.map(keeper_batch))
+    duplicates = rows[is_dup].copy()
+    duplicates["reason"] = "duplicate of row " + twin_of[is_dup] + " (batch " \
+        + keys[is_dup].map(keeper_batch) + ")"
+    return rows[~is_dup].reset_index(drop=True), duplicates.reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -61,10 +96,13 @@ class SplitAudit:
     sealed_moved: int = 0
     sealed_examples: list[str] = field(default_factory=list)
     sealed_total: int = 0
+    sealed_missing: int = 0  # sealed rows no longer in the data at all
+    batches_shrunk: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not any(self.overlaps.values()) and self.sealed_moved == 0
+        return not any(self.overlaps.values()) and not self.sealed_moved \
+            and not self.sealed_missing
 
     @property
     def summary(self) -> str:
@@ -76,6 +114,14 @@ class SplitAudit:
                 f"{self.sealed_moved} sealed test rows are outside test, e.g. "
                 f"{self.sealed_examples}"
             )
+        if self.sealed_missing:
+            parts.append(
+                f"{self.sealed_missing} sealed test rows of batch(es) {self.batches_shrunk} are "
+                "no longer in the data: the batch was re-landed with fewer rows or rows that "
+                "are now invalid or duplicates. The sealed test set may not shrink: re-land "
+                "the batch as it was (its backup is under backup/<batch>/) and land new rows "
+                "as a new batch"
+            )
         return "; ".join(parts)
 
     def as_metadata(self) -> dict:
@@ -83,6 +129,7 @@ class SplitAudit:
             **{f"overlap_{k.replace(' & ', '_')}": v for k, v in self.overlaps.items()},
             "sealed_test_rows": self.sealed_total,
             "sealed_rows_outside_test": self.sealed_moved,
+            "sealed_rows_missing": self.sealed_missing,
         }
 
 
@@ -102,8 +149,11 @@ def audit(
     }
     sealed = read_sealed(manifest)
     sealed = sealed[sealed[BATCH].isin(batches_present)]
-    moved = sealed[~sealed[ROW_KEY].isin(sets["test"])][ROW_KEY]
-    return SplitAudit(overlaps, len(moved), moved.head(5).tolist(), len(sealed))
+    outside = sealed[~sealed[ROW_KEY].isin(sets["test"])]
+    elsewhere = outside[ROW_KEY].isin(sets["train"] | sets["validation"])
+    moved, gone = outside[elsewhere], outside[~elsewhere]
+    return SplitAudit(overlaps, len(moved), moved[ROW_KEY].head(5).tolist(), len(sealed),
+                      len(gone), sorted(gone[BATCH].unique()))
 
 
 def leaked_test_rows(manifest: Path, keys: pd.Series) -> pd.Series:

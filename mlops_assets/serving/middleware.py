@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable
 
 
 async def _reply(send, status: int, message: str, headers: list | None = None) -> None:
@@ -20,19 +21,26 @@ async def _reply(send, status: int, message: str, headers: list | None = None) -
 
 class RequestGuard:
     def __init__(self, app, paths: tuple[str, ...], max_body_bytes: int,
-                 api_token: str | None = None):
+                 api_token: str | None = None,
+                 health: Callable[[], tuple[bool, str]] | None = None):
         self.app = app
         self.paths = paths
         self.max_body_bytes = max_body_bytes
         self.api_token = api_token
+        self.health = health
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/readyz" and self.health is not None:
+            ready, reason = self.health()
+            if not ready:
+                return await _reply(send, 503, f"not ready: {reason}")
         if scope["type"] != "http" or scope["path"] not in self.paths:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if self.api_token is not None:
-            given = headers.get("authorization", "")
-            if not hmac.compare_digest(given, f"Bearer {self.api_token}"):
+            # Compared as bytes: a header with non-ASCII characters is simply wrong.
+            given = headers.get("authorization", "").encode("latin-1")
+            if not hmac.compare_digest(given, f"Bearer {self.api_token}".encode()):
                 return await _reply(send, 401, "missing or wrong bearer token",
                                     [(b"www-authenticate", b"Bearer")])
         if scope["method"] != "POST":

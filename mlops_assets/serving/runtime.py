@@ -61,12 +61,22 @@ class ModelRuntime:
     def ready(self) -> bool:
         return self.variants.champion is not None
 
+    @property
+    def not_ready_reason(self) -> str:
+        """Why there is no champion to serve, for /readyz and 503 answers."""
+        return self.error or "no champion: the registry's production alias is not set"
+
     def refresh(self) -> bool:
         """Load whatever the aliases point at now; swap only models that loaded and passed the
         smoke prediction. Returns True when something changed."""
-        wanted = self._aliases()
         current = self.variants
-        new = {}
+        try:
+            wanted = self._aliases()
+        except Exception as err:  # a damaged registry: keep serving what we have; say why
+            self.error = f"cannot read the registry: {err}"
+            log.error(self.error)
+            return False
+        new, failed = {}, False
         for alias, slot in ((PRODUCTION, current.champion), (CANARY, current.canary)):
             tag = wanted.get(alias)
             if tag is None:
@@ -82,8 +92,11 @@ class ModelRuntime:
                 except Exception as err:  # keep serving what we have; say why
                     self.error = f"cannot load {alias} {tag}: {err}"
                     log.error(self.error)
+                    failed = True
                     new[alias] = slot
         self.variants = Variants(new[PRODUCTION], new[CANARY])
+        if not failed:
+            self.error = None
         return self.versions(self.variants) != self.versions(current)
 
     @staticmethod

@@ -10,16 +10,19 @@ Settings: see ``settings.py``.
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import time
 import uuid
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated
 
 import bentoml
 from bentoml.validators import ContentType
 from pydantic import Field
+from starlette.responses import JSONResponse
 
 from mlops_assets.config import load_contract
 from mlops_assets.lib.model import ServingModel
@@ -38,6 +41,27 @@ SETTINGS = ServingSettings.from_env()
 CONTRACT = load_contract(BUNDLE["contract"] if BUNDLE else SETTINGS.contract)
 Record = record_model(CONTRACT)
 read_columns = ColumnReader(CONTRACT)
+
+
+
+def _error(status: HTTPStatus, message: str) -> JSONResponse:
+    """A 5xx that says why (BentoML replaces the message of a raised 5xx with a generic one,
+    so these are returned as responses)."""
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class Health:
+    """What /readyz says when there is no model to serve: the reason, not a bare 503."""
+
+    runtime: ModelRuntime | None = None
+
+    def __call__(self) -> tuple[bool, str]:
+        if self.runtime is None:
+            return False, "the service is still starting"
+        return self.runtime.ready, self.runtime.not_ready_reason
+
+
+HEALTH = Health()
 
 PREDICTIONS = bentoml.metrics.Counter(
     name="mlops_predictions",
@@ -74,6 +98,7 @@ class Classifier:
                 Registry(SETTINGS.home), SETTINGS.canary_share, pinned=SETTINGS.model_tag
             )
         self.log = PredictionLog(SETTINGS.prediction_log)
+        HEALTH.runtime = self.runtime
         self.runtime.refresh()
         self._check_contract()
         self.runtime.start(SETTINGS.reload_seconds)
@@ -105,7 +130,7 @@ class Classifier:
         started = time.perf_counter()
         variant, model = self.runtime.choose()
         if model is None:
-            raise bentoml.exceptions.ServiceUnavailable("no champion model is loaded yet")
+            return _error(HTTPStatus.SERVICE_UNAVAILABLE, self.runtime.not_ready_reason)
         columns = read_columns(records)
         probabilities = model.predict_columns(columns).tolist()
         threshold = model.threshold
@@ -121,12 +146,19 @@ class Classifier:
                          "variant": variant, "inputs": {c: v[i] for c, v in columns.items()},
                          "probability": p, "label": label, "latency_ms": latency_ms})
             SCORES.labels(variant=variant).observe(p)
-        self.log.write(rows)
+        try:
+            self.log.write(rows)
+        except OSError as err:  # nothing is answered that is not in the log
+            status = (HTTPStatus.INSUFFICIENT_STORAGE if err.errno in (errno.ENOSPC, errno.EDQUOT)
+                      else HTTPStatus.SERVICE_UNAVAILABLE)
+            return _error(status, f"prediction log {SETTINGS.prediction_log} cannot be written "
+                          f"({errno.errorcode.get(err.errno, err.errno)}: {err.strerror}); "
+                          "nothing was answered or logged")
         PREDICTIONS.labels(model_version=model.version, variant=variant).inc(len(out))
         return out
 
 
 Classifier.add_asgi_middleware(
     RequestGuard, paths=("/predict",), max_body_bytes=SETTINGS.max_body_bytes,
-    api_token=SETTINGS.api_token,
+    api_token=SETTINGS.api_token, health=HEALTH,
 )

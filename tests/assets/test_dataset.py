@@ -44,7 +44,7 @@ def test_a_sealed_row_moving_out_of_test_blocks_training_features(project, bank_
     project.ingest()
     assert project.build_dataset().success
     # Tamper with the manifest: seal a training row. The next build must refuse.
-    train_key = pd.read_parquet(project.paths.storage / "train_set.parquet")[ROW_KEY].iat[0]
+    train_key = pd.read_parquet(project.stored_file("train_set"))[ROW_KEY].iat[0]
     sealed = split.read_sealed(project.paths.sealed_test)
     extra = pd.DataFrame({ROW_KEY: [train_key], "_batch": ["2009-03"]})
     pd.concat([sealed, extra]).to_parquet(project.paths.sealed_test, index=False)

@@ -65,7 +65,7 @@ def test_train_evaluate_promote_and_card(trained):
 
 
 def _shuffle_labels(project, name: str, seed: int) -> None:
-    path = project.paths.storage / f"{name}.parquet"
+    path = project.stored_file(name)
     frame = pd.read_parquet(path)
     frame["_target"] = np.random.default_rng(seed).permutation(frame["_target"].to_numpy())
     frame.to_parquet(path, index=False)

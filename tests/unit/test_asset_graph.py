@@ -7,7 +7,7 @@ from mlops_assets.definitions import defs
 ASSETS = {
     "ingestion": ["raw_batch"],
     "validation": ["quarantined_rows", "validated_batch"],
-    "dataset": ["eda_report", "test_set", "train_set", "validation_set"],
+    "dataset": ["duplicate_rows", "eda_report", "test_set", "train_set", "validation_set"],
     "features": ["test_features", "train_features", "validation_features"],
     "training": ["candidate_model"],
     "evaluation": ["model_card", "model_evaluation"],

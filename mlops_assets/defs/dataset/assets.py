@@ -3,6 +3,10 @@
 
 import dagster as dg
 import pandas as pd
+from dagster._core.event_api import PartitionKeyFilter  # no public export
+from dagster._core.storage.asset_check_execution_record import (  # no public export
+    AssetCheckExecutionRecordStatus,
+)
 
 from mlops_assets.config import BATCH, ROW_KEY, SPLIT, SPLITS
 from mlops_assets.defs.metadata import frame_metadata, markdown_table
@@ -84,6 +88,61 @@ def invalid_fraction_below_limit(
     )
 
 
+# --- which batches may reach the dataset ------------------------------------------------------
+
+_BATCH_GATES = [
+    (dg.AssetCheckKey(dg.AssetKey("raw_batch"), "raw_batch_schema"), "raw_batch"),
+    (dg.AssetCheckKey(dg.AssetKey("validated_batch"), "invalid_fraction_below_limit"),
+     "validated_batch"),
+]
+
+
+def batch_eligibility(instance: dg.DagsterInstance) -> pd.DataFrame:
+    """Every registered batch, in the order it arrived, with whether it may reach the
+    dataset and why. Stored rows are not enough: a batch is included only if its latest
+    landing passed both blocking checks and its valid rows were derived from that landing
+    (a batch that failed, or was re-landed and failed, contributes nothing downstream until
+    it is landed again and passes)."""
+    order = instance.get_dynamic_partitions(batches.name)
+    infos = {
+        (i.check_key.name, i.partition_key): i
+        for i in instance.event_log_storage.get_asset_check_partition_info(
+            [key for key, _ in _BATCH_GATES], partition_keys=order)
+    }
+    status = AssetCheckExecutionRecordStatus
+    out = []
+    for batch in order:
+        reason = None
+        for key, asset in _BATCH_GATES:
+            info = infos.get((key.name, batch))
+            if info is None:
+                reason = f"{key.name} has not run ({asset} not materialized)"
+            elif info.latest_execution_status == status.PLANNED:
+                reason = f"{key.name} is still running (run {info.latest_planned_run_id})"
+            elif not info.is_current:
+                reason = f"{key.name} has not run on the latest {asset}"
+            elif info.latest_execution_status != status.SUCCEEDED:
+                reason = (f"failed {key.name} (run {info.latest_planned_run_id}): "
+                          + _check_description(instance, key, batch))
+            if reason:
+                break
+        if reason is None:
+            raw = infos[(_BATCH_GATES[0][0].name, batch)].latest_materialization_storage_id
+            valid = infos[(_BATCH_GATES[1][0].name, batch)].latest_materialization_storage_id
+            if valid is None or raw is None or valid < raw:
+                reason = "validated_batch was not derived from the latest landing"
+        out.append({"batch": batch, "included": reason is None, "reason": reason or "passed"})
+    return pd.DataFrame(out, columns=["batch", "included", "reason"])
+
+
+def _check_description(instance: dg.DagsterInstance, key: dg.AssetCheckKey, batch: str) -> str:
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=1, partition_filter=PartitionKeyFilter(key=batch))
+    event = records[0].event if records else None
+    evaluation = event.dagster_event.event_specific_data if event and event.dagster_event else None
+    return getattr(evaluation, "description", None) or "see the check in the UI"
+
+
 # --- the sealed split over every batch -------------------------------------------------------
 
 # Re-split when any batch was newly validated; a rejected batch (no validated partition) must
@@ -96,12 +155,19 @@ _AFTER_INGESTION = dg.AutomationCondition.eager().without(
 @dg.multi_asset(
     group_name="dataset",
     outs={
-        s: dg.AssetOut(description=d, kinds={"pandas"}, automation_condition=_AFTER_INGESTION)
-        for s, d in [
-            ("train_set", "Rows sealed to training, from every valid batch."),
-            ("validation_set", "Rows sealed to validation (early stopping, thresholds)."),
-            ("test_set", "The sealed test rows: read only by evaluation and the gate."),
-        ]
+        **{
+            s: dg.AssetOut(description=d, kinds={"pandas"},
+                           automation_condition=_AFTER_INGESTION)
+            for s, d in [
+                ("train_set", "Rows sealed to training, from every valid batch."),
+                ("validation_set", "Rows sealed to validation (early stopping, thresholds)."),
+                ("test_set", "The sealed test rows: read only by evaluation and the gate."),
+            ]
+        },
+        "duplicate_rows": dg.AssetOut(
+            description="Rows that repeat a row of another batch (same features and label), "
+                        "set aside with the row they repeat: they reach no split.",
+            kinds={"pandas"}, automation_condition=_AFTER_INGESTION),
     },
     ins={"validated_batch": dg.AssetIn()},
 )
@@ -110,15 +176,27 @@ def sealed_split(
     validated_batch: dict[str, pd.DataFrame],
     project: ProjectResource,
 ):
-    """Assign every valid row to train/validation/test by a hash of its row key, and record
-    the test row keys in the append-only sealed manifest."""
+    """Assign every valid row of every batch that passed its checks to train/validation/test
+    by a hash of its row key, set cross-batch duplicates aside, and record the test row keys
+    in the append-only sealed manifest."""
     contract = project.contract()
-    rows = pd.concat(validated_batch.values(), ignore_index=True) if validated_batch else None
-    if rows is None or rows.empty:
-        raise ValueError("no validated batch is stored yet: land and ingest a batch first")
+    eligibility = batch_eligibility(context.instance)
+    included = [b for b in eligibility.loc[eligibility["included"], "batch"]
+                if b in validated_batch]
+    excluded = eligibility[~eligibility["included"]]
+    for r in excluded.itertuples():
+        context.log.warning(f"batch {r.batch} excluded: {r.reason}")
+    if not included:
+        raise ValueError(
+            "no batch has passed validation yet: land and ingest a batch first"
+            + (f" (excluded: {dict(zip(excluded['batch'], excluded['reason'], strict=True))})"
+               if len(excluded) else ""))
+    rows = pd.concat([validated_batch[b] for b in included], ignore_index=True)
+    sealed = split.read_sealed(project.paths.sealed_test)[ROW_KEY]
+    rows, duplicates = split.split_duplicates(rows, contract, included, sealed)
     assigned = split.with_split(rows, contract)
     manifest = split.seal_test_keys(project.paths.sealed_test, assigned)
-    included = sorted(validated_batch)
+    batch_table = markdown_table(eligibility, max_rows=200) if len(eligibility) else "none"
     for name in SPLITS:
         part = assigned[assigned[SPLIT] == name].reset_index(drop=True)
         yield dg.Output(
@@ -127,11 +205,19 @@ def sealed_split(
             metadata={
                 **frame_metadata(part),
                 "batches": ", ".join(included),
+                "excluded_batches": len(excluded),
+                "batch_status": batch_table,
                 "positive_rate": round(float(part["_target"].mean()), 4) if len(part) else 0.0,
                 "sealed_test_keys": manifest.total,
             },
         )
-    context.log.info(f"split {len(assigned)} rows from {len(included)} batches")
+    yield dg.Output(duplicates, output_name="duplicate_rows", metadata={
+        **frame_metadata(duplicates),
+        "rows": markdown_table(duplicates[[ROW_KEY, "reason"]], max_rows=100)
+        if len(duplicates) else "none",
+    })
+    context.log.info(f"split {len(assigned)} rows from {len(included)} batches; "
+                     f"{len(duplicates)} duplicates set aside; {len(excluded)} batches excluded")
 
 
 @dg.asset_check(

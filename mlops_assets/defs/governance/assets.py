@@ -12,7 +12,7 @@ from mlops_assets.lib.registry import CANARY, PRODUCTION
 SMOKE_ROWS = 50
 
 
-@dg.asset(group_name="governance", kinds={"python"})
+@dg.asset(group_name="governance", kinds={"python"}, pool="promotion")
 def gate_report(
     context: dg.AssetExecutionContext,
     candidate_model: dict,
@@ -103,7 +103,7 @@ gate_checks = [
 ]
 
 
-@dg.asset(group_name="governance", kinds={"bentoml"})
+@dg.asset(group_name="governance", kinds={"bentoml"}, pool="promotion")
 def champion(
     context: dg.AssetExecutionContext,
     candidate_model: dict,
@@ -116,7 +116,10 @@ def champion(
     if registry.champion() == tag:
         event = {"tag": tag, "previous": tag, "action": "unchanged"}
     else:
-        event = registry.promote(tag, reason=f"passed the gate in run {context.run.run_id}")
+        # Compare and set: if another run moved the champion after this gate compared
+        # against it, this promotion is refused rather than judged on stale evidence.
+        event = registry.promote(tag, reason=f"passed the gate in run {context.run.run_id}",
+                                 expect=gate_report["champion"])
     return dg.Output(
         {"tag": tag, "previous": event["previous"]},
         metadata={"champion": tag, "previous": event["previous"] or "none",

@@ -47,9 +47,15 @@ def raw_batch(context: dg.AssetExecutionContext, project: ProjectResource) -> dg
 def raw_batch_schema(
     context: dg.AssetCheckExecutionContext, raw_batch: pd.DataFrame, project: ProjectResource
 ) -> dg.AssetCheckResult:
-    """The batch is not empty, carries every contract column, and its numbers parse."""
-    schema = raw_schema(project.contract())
-    failures = failure_cases(schema, raw_batch)
+    """The file has rows in the contract's layout, carries every contract column, and its
+    numbers parse."""
+    contract = project.contract()
+    path = project.paths.landing / f"{context.partition_key}{data.BATCH_SUFFIX}"
+    problem = data.layout_problem(raw_batch, contract, path)
+    if problem:
+        return dg.AssetCheckResult(passed=False, description=problem,
+                                   metadata={"rows": len(raw_batch), "problem": problem})
+    failures = failure_cases(raw_schema(contract), raw_batch)
     return dg.AssetCheckResult(
         passed=failures.empty,
         metadata={

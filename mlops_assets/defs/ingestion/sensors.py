@@ -32,7 +32,9 @@ def _ingested_version(instance: dg.DagsterInstance, batch: str) -> str | None:
 )
 def landing_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
     cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    landed = {b: io.sha256_file(p) for b, p in data.landed_files(project.paths.landing).items()}
+    files = data.landed_files(project.paths.landing)
+    waiting = {b: why for b, p in files.items() if (why := data.incomplete_reason(p))}
+    landed = {b: io.sha256_file(p) for b, p in files.items() if b not in waiting}
     # The instance is the truth: a batch ingested outside this sensor (the demo, a backfill)
     # whose content has not changed is not ingested again.
     known = dict(cursor)
@@ -40,17 +42,18 @@ def landing_sensor(context: dg.SensorEvaluationContext, project: ProjectResource
         if known.get(batch) != sha and _ingested_version(context.instance, batch) == sha:
             known[batch] = sha
     plan = data.plan_ingestion(landed, known)
+    skipped = {**plan.skipped, **waiting}
     known.update(plan.to_ingest)
     existing = set(context.instance.get_dynamic_partitions(batches.name))
     new_partitions = sorted(set(plan.to_ingest) - existing)
     if not plan.to_ingest:
         reason = (
             "no batch files in " + str(project.paths.landing)
-            if not landed
-            else "nothing new: " + "; ".join(f"{b}: {why}" for b, why in plan.skipped.items())
+            if not files
+            else "nothing new: " + "; ".join(f"{b}: {why}" for b, why in skipped.items())
         )
         return dg.SensorResult(skip_reason=dg.SkipReason(reason[:2000]), cursor=json.dumps(known))
-    for batch, why in plan.skipped.items():
+    for batch, why in skipped.items():
         if not why.startswith("already"):
             context.log.warning(f"{batch}: {why}")
     return dg.SensorResult(

@@ -15,13 +15,17 @@ windows = dg.DynamicPartitionsDefinition(name="monitoring_windows")
 @dg.asset(partitions_def=prediction_days, group_name="monitoring", kinds={"pandas"})
 def prediction_log(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.Output:
     """One day of the service's prediction log (every worker's file), inputs flattened."""
-    rows = monitoring.flatten(predlog.read(project.paths.home / "predictions",
-                                           context.partition_key))
+    logged, torn = predlog.read_log(project.paths.home / "predictions", context.partition_key)
+    rows = monitoring.flatten(logged)
+    if len(torn):
+        context.log.warning(f"{len(torn)} torn lines set aside: {torn.to_dict('records')}")
     by_version = rows.groupby(["model_version", "variant"]).size().reset_index(name="rows") \
         if len(rows) else pd.DataFrame()
     return dg.Output(rows, metadata={
         **frame_metadata(rows),
         "by_model_version": markdown_table(by_version) if len(by_version) else "none",
+        "torn_lines": len(torn),
+        "torn_lines_detail": markdown_table(torn) if len(torn) else "none",
     })
 
 
