@@ -82,21 +82,23 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         path = self._path(key, name)
         return pd.read_parquet(path) if path.is_file() else None
 
-    def _producing_run(self, context: dg.InputContext) -> str | None:
-        upstream = context.upstream_output
-        if upstream is not None:
-            try:
-                return upstream.run_id  # produced in this run, or in the run re-executed
-            except dg.DagsterInvariantViolationError:
-                pass  # an asset from an earlier run: its latest materialization says which
-        event = context.instance.get_latest_materialization_event(context.asset_key)
-        return event.run_id if event else None
+    def _read_unpartitioned(self, context: dg.InputContext) -> tuple[str | None, object]:
+        """From the run that produced it in this run (or the run re-executed); an asset from
+        an earlier run has no producing run here, and its latest materialization says which."""
+        key = context.asset_key
+        try:
+            value = self._read(key, context.upstream_output.run_id)
+            if value is not None:
+                return context.upstream_output.run_id, value
+        except (AttributeError, dg.DagsterInvariantViolationError):
+            pass
+        event = context.instance.get_latest_materialization_event(key)
+        return (event.run_id, self._read(key, event.run_id)) if event else (None, None)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict:
         key = context.asset_key
         if not context.has_asset_partitions:
-            run_id = self._producing_run(context)
-            value = self._read(key, run_id) if run_id else None
+            run_id, value = self._read_unpartitioned(context)
             if value is None:
                 raise FileNotFoundError(
                     f"{key.to_user_string()} is not stored under {self.base_dir}"

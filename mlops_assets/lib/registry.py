@@ -135,7 +135,12 @@ class Registry:
             log.warning("%s line %d skipped: %s (a write cut short; that event never "
                         "completed)", self.journal_file, number, why)
         aliases: dict[str, str] = {}
-        for event in events:
+        for number, event in enumerate(events, start=1):
+            if not (isinstance(event, dict) and {"alias", "tag"} <= event.keys()):
+                raise RegistryError(
+                    f"registry journal {self.journal_file}: event {number} is not an alias "
+                    f"move ({str(event)[:80]}); restore the file from a backup, or remove "
+                    "that line (each line is one move, in order)")
             if event["tag"] is None:
                 aliases.pop(event["alias"], None)
             else:

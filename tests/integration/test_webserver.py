@@ -12,7 +12,7 @@ import pytest
 from mlops_assets.config import PROJECT_ROOT
 from mlops_assets.definitions import defs
 from mlops_assets.orchestration import ensure_dagster_home
-from mlops_assets.procs import free_port, server
+from mlops_assets.procs import free_port, server, stop
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +45,7 @@ def test_webserver_shows_every_asset_and_check(tmp_path):
                 PROJECT_ROOT, timeout=120) as proc:
         assert proc.poll() is None
         nodes = graphql(port, QUERY)["assetNodes"]
+        exit_code = stop(proc)  # SIGTERM by PID
     graph = defs.resolve_asset_graph()
     expected_assets = {k.to_user_string() for k in graph.get_all_asset_keys()}
     expected_checks = {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys}
@@ -59,4 +60,4 @@ def test_webserver_shows_every_asset_and_check(tmp_path):
     # Look and feel: every asset has a description, a stage group and kinds.
     for n in nodes:
         assert n["description"] and n["groupName"] != "default" and n["kinds"], n
-    assert proc.returncode is not None
+    assert exit_code == 0  # a graceful exit on SIGTERM, no SIGKILL needed

@@ -1,0 +1,185 @@
+"""Faults at the data's door: a batch blocked by its check, a half-written landing file, the
+same rows landed again under another name with CRLF line endings, a batch re-landed with fewer
+rows, and files that are empty, header-only or use the wrong separator. Each runs the real
+landing sensor and jobs on a real instance and asserts what is stored afterwards."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from mlops_assets.config import BATCH, ROW_KEY
+from mlops_assets.defs.dataset.assets import batch_eligibility
+from mlops_assets.lib import data, split
+from tests.conftest import check_results
+
+GOOD = ("2008-05", "2008-06")
+
+
+@pytest.fixture
+def small(bank_batches) -> dict[str, pd.DataFrame]:
+    """Short batches, so each build takes seconds."""
+    return {k: bank_batches[k].head(1500).reset_index(drop=True)
+            for k in ("2008-05", "2008-06", "2008-07")}
+
+
+def _with_unseen_jobs(df: pd.DataFrame, share: float) -> pd.DataFrame:
+    bad = df.copy()
+    bad.loc[: int(len(bad) * share) - 1, "job"] = "astronaut"
+    return bad
+
+
+def _splits(build) -> dict[str, pd.DataFrame]:
+    return {s: build.output_for_node("sealed_split", f"{s}_set")
+            for s in ("train", "validation", "test")}
+
+
+def test_a_blocked_batch_reaches_nothing_downstream_until_it_passes(project, small):
+    for key in GOOD:
+        project.land(key, small[key])
+    project.land("2008-07", _with_unseen_jobs(small["2008-07"], 0.3))
+    _, runs = project.ingest()
+    blocked = next(r for r in runs if r.dagster_run.tags["batch"] == "2008-07")
+    assert not check_results(blocked)["validated_batch:invalid_fraction_below_limit"].passed
+    # The valid rows of the blocked batch are stored (the check runs after the asset) ...
+    assert (project.paths.storage / "validated_batch" / "2008-07.parquet").is_file()
+    build = project.build_dataset()
+    assert build.success
+    parts = _splits(build)
+    # ... but nothing of it reaches a split, the features, the sealed manifest.
+    for name, part in parts.items():
+        assert "2008-07" not in set(part[BATCH]), name
+        assert set(part[BATCH]) <= set(GOOD)
+    for name in ("train_features", "validation_features", "test_features"):
+        assert not build.output_for_node(name)[ROW_KEY].str.startswith("2008-07").any()
+    sealed = split.read_sealed(project.paths.sealed_test)
+    assert not sealed[BATCH].eq("2008-07").any() and len(sealed) == len(parts["test"])
+    status = batch_eligibility(project.instance).set_index("batch")
+    assert not status.loc["2008-07", "included"]
+    assert "invalid_fraction_below_limit" in status.loc["2008-07", "reason"]
+    assert "30.00% of 1500 rows invalid" in status.loc["2008-07", "reason"]
+    meta = next(e for e in build.get_asset_materialization_events()
+                if e.asset_key.to_user_string() == "train_set").materialization.metadata
+    assert meta["excluded_batches"].value == 1 and "2008-07" in meta["batch_status"].value
+    # A later build still leaves it out; re-landed clean, it passes and is included.
+    assert "2008-07" not in set(_splits(project.build_dataset())["train"][BATCH])
+    project.land("2008-07", small["2008-07"])
+    _, runs = project.ingest()
+    assert len(runs) == 1 and runs[0].success
+    rebuilt = _splits(project.build_dataset())
+    assert "2008-07" in set(rebuilt["train"][BATCH]) | set(rebuilt["test"][BATCH])
+
+
+def test_a_good_batch_re_landed_bad_is_excluded_not_served_stale(project, small):
+    for key in GOOD:
+        project.land(key, small[key])
+    project.ingest()
+    assert "2008-06" in set(_splits(project.build_dataset())["train"][BATCH])
+    project.land("2008-06", _with_unseen_jobs(small["2008-06"], 0.5))
+    _, runs = project.ingest()
+    assert len(runs) == 1 and not runs[0].success
+    build = project.build_dataset()
+    # The earlier, passing rows of 2008-06 are still stored but are no longer the batch.
+    assert "2008-06" not in set(_splits(build)["train"][BATCH])
+    reason = batch_eligibility(project.instance).set_index("batch").loc["2008-06", "reason"]
+    assert reason.startswith("failed invalid_fraction_below_limit")
+
+
+def test_a_half_written_file_waits_and_a_part_file_is_ignored(project, small):
+    whole = small["2008-05"].to_csv(sep=";", index=False).encode()
+    project.paths.landing.mkdir(parents=True)
+    torn = project.paths.landing / "2008-05.csv"
+    torn.write_bytes(whole[: int(len(whole) * 0.4)])  # a copy that died at 40%
+    (project.paths.landing / "2008-06.csv.part").write_bytes(whole)  # still being written
+    result, runs = project.ingest()
+    assert runs == [] and result.skip_reason is not None
+    message = result.skip_reason.skip_message
+    assert "2008-05: incomplete: the last line of 2008-05.csv has no newline" in message
+    assert project.instance.get_dynamic_partitions("batches") == []
+    torn.write_bytes(whole)  # the copy completes
+    _, runs = project.ingest()
+    assert len(runs) == 1 and runs[0].success
+    assert len(runs[0].output_for_node("raw_batch")) == 1500
+
+
+def _test_rows_with_a_twin_in_train(parts, contract) -> int:
+    train = set(split.content_keys(parts["train"], contract))
+    return int(split.content_keys(parts["test"], contract).isin(train).sum())
+
+
+def test_the_same_rows_landed_again_with_crlf_are_quarantined_as_duplicates(project, small):
+    for key in GOOD:
+        project.land(key, small[key])
+    project.ingest()
+    before = _splits(project.build_dataset())
+    copy = small["2008-05"].to_csv(sep=";", index=False, lineterminator="\r\n").encode()
+    (project.paths.landing / "2008-05-resent.csv").write_bytes(copy)
+    _, runs = project.ingest()
+    assert len(runs) == 1 and runs[0].success  # new bytes: ingested as a batch ...
+    build = project.build_dataset()
+    assert build.success
+    parts = _splits(build)
+    duplicates = build.output_for_node("sealed_split", "duplicate_rows")
+    # ... whose every row is set aside, naming the row it repeats; none reaches a split.
+    assert len(duplicates) == 1500 and set(duplicates[BATCH]) == {"2008-05-resent"}
+    first = duplicates.sort_values(ROW_KEY).iloc[0]
+    assert first["reason"] == "duplicate of row 2008-05:000000 (batch 2008-05)"
+    for name, part in parts.items():
+        assert "2008-05-resent" not in set(part[BATCH])
+        assert len(part) == len(before[name])
+    # The copy adds no twin across the sealed split. (Repeats inside one batch, different
+    # customers with the same answers, are left as they were.)
+    contract = project.contract
+    assert _test_rows_with_a_twin_in_train(parts, contract) \
+        == _test_rows_with_a_twin_in_train(before, contract)
+
+
+def test_a_batch_re_landed_with_fewer_rows_names_the_remedy(project, small):
+    project.land("2008-05", small["2008-05"])
+    project.ingest()
+    assert project.build_dataset().success
+    project.land("2008-05", small["2008-05"].head(700))
+    _, runs = project.ingest()
+    assert len(runs) == 1 and runs[0].success
+    build = project.build_dataset()
+    assert not build.success
+    check = check_results(build)["test_set:test_set_is_sealed"]
+    assert not check.passed
+    assert "sealed test rows of batch(es) ['2008-05'] are no longer in the data" \
+        in check.description
+    assert "re-land the batch as it was" in check.description
+    assert check.metadata["sealed_rows_missing"].value > 0
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "empty file: "),
+        (b"age;job;marital\n", None),  # header only: filled in below
+        (None, "wrong separator: "),
+    ],
+    ids=["zero-bytes", "header-only", "wrong-separator"],
+)
+def test_file_level_problems_are_named(project, small, content, expected):
+    project.paths.landing.mkdir(parents=True)
+    path = project.paths.landing / "2008-05.csv"
+    if content is None:
+        content = small["2008-05"].to_csv(sep=",", index=False).encode()
+    elif content.startswith(b"age"):
+        content = (";".join(small["2008-05"].columns) + "\n").encode()
+        expected = "no rows: "
+    path.write_bytes(content)
+    _, runs = project.ingest()
+    check = check_results(runs[0])["raw_batch:raw_batch_schema"]
+    assert not check.passed and check.description.startswith(expected), check.description
+    assert str(path) in check.description
+    if expected == "wrong separator: ":
+        assert "looks separated by ','" in check.description and "says ';'" in check.description
+    assert not batch_eligibility(project.instance)["included"].any()
+
+
+def test_landing_protocol_writer_leaves_no_partial_file(tmp_path, small):
+    contract_df = small["2008-05"]
+    written = data.write_batch(contract_df, tmp_path, "2008-05", ";")
+    assert [p.name for p in tmp_path.iterdir()] == ["2008-05.csv"]
+    assert data.incomplete_reason(written) is None
