@@ -55,8 +55,10 @@ def cmd_demo(args) -> int:
         if result.skip_reason:
             print(f"sensor: {result.skip_reason.skip_message}")
         build = orchestration.run_job(defs, instance, "build_dataset", raise_on_error=False)
+        _print_excluded(instance)
         print(f"dataset, features and EDA report: {'ok' if build.success else 'FAILED'}")
         if not build.success:
+            print(f"  {orchestration.failure_message(build)}", file=sys.stderr)
             return 1
         run_config = {"ops": {"candidate_model": {"config": {"n_trials": args.trials}}}}
         train = orchestration.run_job(
@@ -71,8 +73,36 @@ def cmd_demo(args) -> int:
             print(f"challenger {evaluation['tag']}: sealed-test AUC {m['roc_auc']:.4f}, "
                   f"log loss {m['log_loss']:.4f}, F1 {m['f1']:.4f}")
         print(f"train and promote: {'ok' if train.success else 'FAILED'}; champion: {champion}")
+        if not train.success:
+            print(f"  {orchestration.failure_message(train)}", file=sys.stderr)
     print(f"done in {time.perf_counter() - started:.1f} s; open the UI with: make ui")
     return 0 if train.success and not failed else 1
+
+
+def _print_excluded(instance) -> None:
+    from mlops_assets.defs.dataset.assets import batch_eligibility
+
+    status = batch_eligibility(instance)
+    for row in status[~status["included"]].itertuples():
+        print(f"  batch {row.batch} excluded from the dataset: {row.reason}")
+
+
+def cmd_batches(args) -> int:
+    """Every landed batch: whether it reaches the dataset, and if not, why."""
+    import dagster as dg
+
+    from mlops_assets.defs.dataset.assets import batch_eligibility
+
+    _setup(args)
+    with dg.DagsterInstance.get() as instance:
+        status = batch_eligibility(instance)
+    if status.empty:
+        print("no batches ingested yet: land files in the landing folder (mlops-assets land)")
+        return 0
+    print(status.to_markdown(index=False))
+    excluded = int((~status["included"]).sum())
+    print(f"\n{len(status) - excluded} included, {excluded} excluded")
+    return 0
 
 
 def cmd_rollback(args) -> int:
@@ -195,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--to", default=None, help="model tag (default: the previous champion)")
     rb.add_argument("--reason", default="manual rollback (CLI)")
     rb.set_defaults(func=cmd_rollback)
+    bl = sub.add_parser("batches", help="which landed batches reach the dataset, and why not")
+    bl.set_defaults(func=cmd_batches)
     canary = sub.add_parser("canary", help="send a share of traffic to a model version")
     which = canary.add_mutually_exclusive_group(required=True)
     which.add_argument("--tag", help="model tag to serve as the canary")

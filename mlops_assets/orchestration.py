@@ -74,7 +74,13 @@ def run_job(
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    """The first failed step's error, in one line, for a command-line user."""
+    """Why a run failed, in one line, for a command-line user: the failed blocking checks
+    with their reasons, else the first failed step's error."""
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed
+              and e.severity == dg.AssetCheckSeverity.ERROR]
+    if failed:
+        return "; ".join(f"check {e.check_name} on {e.asset_key.to_user_string()} failed: "
+                         f"{e.description}" for e in failed)
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error is not None:
             error = event.step_failure_data.error
