@@ -15,10 +15,13 @@ def _setup(args) -> tuple[Path, str]:
     from mlops_assets.orchestration import ensure_dagster_home
 
     home = Path(args.home).resolve() if args.home else default_home()
+    contract = args.contract
+    if Path(contract).suffix:  # a path: child processes run in the project root
+        contract = str(Path(contract).resolve())
     os.environ["MLOPS_HOME"] = str(home)
-    os.environ["MLOPS_CONTRACT"] = args.contract
+    os.environ["MLOPS_CONTRACT"] = contract
     ensure_dagster_home(home / "dagster")
-    return home, args.contract
+    return home, contract
 
 
 def cmd_land(args) -> int:
@@ -33,12 +36,12 @@ def cmd_land(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Land the first periods, ingest them through the landing sensor's logic, and build the
-    dataset, features and EDA report on the real instance under DAGSTER_HOME."""
+    """Land the first periods; the landing sensor (dagster-daemon) ingests them; then build
+    the dataset and train, evaluate, gate and promote: every run launched through the
+    instance, so each shows in the UI on its job's page."""
     import dagster as dg
 
     from mlops_assets import orchestration
-    from mlops_assets.definitions import build_definitions
     from mlops_assets.lib import data
 
     started = time.perf_counter()
@@ -46,35 +49,34 @@ def cmd_demo(args) -> int:
     contract = load_contract(contract_name)
     landed = data.land_batches(contract, Paths(home).landing, 0, args.periods)
     print(f"landed {len(landed)} batches of {contract.title} in {Paths(home).landing}")
-    defs = build_definitions(str(home), contract_name)
+    os.environ.setdefault("MLOPS_SENSOR_INTERVAL", "3")  # for a daemon this command starts
     with dg.DagsterInstance.get() as instance:
-        result = orchestration.tick_landing_sensor(defs, instance)
-        outcomes = orchestration.run_requests(defs, instance, result)
-        failed = [o.run_id for o in outcomes if not o.success]
-        print(f"ingested {len(outcomes)} batches ({len(failed)} failed)")
-        if result.skip_reason:
-            print(f"sensor: {result.skip_reason.skip_message}")
-        build = orchestration.run_job(defs, instance, "build_dataset", raise_on_error=False)
+        # A daemon (this command's own, unless one runs already) only while the sensor
+        # ingests: its ticks would compete with training for the two cores.
+        with orchestration.Launcher(instance, daemon=True):
+            print("the landing sensor ingests them (runs: ingest_batch) ...", flush=True)
+            runs = orchestration.wait_for_ingestion(instance, landed, print)
+        failed = [r for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
+        print(f"ingested {len(landed)} batches ({len(failed)} failed)")
         _print_excluded(instance)
-        print(f"dataset, features and EDA report: {'ok' if build.success else 'FAILED'}")
-        if not build.success:
-            print(f"  {orchestration.failure_message(build)}", file=sys.stderr)
-            return 1
-        run_config = {"ops": {"candidate_model": {"config": {"n_trials": args.trials}}}}
-        train = orchestration.run_job(
-            defs, instance, "train_and_promote", run_config=run_config, raise_on_error=False
-        )
+        with orchestration.Launcher(instance) as launcher:
+            build = launcher.run("build_dataset")
+            print(f"dataset, features and EDA report: {'ok' if build.success else 'FAILED'}")
+            if not build.success:
+                print(f"  {build.failure()}", file=sys.stderr)
+                return 1
+            config = {"ops": {"candidate_model": {"config": {"n_trials": args.trials}}}}
+            train = launcher.run("train_and_promote", run_config=config)
         from mlops_assets.lib.registry import Registry
 
         champion = Registry(home).champion()
-        evaluation = train.output_for_node("model_evaluation") if train.success else None
-        if evaluation:
-            m = evaluation["metrics"]
-            print(f"challenger {evaluation['tag']}: sealed-test AUC {m['roc_auc']:.4f}, "
+        m = train.materialization("model_evaluation")
+        if m:
+            print(f"challenger {m['bentoml_tag']}: sealed-test AUC {m['roc_auc']:.4f}, "
                   f"log loss {m['log_loss']:.4f}, F1 {m['f1']:.4f}")
         print(f"train and promote: {'ok' if train.success else 'FAILED'}; champion: {champion}")
         if not train.success:
-            print(f"  {orchestration.failure_message(train)}", file=sys.stderr)
+            print(f"  {train.failure()}", file=sys.stderr)
     print(f"done in {time.perf_counter() - started:.1f} s; open the UI with: make ui")
     return 0 if train.success and not failed else 1
 
@@ -106,22 +108,18 @@ def cmd_batches(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    """Run the rollback job on the instance, so the UI records the change."""
+    """Run the rollback job through the instance, so the UI records the change."""
     import dagster as dg
 
     from mlops_assets import orchestration
-    from mlops_assets.definitions import build_definitions
 
-    home, contract_name = _setup(args)
-    defs = build_definitions(str(home), contract_name)
+    home, _ = _setup(args)
     config = {"to": args.to, "reason": args.reason}
-    with dg.DagsterInstance.get() as instance:
-        result = orchestration.run_job(
-            defs, instance, "rollback", quiet=True,
-            run_config={"ops": {"rollback_champion": {"config": config}}}, raise_on_error=False,
-        )
+    with dg.DagsterInstance.get() as instance, orchestration.Launcher(instance) as launcher:
+        result = launcher.run("rollback", run_config={
+            "ops": {"rollback_champion": {"config": config}}})
     if not result.success:
-        print(f"rollback failed: {orchestration.failure_message(result)}", file=sys.stderr)
+        print(f"rollback failed: {result.failure()}", file=sys.stderr)
         return 1
     from mlops_assets.lib.registry import Registry
 
@@ -130,14 +128,50 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_ui(args) -> int:
+    """The Dagster UI (`dagster dev`: webserver + daemon) and the Evidently UI that serves the
+    reports, both on 127.0.0.1, started with this interpreter's own executables (nothing needs
+    to be on PATH) and stopped together by their PIDs."""
+    import signal
+
+    from mlops_assets.lib.report_store import ReportStore
+    from mlops_assets.procs import start, stop, wait_http
+
     home, _ = _setup(args)
-    cmd = ["dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", args.host]
-    if args.port:
-        cmd += ["-p", str(args.port)]
-    os.chdir(PROJECT_ROOT)
-    os.execvp(cmd[0], cmd)
-    return 0
+    bin_dir = Path(sys.executable).parent
+    reports_url = f"http://{args.host}:{args.reports_port}"
+    evidently_root = Paths(home).evidently
+    ReportStore(evidently_root, reports_url).ensure_workspace()
+    env = {"MLOPS_REPORTS_URL": reports_url}
+    logs = Paths(home).reports / "ui"
+    reports = start([str(bin_dir / "evidently"), "ui", "--workspace", str(evidently_root),
+                     "--host", args.host, "--port", str(args.reports_port)],
+                    logs / "evidently.log", env, PROJECT_ROOT)
+    dagster = start([str(bin_dir / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+                     "-h", args.host, "-p", str(args.port)], logs / "dagster.log", env,
+                    PROJECT_ROOT)
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped by PID: stop the children too
+    try:
+        wait_http(f"http://{args.host}:{args.port}/server_info", 180, dagster,
+                  logs / "dagster.log")
+        wait_http(f"{reports_url}/api/version", 60, reports, logs / "evidently.log")
+        print(f"Dagster UI:    http://{args.host}:{args.port}")
+        print(f"Reports (Evidently UI): {reports_url}")
+        print(f"logs: {logs}; stop with Ctrl-C", flush=True)
+        while dagster.poll() is None and reports.poll() is None:
+            time.sleep(0.5)
+        failed = dagster if dagster.poll() is not None else reports
+        print(f"{failed.args[0]} exited with {failed.returncode}; see {logs}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop(dagster)
+        stop(reports)
 
 
 def cmd_canary(args) -> int:
@@ -145,20 +179,15 @@ def cmd_canary(args) -> int:
     import dagster as dg
 
     from mlops_assets import orchestration
-    from mlops_assets.definitions import build_definitions
     from mlops_assets.lib.registry import CANARY, Registry
 
-    home, contract_name = _setup(args)
-    defs = build_definitions(str(home), contract_name)
+    home, _ = _setup(args)
     config = {"tag": None if args.clear else args.tag, "reason": args.reason}
-    with dg.DagsterInstance.get() as instance:
-        result = orchestration.run_job(
-            defs, instance, "set_canary", quiet=True,
-            run_config={"ops": {"set_canary_alias": {"config": config}}}, raise_on_error=False,
-        )
+    with dg.DagsterInstance.get() as instance, orchestration.Launcher(instance) as launcher:
+        result = launcher.run("set_canary", run_config={
+            "ops": {"set_canary_alias": {"config": config}}})
     if not result.success:
-        print(f"canary change failed: {orchestration.failure_message(result)}",
-              file=sys.stderr)
+        print(f"canary change failed: {result.failure()}", file=sys.stderr)
         return 1
     print(f"canary: {Registry(home).alias(CANARY)}")
     return 0
@@ -250,9 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--cooldown", type=int, default=3, help="periods between triggered retrains")
     bt.add_argument("--out", default=None, help="output folder (default: reports/backtest)")
     bt.set_defaults(func=cmd_backtest)
-    ui = sub.add_parser("ui", help="start `dagster dev` on this project's instance")
+    ui = sub.add_parser("ui", help="the Dagster UI and the reports' Evidently UI on this "
+                        "project's instance")
     ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=None)
+    ui.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
+    ui.add_argument("--reports-port", type=int, default=8000,
+                    help="Evidently UI port for the reports (default 8000)")
     ui.set_defaults(func=cmd_ui)
     args = parser.parse_args(argv)
     return args.func(args)

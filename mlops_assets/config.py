@@ -196,5 +196,10 @@ class Paths:
         return self.home / "reports"
 
     @property
+    def evidently(self) -> Path:
+        """The Evidently workspace every report is a snapshot in (served by `evidently ui`)."""
+        return self.home / "evidently"
+
+    @property
     def sealed_test(self) -> Path:
         return self.home / "sealed" / "test_row_keys.parquet"

@@ -4,6 +4,8 @@ they go through the same sensor and jobs a person triggers from the UI."""
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -87,3 +89,194 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
             error = error.cause or error  # the user code's exception, not Dagster's wrapper
             return f"{event.step_key}: {error.message.strip()}"
     return "run failed (see the run's events in the UI)"
+
+
+# --- runs launched through the instance (the CLI) -----------------------------------------
+
+WORKSPACE_YAML = PROJECT_ROOT / "workspace.yaml"
+TERMINAL = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+            dg.DagsterRunStatus.CANCELED}
+
+
+class Launcher:
+    """Runs created from the code location in ``workspace.yaml`` and started by the
+    instance's run launcher, exactly as the UI starts them: they show on their job's page,
+    can be re-executed from the UI, and run monitoring watches them. The console gets one
+    line per step (and per search trial); the full event log is in the UI.
+
+    With ``daemon=True`` a `dagster-daemon` runs for the duration (unless one is already
+    running on this instance), so sensors such as the landing sensor do their part."""
+
+    def __init__(self, instance: dg.DagsterInstance, echo=print, daemon: bool = False,
+                 log_dir: Path | None = None):
+        self.instance = instance
+        self.echo = echo
+        self._want_daemon = daemon
+        self._log_dir = log_dir or Path(instance.root_directory)
+        self._daemon = None
+        self._context = None
+
+    def __enter__(self) -> Launcher:
+        # dagster keeps no public API for "create a run of a job in a code location"; these
+        # are the calls `dagster job launch` makes.
+        from dagster._core.workspace.context import WorkspaceProcessContext
+        from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+        if self._want_daemon and not daemon_running(self.instance):
+            from mlops_assets import procs
+
+            self._daemon = procs.start(
+                [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
+                 str(WORKSPACE_YAML)], self._log_dir / "cli-daemon.log", {}, PROJECT_ROOT)
+        self._context = WorkspaceProcessContext(
+            self.instance, WorkspaceFileTarget(paths=[str(WORKSPACE_YAML)]),
+            code_server_log_level="WARNING")
+        self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._context is not None:
+            self._context.__exit__(*exc)
+        if self._daemon is not None:
+            from mlops_assets import procs
+
+            procs.stop(self._daemon)
+
+    def launch(self, job_name: str, run_config: dict | None = None,
+               tags: dict | None = None) -> str:
+        from dagster._cli.job import _create_run
+
+        workspace = self._context.create_request_context()
+        location = workspace.get_code_location(workspace.code_location_names[0])
+        repo = next(iter(location.get_repositories().values()))
+        # The console gets progress lines (see ``wait``), not the run's own DEBUG stream;
+        # the event log keeps every event either way.
+        run = _create_run(
+            instance=self.instance, code_location=location, remote_repo=repo,
+            remote_job=repo.get_full_job(job_name), run_config={**(run_config or {}), **QUIET},
+            tags=tags or {}, op_selection=None, run_id=None,
+        )
+        self.instance.launch_run(run.run_id, workspace)
+        return run.run_id
+
+    def run(self, job_name: str, run_config: dict | None = None, tags: dict | None = None,
+            timeout_s: float = 3600) -> RunOutcome:
+        run_id = self.launch(job_name, run_config, tags)
+        self.echo(f"{job_name}: run {run_id}")
+        return self.wait(run_id, timeout_s)
+
+    def wait(self, run_id: str, timeout_s: float = 3600, poll_s: float = 0.5) -> RunOutcome:
+        """Until the run ends, echoing its steps as they finish."""
+        cursor, deadline = None, time.monotonic() + timeout_s
+        while True:
+            conn = self.instance.get_records_for_run(run_id, cursor=cursor, limit=1000)
+            cursor = conn.cursor
+            for record in conn.records:
+                line = progress_line(record.event_log_entry)
+                if line:
+                    self.echo(line)
+            run = self.instance.get_run_by_id(run_id)
+            if run.status in TERMINAL and not conn.has_more:
+                return RunOutcome(self.instance, run)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} not finished after {timeout_s} s "
+                                   f"(status {run.status.value}); see it in the UI")
+            time.sleep(poll_s)
+
+
+def daemon_running(instance: dg.DagsterInstance, fresh_s: float = 60) -> bool:
+    beats = instance.get_daemon_heartbeats()
+    beat = beats.get("SENSOR")
+    return beat is not None and time.time() - beat.timestamp < fresh_s
+
+
+def progress_line(entry) -> str | None:
+    """One console line for the events a person follows: a step done or failed (with its
+    time), a failed check with its reason, a search trial."""
+    event = entry.dagster_event
+    if event is None:
+        message = entry.user_message or ""
+        return f"    {message}" if message.startswith(("trial ", "best of ")) else None
+    kind = event.event_type
+    if kind == dg.DagsterEventType.STEP_SUCCESS:
+        return f"  {event.step_key}: ok ({event.event_specific_data.duration_ms / 1000:.1f} s)"
+    if kind == dg.DagsterEventType.STEP_FAILURE:
+        error = event.step_failure_data.error
+        error = (error.cause or error) if error else None
+        return f"  {event.step_key}: FAILED" + (f": {error.message.strip()}" if error else "")
+    if kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+        evaluation = event.event_specific_data
+        if not evaluation.passed:
+            return f"  check {evaluation.check_name} failed: {evaluation.description}"
+    return None
+
+
+class RunOutcome:
+    """A finished run, as the CLI reports it."""
+
+    def __init__(self, instance: dg.DagsterInstance, run: dg.DagsterRun):
+        self.instance, self.run = instance, run
+        self.run_id, self.success = run.run_id, run.status == dg.DagsterRunStatus.SUCCESS
+
+    def materialization(self, asset: str) -> dict:
+        """The metadata of ``asset``'s materialization in this run ({} if none)."""
+        records = self.instance.get_records_for_run(
+            self.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        for record in records:
+            mat = record.event_log_entry.asset_materialization
+            if mat and mat.asset_key.to_user_string() == asset:
+                return {k: v.value for k, v in mat.metadata.items()}
+        return {}
+
+    def failure(self) -> str:
+        """Why the run failed: the failed checks with their reasons, else the failed step."""
+        lines = []
+        for record in self.instance.get_records_for_run(self.run_id, limit=10_000).records:
+            entry = record.event_log_entry
+            event = entry.dagster_event
+            if event is None:
+                continue
+            if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                evaluation = event.event_specific_data
+                if not evaluation.passed:
+                    lines.append(f"check {evaluation.check_name} on "
+                                 f"{evaluation.asset_key.to_user_string()} failed: "
+                                 f"{evaluation.description}")
+            elif event.event_type == dg.DagsterEventType.STEP_FAILURE and not lines:
+                error = event.step_failure_data.error
+                error = (error.cause or error) if error else None
+                lines.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+            elif event.event_type == dg.DagsterEventType.RUN_FAILURE and not lines:
+                lines.append(event.message or "run failed")
+        return "; ".join(lines) or f"run {self.run.status.value.lower()} (see it in the UI)"
+
+
+def wait_for_ingestion(instance: dg.DagsterInstance, landed: list[Path], echo=print,
+                       timeout_s: float = 900) -> list[dg.DagsterRun]:
+    """Until the landing sensor's run for each landed file (run key ``<batch>:<sha256>``) has
+    finished; a file whose content was ingested before needs no run. Returns those runs."""
+    from mlops_assets.defs.ingestion.sensors import ingested_version
+    from mlops_assets.lib import io
+
+    keys = {p.stem: io.sha256_file(p) for p in landed}
+    done: dict[str, dg.DagsterRun | None] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(done) < len(keys):
+        for batch, sha in keys.items():
+            if batch in done:
+                continue
+            runs = instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": f"{batch}:{sha}"}),
+                                     limit=1)
+            if runs and runs[0].status in TERMINAL:
+                done[batch] = runs[0]
+                echo(f"  {batch}: {runs[0].status.value.lower()}")
+            elif not runs and ingested_version(instance, batch) == sha:
+                done[batch] = None
+                echo(f"  {batch}: already ingested with this content")
+        if time.monotonic() > deadline:
+            missing = sorted(set(keys) - set(done))
+            raise TimeoutError(
+                f"batches {missing} not ingested after {timeout_s} s: is landing_sensor "
+                "running (Dagster UI > Automation)? Its last skip reason says why")
+        time.sleep(1)
+    return [r for r in done.values() if r is not None]

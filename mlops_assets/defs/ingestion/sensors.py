@@ -17,7 +17,7 @@ ingest_job = dg.define_asset_job(
 )
 
 
-def _ingested_version(instance: dg.DagsterInstance, batch: str) -> str | None:
+def ingested_version(instance: dg.DagsterInstance, batch: str) -> str | None:
     record = instance.get_latest_data_version_record(raw_batch.key, partition_key=batch)
     if record is None or record.asset_materialization is None:
         return None
@@ -39,7 +39,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, project: ProjectResource
     # whose content has not changed is not ingested again.
     known = dict(cursor)
     for batch, sha in landed.items():
-        if known.get(batch) != sha and _ingested_version(context.instance, batch) == sha:
+        if known.get(batch) != sha and ingested_version(context.instance, batch) == sha:
             known[batch] = sha
     plan = data.plan_ingestion(landed, known)
     skipped = {**plan.skipped, **waiting}

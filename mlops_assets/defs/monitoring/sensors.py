@@ -62,7 +62,11 @@ def prediction_log_sensor(context: dg.SensorEvaluationContext, project: ProjectR
            default_status=dg.DefaultSensorStatus.RUNNING)
 def feedback_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
     """Re-reads the delayed labels when a label file arrives or changes."""
-    fp = monitoring.fingerprint(project.paths.home / "feedback", "*.csv")
+    folder = project.paths.home / "feedback"
+    if not any(folder.glob("*.csv")):
+        return dg.SkipReason(f"no label files in {folder} yet (columns: request_id and the "
+                             "target; `mlops-assets simulate` writes them)")
+    fp = monitoring.fingerprint(folder, "*.csv")
     if fp == context.cursor:
         return dg.SkipReason("no new or changed label files")
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"feedback:{fp}")], cursor=fp)
@@ -143,9 +147,13 @@ def last_training_event(instance: dg.DagsterInstance) -> int:
 
 @dg.sensor(job=retrain_job, minimum_interval_seconds=SENSOR_INTERVAL,
            default_status=dg.DefaultSensorStatus.RUNNING)
-def retrain_sensor(context: dg.SensorEvaluationContext, retrain_policy: RetrainPolicyResource):
+def retrain_sensor(context: dg.SensorEvaluationContext, retrain_policy: RetrainPolicyResource,
+                   project: ProjectResource):
     """Launches retraining when a drift or live-performance check fails or enough new
     labelled rows arrived; a cooldown spaces runs and run keys make one cause one run."""
+    if project.registry().champion() is None:
+        return dg.SkipReason("no champion yet: the first model comes from train_and_promote "
+                             "(make demo, or the job in the UI); retraining follows it")
     if context.cursor:
         state = RetrainState(**json.loads(context.cursor))
     else:  # first tick: rows before the current model and old failures are not new
