@@ -24,6 +24,7 @@ from mlops_assets.defs.resources import (
     RetrainPolicyResource,
 )
 from mlops_assets.defs.training import assets as training
+from mlops_assets.lib.report_store import reports_url
 
 dataset_job = dg.define_asset_job(
     "build_dataset",
@@ -77,6 +78,8 @@ def build_definitions(
             governance.gate_report,
             governance.champion,
             deployment.bento,
+            monitoring.prediction_log_files,
+            monitoring.feedback_files,
             monitoring.prediction_log,
             monitoring.feedback_labels,
             monitoring.window_traffic,
@@ -101,7 +104,8 @@ def build_definitions(
                  monitoring_sensors.retrain_sensor],
         schedules=[monitoring_sensors.daily_monitoring],
         resources={
-            "project": ProjectResource(home=home, contract_name=contract),
+            "project": ProjectResource(home=home, contract_name=contract,
+                                       reports_url=reports_url()),
             "io_manager": ParquetIOManager(base_dir=str(Paths(home).storage)),
             "gate_policy": gate or GateResource(),
             "monitor": monitor or MonitoringResource(),

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 import pandas as pd
+
+from mlops_assets.lib.report_store import Published
 
 
 def column_schema(df: pd.DataFrame) -> dg.TableSchema:
@@ -22,5 +22,8 @@ def markdown_table(df: pd.DataFrame, max_rows: int = 50) -> dg.MetadataValue:
     return dg.MetadataValue.md(shown.to_markdown(index=False) + note)
 
 
-def file_link(path: Path) -> dict:
-    return {"path": dg.MetadataValue.path(str(path)), "link": dg.MetadataValue.url(path.as_uri())}
+def report_link(published: Published) -> dict:
+    """The report's page in the Evidently UI (opens over HTTP from the Dagster UI) and its
+    standalone HTML file."""
+    return {"link": dg.MetadataValue.url(published.url),
+            "path": dg.MetadataValue.path(str(published.path))}

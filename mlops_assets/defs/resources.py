@@ -12,6 +12,8 @@ from mlops_assets.config import DatasetContract, Paths, load_contract
 from mlops_assets.lib import io
 from mlops_assets.lib.gate import GatePolicy
 from mlops_assets.lib.registry import Registry
+from mlops_assets.lib.report_store import DEFAULT_URL as DEFAULT_REPORTS_URL
+from mlops_assets.lib.report_store import ReportStore
 
 # How often sensors look, in seconds (read when the code location loads): 30 by default;
 # the replay sets MLOPS_SENSOR_INTERVAL lower.
@@ -26,6 +28,7 @@ class ProjectResource(dg.ConfigurableResource):
 
     home: str
     contract_name: str = "bank"
+    reports_url: str = DEFAULT_REPORTS_URL  # where `evidently ui` serves the reports
 
     def contract(self) -> DatasetContract:
         return load_contract(self.contract_name)
@@ -36,6 +39,9 @@ class ProjectResource(dg.ConfigurableResource):
 
     def registry(self) -> Registry:
         return Registry(self.home)
+
+    def report_store(self) -> ReportStore:
+        return ReportStore(self.paths.evidently, self.reports_url)
 
 
 class GateResource(dg.ConfigurableResource):

@@ -3,7 +3,7 @@
 The per-column tests are Evidently's defaults (the same choice rule, distances and
 thresholds), computed directly with numpy/scipy: Evidently's ``DataDriftPreset`` takes
 48-81 s and up to 1.9 GB on a 1M-row window here, this takes seconds. The HTML report is
-still Evidently's, run on a deterministic sample of each side (``html_report``), and says so.
+still Evidently's, run on a deterministic sample of each side (``drift_snapshot``), and says so.
 
 Choice rule (Evidently ``_get_default_stattest``): with more than 1,000 reference rows,
 numeric columns with more than 5 distinct values use the Wasserstein distance normed by the
@@ -15,7 +15,6 @@ ones chi-square (z-test for two values), drift if p < 0.05.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,6 @@ from scipy import stats
 from scipy.spatial import distance
 
 from mlops_assets.config import DatasetContract
-from mlops_assets.lib import io
 
 PREDICTION = "_prediction"
 DISTANCE_THRESHOLD = 0.1
@@ -165,10 +163,10 @@ def sample(df: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     return df if len(df) <= n else df.sample(n=n, random_state=seed).sort_index()
 
 
-def html_report(
-    reference: pd.DataFrame, current: pd.DataFrame, contract: DatasetContract, path: Path,
-    max_rows: int = 5000,
-) -> Path:
+def drift_snapshot(
+    reference: pd.DataFrame, current: pd.DataFrame, contract: DatasetContract,
+    tags: list[str], name: str, timestamp=None, max_rows: int = 5000,
+):
     """Evidently's data drift report on deterministic samples of at most ``max_rows`` each.
     Columns that are entirely missing on either side are left out (Evidently refuses them);
     ``compute_drift`` reports them."""
@@ -189,6 +187,6 @@ def html_report(
         )
         return Dataset.from_pandas(frame, data_definition=definition)
 
-    snapshot = Report([DataDriftPreset()]).run(current_data=prepared(current),
-                                              reference_data=prepared(reference))
-    return io.write_with(path, lambda tmp: snapshot.save_html(str(tmp)))
+    return Report([DataDriftPreset()]).run(current_data=prepared(current),
+                                           reference_data=prepared(reference), tags=tags,
+                                           name=name, timestamp=timestamp)

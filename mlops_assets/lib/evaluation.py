@@ -4,7 +4,6 @@ slices, a paired champion/challenger comparison, and Evidently's classification 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,6 @@ from sklearn.metrics import (
 )
 
 from mlops_assets.config import DatasetContract
-from mlops_assets.lib import io
 
 
 def _fast_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -184,24 +182,23 @@ def paired_bootstrap(
     )
 
 
-def evidently_classification_report(
+def classification_snapshot(
     frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, contract: DatasetContract,
-    threshold: float, path: Path,
-) -> Path:
-    """Evidently's classification report (probabilistic, binary) written atomically."""
+    threshold: float, tags: list[str], name: str, timestamp=None,
+):
+    """Evidently's classification report (probabilistic, binary) as a snapshot."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.presets import ClassificationPreset
 
     data = pd.DataFrame({"target": y.astype(int), "prediction": p})
-    for name in contract.numeric:
-        data[name] = frame[name].to_numpy()
+    for column in contract.numeric:
+        data[column] = frame[column].to_numpy()
     definition = DataDefinition(
         classification=[BinaryClassification(target="target", prediction_probas="prediction",
                                              pos_label=1)],
         numerical_columns=list(contract.numeric),
     )
     dataset = Dataset.from_pandas(data, data_definition=definition)
-    snapshot = Report([ClassificationPreset(probas_threshold=threshold)]).run(
-        current_data=dataset
+    return Report([ClassificationPreset(probas_threshold=threshold)]).run(
+        current_data=dataset, tags=tags, name=name, timestamp=timestamp
     )
-    return io.write_with(path, lambda tmp: snapshot.save_html(str(tmp)))

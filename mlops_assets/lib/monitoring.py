@@ -107,9 +107,14 @@ def read_feedback(folder: Path, contract: DatasetContract) -> pd.DataFrame:
     return out.drop_duplicates("request_id", keep="last").reset_index(drop=True)
 
 
+def labelled(rows: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The window's predictions that have a delayed label (joined by request id)."""
+    return rows.merge(labels[["request_id", TARGET]], on="request_id", how="inner")
+
+
 def live_metrics(rows: pd.DataFrame, labels: pd.DataFrame) -> dict:
     """Metrics on the window's predictions that have a label (joined by request id)."""
-    joined = rows.merge(labels[["request_id", TARGET]], on="request_id", how="inner")
+    joined = labelled(rows, labels)
     base = {"volume": int(len(rows)), "labelled": int(len(joined))}
     if joined.empty:
         return base | {"verdict": "no labels yet for this window"}

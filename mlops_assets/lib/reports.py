@@ -1,13 +1,10 @@
-"""Report builders: Evidently HTML plus a compact statistics table for the UI."""
+"""Report builders: Evidently snapshots plus a compact statistics table for the UI."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 
 from mlops_assets.config import TARGET, DatasetContract
-from mlops_assets.lib import io
 
 
 def key_statistics(df: pd.DataFrame, contract: DatasetContract) -> pd.DataFrame:
@@ -41,9 +38,8 @@ def evidently_definition(contract: DatasetContract, with_target: bool = True):
     return DataDefinition(numerical_columns=list(contract.numeric), categorical_columns=cats)
 
 
-def eda_report(df: pd.DataFrame, contract: DatasetContract, path: Path) -> pd.DataFrame:
-    """Write Evidently's data summary of ``df`` (features + target) to ``path`` atomically and
-    return the key statistics table."""
+def eda_snapshot(df: pd.DataFrame, contract: DatasetContract):
+    """Evidently's data summary of ``df`` (features + target), tagged ``eda``."""
     from evidently import Dataset, Report
     from evidently.presets import DataSummaryPreset
 
@@ -52,6 +48,5 @@ def eda_report(df: pd.DataFrame, contract: DatasetContract, path: Path) -> pd.Da
         frame[name] = frame[name].astype(object)
     frame[TARGET] = frame[TARGET].astype(int)
     dataset = Dataset.from_pandas(frame, data_definition=evidently_definition(contract))
-    snapshot = Report([DataSummaryPreset()]).run(current_data=dataset)
-    io.write_with(path, lambda tmp: snapshot.save_html(str(tmp)))
-    return key_statistics(df, contract)
+    return Report([DataSummaryPreset()]).run(current_data=dataset, tags=["eda"],
+                                             name="data summary (train + validation)")

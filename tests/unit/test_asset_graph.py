@@ -13,8 +13,8 @@ ASSETS = {
     "evaluation": ["model_card", "model_evaluation"],
     "governance": ["champion", "gate_report"],
     "deployment": ["bento"],
-    "monitoring": ["drift_report", "feedback_labels", "live_performance", "prediction_log",
-                   "serving_health", "window_traffic"],
+    "monitoring": ["drift_report", "feedback_files", "feedback_labels", "live_performance",
+                   "prediction_log", "prediction_log_files", "serving_health", "window_traffic"],
 }
 CHECKS = [
     "drift_report:drift_within_limit",
@@ -48,3 +48,15 @@ def test_asset_groups_and_checks_are_as_documented():
     blocking = {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys
                 if graph.get_check_spec(k).blocking}
     assert blocking == BLOCKING
+
+
+def test_monitoring_is_downstream_of_the_served_model():
+    graph = defs.resolve_asset_graph()
+
+    def upstream(name: str) -> set[str]:
+        key = next(k for k in graph.get_all_asset_keys() if k.to_user_string() == name)
+        return {k.to_user_string() for k in graph.upstream_key_iterator(key)}
+
+    assert {"bento", "champion", "prediction_log_files", "prediction_log", "window_traffic"} \
+        <= upstream("drift_report")
+    assert {"feedback_files", "feedback_labels", "bento"} <= upstream("live_performance")

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from mlops_assets.config import PERIOD, TARGET
-from mlops_assets.defs.metadata import file_link, markdown_table
+from mlops_assets.defs.metadata import markdown_table, report_link
 from mlops_assets.defs.resources import ProjectResource
 from mlops_assets.lib import features, reports
 
@@ -24,10 +24,12 @@ def eda_report(
     rows = pd.concat([train_set, validation_set], ignore_index=True)
     frame = pd.concat([features.build_features(rows, contract), rows[[TARGET, PERIOD]]], axis=1)
     path = project.paths.reports / "eda" / f"data_summary_{context.run.run_id[:8]}.html"
-    stats = reports.eda_report(frame, contract, path)
+    published = project.report_store().publish(reports.eda_snapshot(frame, contract),
+                                               contract.name, path)
+    stats = reports.key_statistics(frame, contract)
     return dg.MaterializeResult(
         metadata={
-            **file_link(path),
+            **report_link(published),
             "rows": len(frame),
             "positive_rate": round(float(frame[TARGET].mean()), 4),
             "periods": f"{frame[PERIOD].min()} .. {frame[PERIOD].max()}",

@@ -46,7 +46,9 @@ train_features, validation_features, test_features = (
 
 
 def _schema_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=asset, name="feature_schema", blocking=True)
+    @dg.asset_check(asset=asset, name="feature_schema", blocking=True,
+                    description="The features match the contract's feature schema: every "
+                                "column, its category order and numeric bounds.")
     def _check(frame: pd.DataFrame, project: ProjectResource) -> dg.AssetCheckResult:
         contract = project.contract()
         failures = failure_cases(feature_schema(contract), frame[contract.features])
@@ -63,7 +65,8 @@ def _schema_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
 
 
 def _no_test_rows_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=asset, name="no_sealed_test_rows", blocking=True)
+    @dg.asset_check(asset=asset, name="no_sealed_test_rows", blocking=True,
+                    description="No row of this training input is a sealed test row.")
     def _check(frame: pd.DataFrame, project: ProjectResource) -> dg.AssetCheckResult:
         leaked = split.leaked_test_rows(project.paths.sealed_test, frame[ROW_KEY])
         return dg.AssetCheckResult(

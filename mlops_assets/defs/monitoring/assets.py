@@ -1,18 +1,38 @@
 """Monitoring: the prediction log, delayed labels, and per-window drift, live performance
 and serving health, each with the checks the retraining sensor listens to."""
 
+from datetime import UTC, datetime
+
 import dagster as dg
 import pandas as pd
 
-from mlops_assets.defs.metadata import file_link, frame_metadata, markdown_table
+from mlops_assets.config import TARGET
+from mlops_assets.defs.metadata import frame_metadata, markdown_table, report_link
 from mlops_assets.defs.resources import MonitoringResource, ProjectResource
-from mlops_assets.lib import drift, monitoring, predlog
+from mlops_assets.lib import drift, evaluation, monitoring, predlog
 
 prediction_days = dg.DynamicPartitionsDefinition(name="prediction_days")
 windows = dg.DynamicPartitionsDefinition(name="monitoring_windows")
 
 
-@dg.asset(partitions_def=prediction_days, group_name="monitoring", kinds={"pandas"})
+# Written outside Dagster: the service appends the prediction log, people (or the replay)
+# drop label files. External assets, so the lineage shows where monitoring's data comes from:
+# the packaged champion serves the traffic that is logged.
+prediction_log_files = dg.AssetSpec(
+    "prediction_log_files", group_name="monitoring", kinds={"json"}, deps=["bento", "champion"],
+    description="JSON lines written by `bentoml serve` (the champion, and a canary if set) "
+                "under predictions/date=YYYY-MM-DD/, one file per worker. No traffic yet? "
+                "`mlops-assets simulate` replays later months through a real service.",
+)
+feedback_files = dg.AssetSpec(
+    "feedback_files", group_name="monitoring", kinds={"csv"},
+    description="Delayed labels dropped as CSV files in feedback/ (columns: request_id and "
+                "the contract's target); `mlops-assets simulate` writes them.",
+)
+
+
+@dg.asset(partitions_def=prediction_days, group_name="monitoring", kinds={"pandas"},
+          deps=[prediction_log_files])
 def prediction_log(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.Output:
     """One day of the service's prediction log (every worker's file), inputs flattened."""
     logged, torn = predlog.read_log(project.paths.home / "predictions", context.partition_key)
@@ -29,7 +49,7 @@ def prediction_log(context: dg.AssetExecutionContext, project: ProjectResource) 
     })
 
 
-@dg.asset(group_name="monitoring", kinds={"pandas"})
+@dg.asset(group_name="monitoring", kinds={"pandas"}, deps=[feedback_files])
 def feedback_labels(project: ProjectResource) -> dg.Output:
     """Delayed ground truth: every label file in the feedback folder, by request id."""
     labels = monitoring.read_feedback(project.paths.home / "feedback", project.contract())
@@ -75,16 +95,20 @@ def drift_report(
     result = drift.compute_drift(reference, current, contract)
     meta = {}
     if len(current):
+        window = _window(context, project)
+        snapshot = drift.drift_snapshot(
+            reference, current, contract, name=f"window {context.partition_key}",
+            tags=["drift", f"window:{context.partition_key}", f"model:{champion}"],
+            timestamp=datetime.fromtimestamp(window.end, UTC))
         path = project.paths.reports / "drift" / f"{context.partition_key}.html"
-        drift.html_report(reference, current, contract, path)
-        meta = file_link(path)
+        meta = report_link(project.report_store().publish(snapshot, contract.name, path))
     table = result.table().round(4)
     return dg.Output(result.as_dict() | {"champion": champion}, metadata={
         **meta,
         "champion": champion,
         "rows": len(current),
-        "drifted_share": result.drifted_share,
-        "prediction_drift": result.prediction.score if result.prediction else 0.0,
+        "drifted_share": round(result.drifted_share, 4),
+        "prediction_drift": round(result.prediction.score, 4) if result.prediction else 0.0,
         "verdict": result.verdict,
         "features": markdown_table(table) if len(table) else "no rows",
         "method": "per-feature scores: vectorized numpy/scipy versions of Evidently's default "
@@ -105,12 +129,29 @@ def drift_within_limit(drift_report: dict, monitor: MonitoringResource) -> dg.As
 
 @dg.asset(partitions_def=windows, group_name="monitoring", kinds={"pandas"},
           deps=[feedback_labels])
-def live_performance(window_traffic: pd.DataFrame, project: ProjectResource) -> dg.Output[dict]:
-    """Live metrics of the window's predictions that have a delayed label."""
-    labels = monitoring.read_feedback(project.paths.home / "feedback", project.contract())
+def live_performance(context: dg.AssetExecutionContext, window_traffic: pd.DataFrame,
+                     project: ProjectResource) -> dg.Output[dict]:
+    """Live metrics of the window's predictions that have a delayed label, and Evidently's
+    classification report on them (the dashboard's live ROC AUC and log loss)."""
+    contract = project.contract()
+    labels = monitoring.read_feedback(project.paths.home / "feedback", contract)
     m = monitoring.live_metrics(window_traffic, labels)
-    return dg.Output(m, metadata={k: (float(v) if isinstance(v, int | float) else str(v))
-                                  for k, v in m.items()})
+    meta = {}
+    joined = monitoring.labelled(window_traffic, labels)
+    if joined[TARGET].nunique() == 2:
+        window = _window(context, project)
+        versions = sorted(joined["model_version"].unique())
+        threshold = project.registry().load(versions[-1]).threshold  # as it was served
+        snapshot = evaluation.classification_snapshot(
+            joined, joined[TARGET].to_numpy(int), joined["probability"].to_numpy(float),
+            contract, threshold, name=f"live, window {context.partition_key}",
+            tags=["live", f"window:{context.partition_key}", *(f"model:{v}" for v in versions)],
+            timestamp=datetime.fromtimestamp(window.end, UTC))
+        path = project.paths.reports / "live" / f"{context.partition_key}.html"
+        meta = report_link(project.report_store().publish(snapshot, contract.name, path))
+    return dg.Output(m, metadata={**meta, **{
+        k: (round(float(v), 4) if isinstance(v, int | float) else str(v))
+        for k, v in m.items()}})
 
 
 @dg.asset_check(asset=live_performance, partitions_def=windows, blocking=False)

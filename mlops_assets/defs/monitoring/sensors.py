@@ -17,9 +17,13 @@ from mlops_assets.defs.resources import SENSOR_INTERVAL, ProjectResource, Retrai
 from mlops_assets.lib import monitoring
 from mlops_assets.lib.retraining import FailedCheck, RetrainState, decide
 
-log_job = dg.define_asset_job("ingest_prediction_log", selection=["prediction_log"],
-                              partitions_def=prediction_days)
-feedback_job = dg.define_asset_job("ingest_feedback", selection=["feedback_labels"])
+log_job = dg.define_asset_job(
+    "ingest_prediction_log", selection=["prediction_log"], partitions_def=prediction_days,
+    description="Read one day of the service's prediction log (started by "
+                "prediction_log_sensor when the day's files grow).")
+feedback_job = dg.define_asset_job(
+    "ingest_feedback", selection=["feedback_labels"],
+    description="Read every delayed-label file (started by feedback_sensor).")
 window_job = dg.define_asset_job(
     "monitor_window",
     selection=dg.AssetSelection.assets("window_traffic", "drift_report", "live_performance",
@@ -37,7 +41,9 @@ retrain_job = dg.define_asset_job(
 
 
 @dg.sensor(job=log_job, minimum_interval_seconds=SENSOR_INTERVAL,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Registers each day of the prediction log as a partition and "
+                       "refreshes a day when its files grew.")
 def prediction_log_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
     """Registers each day of the prediction log as a partition and refreshes a day when it
     grew."""
@@ -59,7 +65,8 @@ def prediction_log_sensor(context: dg.SensorEvaluationContext, project: ProjectR
 
 
 @dg.sensor(job=feedback_job, minimum_interval_seconds=SENSOR_INTERVAL,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Re-reads the delayed labels when a label file arrives or changes.")
 def feedback_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
     """Re-reads the delayed labels when a label file arrives or changes."""
     folder = project.paths.home / "feedback"
@@ -73,7 +80,9 @@ def feedback_sensor(context: dg.SensorEvaluationContext, project: ProjectResourc
 
 
 @dg.sensor(job=window_job, minimum_interval_seconds=SENSOR_INTERVAL,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Monitors each closed window once, and again when new labels may "
+                       "change its live metrics.")
 def window_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
     """Monitors each closed window once, and again when new labels may change its live
     metrics."""
@@ -146,7 +155,9 @@ def last_training_event(instance: dg.DagsterInstance) -> int:
 
 
 @dg.sensor(job=retrain_job, minimum_interval_seconds=SENSOR_INTERVAL,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Launches retraining when a drift or live-performance check fails or "
+                       "enough new labelled rows arrived, with a cooldown.")
 def retrain_sensor(context: dg.SensorEvaluationContext, retrain_policy: RetrainPolicyResource,
                    project: ProjectResource):
     """Launches retraining when a drift or live-performance check fails or enough new
@@ -194,6 +205,7 @@ def define_daily_window():
 
 
 daily_monitoring = dg.ScheduleDefinition(
+    name="daily_monitoring",
     job=define_daily_window, cron_schedule="10 0 * * *", execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Each day, monitor the previous day's traffic.",

@@ -6,7 +6,7 @@ import pandas as pd
 
 from mlops_assets.config import PERIOD, TARGET
 from mlops_assets.defs.ingestion.assets import raw_batch
-from mlops_assets.defs.metadata import file_link, markdown_table
+from mlops_assets.defs.metadata import markdown_table, report_link
 from mlops_assets.defs.resources import ProjectResource
 from mlops_assets.lib import drift, evaluation, features, io, training
 from mlops_assets.lib.registry import provenance
@@ -107,9 +107,9 @@ def candidate_model(
         metadata={
             "bentoml_tag": tag,
             "model_path": dg.MetadataValue.path(str(project.registry().get(tag).path)),
-            "threshold": trained.threshold,
-            "validation_auc": trained.validation_metrics["auc"],
-            "validation_log_loss": trained.validation_metrics["log_loss"],
+            "threshold": round(trained.threshold, 4),
+            "validation_auc": round(trained.validation_metrics["auc"], 4),
+            "validation_log_loss": round(trained.validation_metrics["log_loss"], 4),
             "best_iteration": trained.best_iteration,
             "trials": markdown_table(trials),
             "training_seconds": round(trained.seconds, 2),
@@ -136,9 +136,12 @@ def model_evaluation(
     slices = evaluation.slice_metrics(test_features, y, p, model.contract, model.threshold)
     gap, where = evaluation.max_slice_gap(slices, m["roc_auc"])
     out_dir = project.paths.reports / "evaluation" / tag.replace(":", "-")
-    html = evaluation.evidently_classification_report(
-        test_features, y, p, model.contract, model.threshold, out_dir / "classification.html"
-    )
+    snapshot = evaluation.classification_snapshot(
+        test_features, y, p, model.contract, model.threshold,
+        tags=["evaluation", f"model:{tag}"], name=f"{tag} on the sealed test rows")
+    published = project.report_store().publish(snapshot, model.contract.name,
+                                                out_dir / "classification.html")
+    html = published.path
     result = {
         "tag": tag, "threshold": model.threshold, "metrics": m, "roc_auc_ci95": list(ci),
         "calibration": calibration.to_dict("records"), "slices": slices.to_dict("records"),
@@ -151,15 +154,15 @@ def model_evaluation(
         result,
         metadata={
             "bentoml_tag": tag,
-            **{k: float(v) for k, v in m.items() if k != "rows"},
+            **{k: round(float(v), 4) for k, v in m.items() if k != "rows"},
             "test_rows": m["rows"],
-            "roc_auc_ci95_low": ci[0],
-            "roc_auc_ci95_high": ci[1],
-            "threshold": model.threshold,
-            "max_slice_gap": gap,
+            "roc_auc_ci95_low": round(ci[0], 4),
+            "roc_auc_ci95_high": round(ci[1], 4),
+            "threshold": round(model.threshold, 4),
+            "max_slice_gap": round(gap, 4),
             "calibration": markdown_table(calibration),
             "slices": markdown_table(slices.round(4)),
-            **file_link(html),
+            **report_link(published),
         },
     )
 
@@ -176,5 +179,5 @@ def model_card(
     io.write_text(path, text)
     return dg.MaterializeResult(
         metadata={"card": dg.MetadataValue.md(text), "bentoml_tag": candidate_model["tag"],
-                  **file_link(path)}
+                  "path": dg.MetadataValue.path(str(path))}
     )
