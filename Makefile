@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export MLOPS_HOME ?= $(CURDIR)/var
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
-.PHONY: setup demo test test-fast lint ui bench bench-quick clean
+.PHONY: setup demo test test-fast lint ui bench bench-quick clean browser
 
 # The lock file pins every package; uv installs it in seconds where pip takes minutes.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -20,7 +20,17 @@ setup: $(VENV)/.installed
 demo: setup  ## set up, land the first 12 Bank periods and run the pipeline on them
 	$(BIN)/mlops-assets demo
 
-test: setup lint  ## set up and run every test (unit, assets, real servers)
+# The UI test drives Debian's chromium with Playwright (Playwright's own browser download
+# cannot work here); installed once, as root or through sudo.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+browser: $(CHROMIUM)
+
+test: setup lint browser  ## set up and run every test (unit, assets, real servers, a browser)
 	$(BIN)/python -m pytest
 
 test-fast: setup

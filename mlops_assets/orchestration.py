@@ -196,7 +196,9 @@ def progress_line(entry) -> str | None:
     event = entry.dagster_event
     if event is None:
         message = entry.user_message or ""
-        return f"    {message}" if message.startswith(("trial ", "best of ")) else None
+        if message.startswith("trial "):
+            return "    " + message.split("; params")[0]  # the parameters are in the UI
+        return f"    {message[:160]}" if message.startswith("best of ") else None
     kind = event.event_type
     if kind == dg.DagsterEventType.STEP_SUCCESS:
         return f"  {event.step_key}: ok ({event.event_specific_data.duration_ms / 1000:.1f} s)"

@@ -151,8 +151,10 @@ def train(
         score = _score(booster, spec)
         trials.append({"trial": trial.number, "score": score, "rounds": booster.best_iteration,
                        **trial.params})
+        best = max(t["score"] for t in trials)
         log(f"trial {trial.number + 1}/{spec.n_trials}: validation {spec.objective_metric} "
-            f"{abs(score):.4f} at {booster.best_iteration} rounds, params {trial.params}")
+            f"{abs(score):.4f} at {booster.best_iteration} rounds (best so far "
+            f"{abs(best):.4f}); params {trial.params}")
         return score
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,33 +1,58 @@
-"""The README's main command on the bundled data: 12 Bank periods end with a champion."""
+"""The README's main command on the bundled data: 12 Bank periods end with a champion; then
+the UI as a person uses it, in a real browser (Debian's chromium driven by Playwright):
+the lineage, a report link that opens over HTTP, a materialization launched from the UI, and
+the demo's runs on their job's page."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from mlops_assets.config import PROJECT_ROOT
 from mlops_assets.lib.registry import Registry
+from mlops_assets.procs import free_port
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CHROMIUM = "/usr/bin/chromium"  # installed by `make test` (Makefile: browser)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
 
 
-def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+def _cli(home: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).parent / "mlops-assets"
-    env = {**os.environ, "DAGSTER_HOME": str(home / "dagster")}
+    env = {**os.environ, "DAGSTER_HOME": str(home / "dagster"), **(env or {})}
     return subprocess.run([str(exe), "--home", str(home), *args], capture_output=True,
-                          text=True, env=env, cwd=PROJECT_ROOT, timeout=600)
+                          text=True, env=env, cwd=PROJECT_ROOT, timeout=900)
 
 
-def test_demo_on_12_bank_periods_promotes_a_champion(tmp_path):
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def test_demo_then_the_ui_in_a_browser(tmp_path):
     home = tmp_path / "home"
-    done = _cli(home, "demo")
-    assert done.returncode == 0, done.stderr[-3000:]
+    port, reports_port = free_port(), free_port()
+    reports_url = f"http://127.0.0.1:{reports_port}"
+    done = _cli(home, "demo", env={"MLOPS_REPORTS_URL": reports_url})
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     assert "landed 12 batches" in done.stdout and "ingested 12 batches (0 failed)" in done.stdout
+    assert "  candidate_model: ok (" in done.stdout and "trial 20/20" in done.stdout
+    assert "STEP_START" not in done.stdout  # progress lines, not Dagster's event stream
     champion = Registry(home).champion()
     assert champion and f"champion: {champion}" in done.stdout
     evaluation = json.loads(
@@ -43,3 +68,84 @@ def test_demo_on_12_bank_periods_promotes_a_champion(tmp_path):
     assert "rollback failed: rollback_champion: mlops_assets.lib.registry.RegistryError: " \
         "no earlier champion to roll back to" in rollback.stderr
     assert Registry(home).champion() == champion
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        demo_run = instance.get_runs(dg.RunsFilter(job_name="train_and_promote"))[0]
+    assert demo_run.remote_job_origin is not None  # launched through the instance
+
+    exe = Path(sys.executable).parent / "mlops-assets"
+    log = tmp_path / "ui.log"
+    with open(log, "w") as out:
+        ui = subprocess.Popen(
+            [str(exe), "--home", str(home), "ui", "--port", str(port), "--reports-port",
+             str(reports_port)], stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+            env={**os.environ, "DAGSTER_HOME": str(home / "dagster")}, start_new_session=True)
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 180, 1, "UI")
+        wait_until(lambda: _answers(f"{reports_url}/api/version"), 60, 1, "reports UI")
+        _browse(f"http://127.0.0.1:{port}", reports_url, demo_run.run_id, home, tmp_path)
+    finally:
+        os.kill(ui.pid, signal.SIGTERM)
+        assert ui.wait(60) == 0, log.read_text()[-3000:]
+
+
+def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 950})
+
+        def skip_welcome():
+            button = page.get_by_role("button", name="Skip")
+            if button.count():
+                button.first.click()
+
+        # The lineage: every stage's group.
+        page.goto(f"{ui}/asset-groups", wait_until="networkidle")
+        skip_welcome()
+        for group in ("ingestion", "validation", "dataset", "features", "training",
+                      "evaluation", "governance", "deployment", "monitoring"):
+            page.get_by_text(group, exact=True).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(shots / "lineage.png"))
+
+        # The evaluation report opens with one click, over HTTP, and shows its ROC AUC.
+        page.goto(f"{ui}/assets/model_evaluation", wait_until="networkidle")
+        skip_welcome()
+        link = page.locator(f'a[href^="{reports_url}/projects/"]').first
+        link.wait_for(timeout=30_000)
+        with page.context.expect_page() as opened:
+            link.click()
+        report = opened.value
+        report.wait_for_load_state("networkidle")
+        report.get_by_text("ROC AUC", exact=True).first.wait_for(timeout=30_000)
+        report.screenshot(path=str(shots / "evaluation_report.png"))
+        report.close()
+
+        # The demo's run is on its job's page.
+        page.goto(f"{ui}/locations/mlops_assets/jobs/train_and_promote/runs",
+                  wait_until="networkidle")
+        skip_welcome()
+        page.get_by_text(demo_run_id[:8]).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(shots / "train_and_promote_runs.png"))
+
+        # A materialization launched from the UI succeeds (the daemon of `dagster dev`).
+        with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+            before = {r.run_id for r in instance.get_runs(dg.RunsFilter(
+                tags={"dagster/step_selection": "model_card"}))}
+            page.goto(f"{ui}/assets/model_card", wait_until="networkidle")
+            skip_welcome()
+            page.get_by_role("button", name="Materialize", exact=True).first.click()
+
+            def finished():
+                runs = [r for r in instance.get_runs(limit=5)
+                        if r.run_id != demo_run_id and r.asset_selection
+                        and dg.AssetKey("model_card") in r.asset_selection
+                        and r.run_id not in before]
+                return runs and runs[0].status in (dg.DagsterRunStatus.SUCCESS,
+                                                   dg.DagsterRunStatus.FAILURE) and runs[0]
+
+            run = wait_until(finished, 180, 1, "the UI's materialization")
+            time.sleep(1)
+            page.screenshot(path=str(shots / "materialized_from_ui.png"))
+        assert run.status == dg.DagsterRunStatus.SUCCESS, run.run_id
+        browser.close()

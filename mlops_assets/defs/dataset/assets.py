@@ -145,19 +145,11 @@ def _check_description(instance: dg.DagsterInstance, key: dg.AssetCheckKey, batc
 
 # --- the sealed split over every batch -------------------------------------------------------
 
-# Re-split when any batch was newly validated; a rejected batch (no validated partition) must
-# not hold the others back, so "all deps present" is dropped from the eager condition.
-_AFTER_INGESTION = dg.AutomationCondition.eager().without(
-    ~dg.AutomationCondition.any_deps_missing()
-)
-
-
 @dg.multi_asset(
     group_name="dataset",
     outs={
         **{
-            s: dg.AssetOut(description=d, kinds={"pandas"},
-                           automation_condition=_AFTER_INGESTION)
+            s: dg.AssetOut(description=d, kinds={"pandas"})
             for s, d in [
                 ("train_set", "Rows sealed to training, from every valid batch."),
                 ("validation_set", "Rows sealed to validation (early stopping, thresholds)."),
@@ -167,7 +159,7 @@ _AFTER_INGESTION = dg.AutomationCondition.eager().without(
         "duplicate_rows": dg.AssetOut(
             description="Rows that repeat a row of another batch (same features and label), "
                         "set aside with the row they repeat: they reach no split.",
-            kinds={"pandas"}, automation_condition=_AFTER_INGESTION),
+            kinds={"pandas"}),
     },
     ins={"validated_batch": dg.AssetIn()},
 )

@@ -13,7 +13,6 @@ from mlops_assets.lib import features, reports
 @dg.asset(
     group_name="dataset",
     kinds={"evidently", "html"},
-    automation_condition=dg.AutomationCondition.eager(),
 )
 def eda_report(
     context: dg.AssetExecutionContext,

@@ -9,8 +9,7 @@ from mlops_assets.defs.resources import ProjectResource
 from mlops_assets.lib.bento import build_bento
 
 
-@dg.asset(group_name="deployment", kinds={"bentoml"}, deps=[champion], pool="promotion",
-          automation_condition=dg.AutomationCondition.eager())
+@dg.asset(group_name="deployment", kinds={"bentoml"}, deps=[champion], pool="promotion")
 def bento(project: ProjectResource) -> dg.MaterializeResult:
     """An immutable Bento of the serving code and the registry's champion (after a promotion
     or a rollback); `bentoml serve <tag>` runs it."""

@@ -11,7 +11,6 @@ from mlops_assets.lib import features, split
 from mlops_assets.schemas import failure_cases, feature_schema, summarize_failures
 
 FEATURE_META = [ROW_KEY, PERIOD, TARGET]
-_ON_NEW_DATA = dg.AutomationCondition.eager()
 
 
 def _feature_asset(split_name: str) -> dg.AssetsDefinition:
@@ -20,7 +19,6 @@ def _feature_asset(split_name: str) -> dg.AssetsDefinition:
         ins={"rows": dg.AssetIn(f"{split_name}_set")},
         group_name="features",
         kinds={"pandas"},
-        automation_condition=_ON_NEW_DATA,
         description=f"Model features of the {split_name} rows (lib/features.build_features).",
     )
     def _asset(rows: pd.DataFrame, project: ProjectResource) -> dg.Output[pd.DataFrame]:
