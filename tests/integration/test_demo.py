@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,15 +131,15 @@ def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path
 
         # A materialization launched from the UI succeeds (the daemon of `dagster dev`).
         with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-            before = {r.run_id for r in instance.get_runs(dg.RunsFilter(
-                tags={"dagster/step_selection": "model_card"}))}
+            before = {r.run_id for r in instance.get_runs()}
             page.goto(f"{ui}/assets/model_card", wait_until="networkidle")
             skip_welcome()
-            page.get_by_role("button", name="Materialize", exact=True).first.click()
+            page.locator("button").filter(has_text=re.compile(r"^\s*Materialize\s*$")) \
+                .first.click()
 
             def finished():
                 runs = [r for r in instance.get_runs(limit=5)
-                        if r.run_id != demo_run_id and r.asset_selection
+                        if r.asset_selection
                         and dg.AssetKey("model_card") in r.asset_selection
                         and r.run_id not in before]
                 return runs and runs[0].status in (dg.DagsterRunStatus.SUCCESS,
