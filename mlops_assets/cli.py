@@ -151,9 +151,10 @@ def cmd_ui(args) -> int:
     reports = start([str(bin_dir / "evidently"), "ui", "--workspace", str(evidently_root),
                      "--host", args.host, "--port", str(args.reports_port)],
                     logs / "evidently.log", env, PROJECT_ROOT)
+    # Started in DAGSTER_HOME, where the instance's dagster.yaml is (a link to the repo's).
     dagster = start([str(bin_dir / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                      "-h", args.host, "-p", str(args.port)], logs / "dagster.log", env,
-                    PROJECT_ROOT)
+                    home / "dagster")
     signal.signal(signal.SIGTERM, _interrupt)  # stopped by PID: stop the children too
     try:
         wait_http(f"http://{args.host}:{args.port}/server_info", 180, dagster,

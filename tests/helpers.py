@@ -40,6 +40,15 @@ def get(port: int, path: str, timeout: float = 5) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
+def answers(url: str) -> bool:
+    """Does ``url`` answer 200 now?"""
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def http_status(port: int, path: str) -> int:
     return get(port, path)[0]
 

@@ -104,7 +104,8 @@ def slice_metrics(
 ) -> pd.DataFrame:
     rows = []
     for name in contract.slices:
-        values = slice_values(frame, contract, name).to_numpy()
+        series = slice_values(frame, contract, name).astype(object)
+        values = series.where(series.notna(), "(missing)").to_numpy()
         for value in pd.unique(values):
             mask = values == value
             m = metrics(y[mask], p[mask], threshold)

@@ -28,7 +28,7 @@ def key_statistics(df: pd.DataFrame, contract: DatasetContract) -> pd.DataFrame:
                 "distinct / top": f"{col.nunique()} / {top.index[0] if len(top) else '-'}",
             }
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).fillna("")  # categorical columns have no mean or range
 
 
 def evidently_definition(contract: DatasetContract, with_target: bool = True):

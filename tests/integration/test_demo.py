@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +20,7 @@ import pytest
 from mlops_assets.config import PROJECT_ROOT
 from mlops_assets.lib.registry import Registry
 from mlops_assets.procs import free_port
-from tests.helpers import wait_until
+from tests.helpers import answers, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHROMIUM = "/usr/bin/chromium"  # installed by `make test` (Makefile: browser)
@@ -35,14 +34,6 @@ def _cli(home: Path, *args: str, env: dict | None = None) -> subprocess.Complete
     env = {**os.environ, "DAGSTER_HOME": str(home / "dagster"), **(env or {})}
     return subprocess.run([str(exe), "--home", str(home), *args], capture_output=True,
                           text=True, env=env, cwd=PROJECT_ROOT, timeout=900)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def test_demo_then_the_ui_in_a_browser(tmp_path):
@@ -81,8 +72,8 @@ def test_demo_then_the_ui_in_a_browser(tmp_path):
              str(reports_port)], stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
             env={**os.environ, "DAGSTER_HOME": str(home / "dagster")}, start_new_session=True)
     try:
-        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 180, 1, "UI")
-        wait_until(lambda: _answers(f"{reports_url}/api/version"), 60, 1, "reports UI")
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/server_info"), 180, 1, "UI")
+        wait_until(lambda: answers(f"{reports_url}/api/version"), 60, 1, "reports UI")
         _browse(f"http://127.0.0.1:{port}", reports_url, demo_run.run_id, home, tmp_path)
     finally:
         os.kill(ui.pid, signal.SIGTERM)

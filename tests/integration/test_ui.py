@@ -15,17 +15,9 @@ from pathlib import Path
 import pytest
 
 from mlops_assets.procs import free_port
-from tests.helpers import wait_until
+from tests.helpers import answers, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def test_ui_starts_without_an_activated_venv_and_stops_cleanly(tmp_path):
@@ -41,9 +33,9 @@ def test_ui_starts_without_an_activated_venv_and_stops_cleanly(tmp_path):
              str(reports_port)], stdout=out, stderr=subprocess.STDOUT, env=env,
             cwd=tmp_path, start_new_session=True)
     try:
-        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 180, 1,
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/server_info"), 180, 1,
                    "the Dagster UI")
-        wait_until(lambda: _answers(f"http://127.0.0.1:{reports_port}/api/version"), 60, 1,
+        wait_until(lambda: answers(f"http://127.0.0.1:{reports_port}/api/version"), 60, 1,
                    "the Evidently UI")
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/graphql", headers={"Content-Type": "application/json"},
@@ -58,5 +50,5 @@ def test_ui_starts_without_an_activated_venv_and_stops_cleanly(tmp_path):
         os.kill(proc.pid, signal.SIGTERM)  # by PID, as a person's Ctrl-C
         code = proc.wait(60)
     assert code == 0, log.read_text()[-3000:]
-    assert not _answers(f"http://127.0.0.1:{port}/server_info")
-    assert not _answers(f"http://127.0.0.1:{reports_port}/api/version")
+    assert not answers(f"http://127.0.0.1:{port}/server_info")
+    assert not answers(f"http://127.0.0.1:{reports_port}/api/version")
