@@ -43,6 +43,8 @@ def test_ui_starts_without_an_activated_venv_and_stops_cleanly(tmp_path):
         with urllib.request.urlopen(req, timeout=30) as r:
             nodes = json.loads(r.read())["data"]["assetNodes"]
         assert {"candidate_model"} <= {n["assetKey"]["path"][0] for n in nodes}
+        # The command prints the addresses once it has seen both answer itself.
+        wait_until(lambda: "Reports (" in log.read_text(), 60, 0.5, "the addresses printed")
         text = log.read_text()
         assert f"Dagster UI:    http://127.0.0.1:{port}" in text
         assert f"Reports (Evidently UI): http://127.0.0.1:{reports_port}" in text
