@@ -19,6 +19,7 @@ import dagster as dg
 import pandas as pd
 
 from mlops_assets.config import PROJECT_ROOT, TARGET, DatasetContract, Paths
+from mlops_assets.defs.metadata import latest_metadata
 from mlops_assets.lib import data, io, monitoring
 from mlops_assets.lib.registry import Registry
 from mlops_assets.procs import free_port, server
@@ -101,11 +102,6 @@ def _failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return names
 
 
-def _stored(home: Path, asset: str, window: str) -> dict:
-    path = Paths(home).storage / asset / f"{window}.json"
-    return io.read_json(path) if path.is_file() else {}
-
-
 def run(home: Path, contract: DatasetContract, settings: ReplaySettings,
         log=print) -> pd.DataFrame:
     """Start `bentoml serve` and `dagster-daemon` (each stopped by its PID at the end), replay
@@ -149,8 +145,8 @@ def run(home: Path, contract: DatasetContract, settings: ReplaySettings,
             settle(instance, month, quiet_s=3 * settings.sensor_interval_s,
                    timeout_s=settings.timeout_per_month_s)
             triggered, result = outcome(instance, started)
-            live = _stored(home, "live_performance", month)
-            drifted = _stored(home, "drift_report", month)
+            live = latest_metadata(instance, "live_performance", month)[1]
+            drifted = latest_metadata(instance, "drift_report", month)[1]
             row = {"month": month, "requests": len(ids), "champion": before,
                    "live_auc": live.get("roc_auc"), "live_f1": live.get("f1"),
                    "calibration_gap": live.get("calibration_gap"),

@@ -27,3 +27,18 @@ def report_link(published: Published) -> dict:
     standalone HTML file."""
     return {"link": dg.MetadataValue.url(published.url),
             "path": dg.MetadataValue.path(str(published.path))}
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str,
+                    partition: str | None = None) -> tuple[int | None, dict]:
+    """The newest materialization of ``asset`` (of one partition): its event id and its
+    metadata values; ``(None, {})`` when it was never materialized. Sensors and the replay
+    read what an asset recorded this way, never its stored files."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
+                              asset_partitions=[partition] if partition else None),
+        limit=1).records
+    if not records:
+        return None, {}
+    meta = records[0].asset_materialization.metadata
+    return records[0].storage_id, {k: v.value for k, v in meta.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -64,8 +65,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     ``base_dir/<asset key>/<partition>.parquet``, an unpartitioned asset once per run under
     ``base_dir/<asset key>/<run id>.parquet``, so two runs at once never read each other's
     outputs. An input is read from the run that produced it in this run (or the run this one
-    re-executes), else from the asset's latest materialization. An unpartitioned asset reading
-    a partitioned one gets ``{partition: frame}`` for the partitions that exist."""
+    re-executes), else from the asset's latest materialization. An asset reading many
+    partitions gets a mapping ``{partition: frame}`` of the partitions that exist, read on
+    access."""
 
     base_dir: str
 
@@ -80,6 +82,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             io.write_json(self._path(context.asset_key, name, ".json"), obj)
         else:
             io.write_parquet(self._path(context.asset_key, name), obj)
+
+    def _exists(self, key: dg.AssetKey, name: str) -> bool:
+        return self._path(key, name, ".json").is_file() or self._path(key, name).is_file()
 
     def _read(self, key: dg.AssetKey, name: str) -> pd.DataFrame | dict | None:
         json_path = self._path(key, name, ".json")
@@ -105,6 +110,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         key = context.asset_key
         if not context.has_asset_partitions:
             run_id, value = self._read_unpartitioned(context)
+            if value is None and run_id is None and context.definition_metadata.get(
+                    "optional"):
+                return None  # never materialized, and the consumer can do without it
             if value is None:
                 raise FileNotFoundError(
                     f"{key.to_user_string()} is not stored under {self.base_dir}"
@@ -119,11 +127,31 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                     f"{key.to_user_string()} partition {context.partition_key!r} is not "
                     f"stored under {self.base_dir}: materialize it first")
             return value
-        frames = {p: self._read(key, p) for p in context.asset_partition_keys}
-        missing = sorted(p for p, v in frames.items() if v is None)
-        if missing:
+        stored = StoredPartitions(self, key, context.asset_partition_keys)
+        if len(stored) < len(context.asset_partition_keys):
+            missing = sorted(set(context.asset_partition_keys) - set(stored))
             context.log.warning(f"{key.to_user_string()}: no stored data for {missing}")
-        return {p: v for p, v in frames.items() if v is not None}
+        return stored
+
+
+class StoredPartitions(Mapping):
+    """The stored partitions of an asset, each read when it is looked up: a consumer that
+    needs a few of many (a monitoring window of the prediction log's days) reads only those."""
+
+    def __init__(self, manager: ParquetIOManager, key: dg.AssetKey, partitions: list[str]):
+        self._manager, self._key = manager, key
+        self._keys = [p for p in partitions if manager._exists(key, p)]
+
+    def __getitem__(self, partition: str) -> pd.DataFrame | dict:
+        if partition not in self._keys:
+            raise KeyError(partition)
+        return self._manager._read(self._key, partition)
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 class MonitoringResource(dg.ConfigurableResource):

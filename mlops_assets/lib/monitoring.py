@@ -3,6 +3,7 @@ health. Dagster-free; the monitoring assets call these."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,16 +47,22 @@ def day_window(day: str) -> Window:
     return Window(day, start, start + 86400)
 
 
-def window_rows(log_root: Path, window: Window) -> pd.DataFrame:
-    """Logged predictions with ``start <= ts < end``; inputs flattened to one column each."""
+def window_days(window: Window) -> tuple[str, str]:
+    """The first and last UTC day (YYYY-MM-DD) a window touches."""
     first = datetime.fromtimestamp(window.start, UTC).date()
     last = datetime.fromtimestamp(max(window.start, window.end - 1e-6), UTC).date()
-    days = [d for d in predlog.partitions(log_root)
-            if first.isoformat() <= d <= last.isoformat()]
-    frames = [predlog.read(log_root, d) for d in days]
-    rows = pd.concat(frames, ignore_index=True) if frames else predlog.read(log_root, "none")
-    rows = rows[(rows["ts"] >= window.start) & (rows["ts"] < window.end)]
-    return flatten(rows.reset_index(drop=True))
+    return first.isoformat(), last.isoformat()
+
+
+def window_rows(days: Mapping[str, pd.DataFrame], window: Window) -> pd.DataFrame:
+    """The logged predictions (``days``: flattened prediction-log days by date, read on
+    access) with ``start <= ts < end``."""
+    first, last = window_days(window)
+    frames = [days[d] for d in sorted(days) if first <= d <= last]
+    if not frames:
+        return flatten(pd.DataFrame(columns=list(predlog.FIELDS)))
+    rows = pd.concat(frames, ignore_index=True)
+    return rows[(rows["ts"] >= window.start) & (rows["ts"] < window.end)].reset_index(drop=True)
 
 
 def flatten(rows: pd.DataFrame) -> pd.DataFrame:
@@ -81,6 +88,11 @@ class FeedbackError(ValueError):
     pass
 
 
+def no_feedback() -> pd.DataFrame:
+    """The labels before any label file arrived."""
+    return pd.DataFrame({"request_id": [], TARGET: [], "file": []})
+
+
 def read_feedback(folder: Path, contract: DatasetContract) -> pd.DataFrame:
     """Label files ``<folder>/*.csv`` with ``request_id`` and the target column (the
     contract's labels, or 0/1). Bad files or labels raise naming the file and the value."""
@@ -102,7 +114,7 @@ def read_feedback(folder: Path, contract: DatasetContract) -> pd.DataFrame:
         frames.append(pd.DataFrame({"request_id": df["request_id"], TARGET: labels.astype(int),
                                     "file": path.name}))
     if not frames:
-        return pd.DataFrame({"request_id": [], TARGET: [], "file": []})
+        return no_feedback()
     out = pd.concat(frames, ignore_index=True)
     return out.drop_duplicates("request_id", keep="last").reset_index(drop=True)
 

@@ -26,9 +26,24 @@ def _tick(defs, instance, name, cursor=None):
     with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
                                  resources=defs.resources) as context:
         result = sensor(context)
+    if isinstance(result, dg.SkipReason):
+        return dg.SensorResult(skip_reason=result, cursor=cursor)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     return result
+
+
+def _read_traffic(defs, instance, log_cursor=None):
+    """What the daemon does after traffic and labels arrive: the prediction-log sensor's
+    days and the feedback sensor's labels are materialized, in order."""
+    logs = _tick(defs, instance, "prediction_log_sensor", log_cursor)
+    for request in logs.run_requests:
+        assert defs.resolve_job_def("ingest_prediction_log").execute_in_process(
+            instance=instance, partition_key=request.partition_key).success
+    if _tick(defs, instance, "feedback_sensor").run_requests:
+        assert defs.resolve_job_def("ingest_feedback").execute_in_process(
+            instance=instance).success
+    return logs.cursor
 
 
 def _serve(project, rows: pd.DataFrame, window: str) -> list[str]:
@@ -78,6 +93,10 @@ def test_drift_triggers_one_retraining_then_cooldown(looped, bank_batches):
 
     # A month from 2010: different economy, different base rate.
     _serve(project, pd.concat([bank_batches["2010-05"], bank_batches["2010-06"]]), "2010-05")
+    waiting = _tick(defs, instance, "window_sensor")  # the log is not read yet: it waits
+    assert not waiting.run_requests
+    assert "2010-05: waiting for prediction_log" in waiting.skip_reason.skip_message
+    log_cursor = _read_traffic(defs, instance)
     windows = _tick(defs, instance, "window_sensor")
     assert [r.partition_key for r in windows.run_requests] == ["2010-05"]
     run = defs.resolve_job_def("monitor_window").execute_in_process(
@@ -102,6 +121,7 @@ def test_drift_triggers_one_retraining_then_cooldown(looped, bank_batches):
 
     # Another failing window inside the cooldown waits, and says so.
     _serve(project, bank_batches["2010-07"], "2010-07")
+    _read_traffic(defs, instance, log_cursor)
     # New labels arrived, but 2010-05 already had a label for every prediction: only the
     # new window is due.
     due = _tick(defs, instance, "window_sensor", windows.cursor).run_requests

@@ -120,3 +120,26 @@ def test_retrain_decision_triggers_once_per_cause_with_cooldown():
     # The same window failing again (re-monitored with new labels) is not a new cause.
     repeat = [FailedCheck(12, "drift_within_limit", "2009-08", "still drifted")]
     assert decide(900, rows.state, repeat, 0, 42, POLICY).run_key is None
+
+
+def test_window_reads_only_the_days_it_touches():
+    class Days(dict):
+        read: list = []
+
+        def __getitem__(self, day):
+            self.read.append(day)
+            return super().__getitem__(day)
+
+    def day(d, *hours):
+        ts = [monitoring.day_window(d).start + h * 3600 for h in hours]
+        return pd.DataFrame({"ts": ts, "request_id": [f"{d}-{h}" for h in hours]})
+
+    days = Days({"2026-01-01": day("2026-01-01", 1, 23), "2026-01-02": day("2026-01-02", 0, 5),
+                 "2026-01-09": day("2026-01-09", 3)})
+    start = monitoring.day_window("2026-01-01").start + 12 * 3600
+    window = monitoring.Window("w", start, start + 14 * 3600)  # 12:00 to 02:00 next day
+    rows = monitoring.window_rows(days, window)
+    assert list(rows["request_id"]) == ["2026-01-01-23", "2026-01-02-0"]
+    assert sorted(Days.read) == ["2026-01-01", "2026-01-02"]  # 2026-01-09 never read
+    empty = monitoring.window_rows({}, window)
+    assert len(empty) == 0 and "probability" in empty.columns

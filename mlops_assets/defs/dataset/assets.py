@@ -1,6 +1,8 @@
 """Validation (row by row, with a quarantine) and the sealed train/validation/test split."""
 
 
+from collections.abc import Mapping
+
 import dagster as dg
 import pandas as pd
 from dagster._core.event_api import PartitionKeyFilter  # no public export
@@ -161,11 +163,11 @@ def _check_description(instance: dg.DagsterInstance, key: dg.AssetCheckKey, batc
                         "set aside with the row they repeat: they reach no split.",
             kinds={"pandas"}),
     },
-    ins={"validated_batch": dg.AssetIn()},
+    ins={"validated_batch": dg.AssetIn(dagster_type=dg.Any)},  # a lazy mapping
 )
 def sealed_split(
     context: dg.AssetExecutionContext,
-    validated_batch: dict[str, pd.DataFrame],
+    validated_batch: Mapping[str, pd.DataFrame],
     project: ProjectResource,
 ):
     """Assign every valid row of every batch that passed its checks to train/validation/test

@@ -50,7 +50,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, project: ProjectResource
         reason = (
             "no batch files in " + str(project.paths.landing)
             if not files
-            else "nothing new: " + "; ".join(f"{b}: {why}" for b, why in skipped.items())
+            else f"nothing new in {len(files)} batch files:\n"
+            + "\n".join(f"{b}: {why}" for b, why in sorted(skipped.items()))
         )
         return dg.SensorResult(skip_reason=dg.SkipReason(reason[:2000]), cursor=json.dumps(known))
     for batch, why in skipped.items():

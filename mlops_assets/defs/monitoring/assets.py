@@ -1,6 +1,7 @@
 """Monitoring: the prediction log, delayed labels, and per-window drift, live performance
 and serving health, each with the checks the retraining sensor listens to."""
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -35,7 +36,11 @@ feedback_files = dg.AssetSpec(
           deps=[prediction_log_files])
 def prediction_log(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.Output:
     """One day of the service's prediction log (every worker's file), inputs flattened."""
-    logged, torn = predlog.read_log(project.paths.home / "predictions", context.partition_key)
+    root = project.paths.home / "predictions"
+    # Measured before reading: if the files grow meanwhile, the window sensor sees a size
+    # this materialization does not cover and waits for the next one.
+    size = monitoring.log_day_sizes(root).get(context.partition_key, 0)
+    logged, torn = predlog.read_log(root, context.partition_key)
     rows = monitoring.flatten(logged)
     if len(torn):
         context.log.warning(f"{len(torn)} torn lines set aside: {torn.to_dict('records')}")
@@ -43,6 +48,7 @@ def prediction_log(context: dg.AssetExecutionContext, project: ProjectResource) 
         if len(rows) else pd.DataFrame()
     return dg.Output(rows, metadata={
         **frame_metadata(rows),
+        "log_bytes": size,
         "by_model_version": markdown_table(by_version) if len(by_version) else "none",
         "torn_lines": len(torn),
         "torn_lines_detail": markdown_table(torn) if len(torn) else "none",
@@ -52,11 +58,14 @@ def prediction_log(context: dg.AssetExecutionContext, project: ProjectResource) 
 @dg.asset(group_name="monitoring", kinds={"pandas"}, deps=[feedback_files])
 def feedback_labels(project: ProjectResource) -> dg.Output:
     """Delayed ground truth: every label file in the feedback folder, by request id."""
-    labels = monitoring.read_feedback(project.paths.home / "feedback", project.contract())
+    folder = project.paths.home / "feedback"
+    files = monitoring.fingerprint(folder, "*.csv")  # before reading, as for the log
+    labels = monitoring.read_feedback(folder, project.contract())
     return dg.Output(labels, metadata={
         **frame_metadata(labels),
         "files": ", ".join(sorted(labels["file"].unique())) if len(labels) else "none",
-        "positive_rate": float(labels["_target"].mean()) if len(labels) else 0.0,
+        "files_fingerprint": files,
+        "positive_rate": round(float(labels["_target"].mean()), 4) if len(labels) else 0.0,
     })
 
 
@@ -69,13 +78,21 @@ def _window(context, project: ProjectResource) -> monitoring.Window:
 
 
 @dg.asset(partitions_def=windows, group_name="monitoring", kinds={"pandas"},
-          deps=[prediction_log])
-def window_traffic(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.Output:
-    """The predictions logged inside one monitoring window (a named time range)."""
+          ins={"prediction_log": dg.AssetIn(partition_mapping=dg.AllPartitionMapping(),
+                                            dagster_type=dg.Any)})
+def window_traffic(context: dg.AssetExecutionContext, prediction_log: Mapping[str, pd.DataFrame],
+                   project: ProjectResource) -> dg.Output:
+    """The predictions logged inside one monitoring window (a named time range), from the
+    prediction-log days it touches (only those are read)."""
     window = _window(context, project)
-    rows = monitoring.window_rows(project.paths.home / "predictions", window)
-    return dg.Output(rows, metadata={**frame_metadata(rows), "start": window.start,
-                                     "end": window.end})
+    rows = monitoring.window_rows(prediction_log, window)
+    first, last = monitoring.window_days(window)
+    return dg.Output(rows, metadata={
+        **frame_metadata(rows),
+        "start": datetime.fromtimestamp(window.start, UTC).isoformat(timespec="seconds"),
+        "end": datetime.fromtimestamp(window.end, UTC).isoformat(timespec="seconds"),
+        "log_days": ", ".join(d for d in sorted(prediction_log) if first <= d <= last)
+        or "none"})
 
 
 @dg.asset(partitions_def=windows, group_name="monitoring", kinds={"evidently", "html"})
@@ -128,13 +145,14 @@ def drift_within_limit(drift_report: dict, monitor: MonitoringResource) -> dg.As
 
 
 @dg.asset(partitions_def=windows, group_name="monitoring", kinds={"pandas"},
-          deps=[feedback_labels])
+          ins={"feedback_labels": dg.AssetIn(metadata={"optional": True})})
 def live_performance(context: dg.AssetExecutionContext, window_traffic: pd.DataFrame,
+                     feedback_labels: pd.DataFrame | None,
                      project: ProjectResource) -> dg.Output[dict]:
     """Live metrics of the window's predictions that have a delayed label, and Evidently's
     classification report on them (the dashboard's live ROC AUC and log loss)."""
     contract = project.contract()
-    labels = monitoring.read_feedback(project.paths.home / "feedback", contract)
+    labels = feedback_labels if feedback_labels is not None else monitoring.no_feedback()
     m = monitoring.live_metrics(window_traffic, labels)
     meta = {}
     joined = monitoring.labelled(window_traffic, labels)

@@ -13,6 +13,7 @@ from mlops_assets.defs.monitoring.assets import (
     prediction_days,
     windows,
 )
+from mlops_assets.defs.metadata import latest_metadata
 from mlops_assets.defs.resources import SENSOR_INTERVAL, ProjectResource, RetrainPolicyResource
 from mlops_assets.lib import monitoring
 from mlops_assets.lib.retraining import FailedCheck, RetrainState, decide
@@ -81,39 +82,51 @@ def feedback_sensor(context: dg.SensorEvaluationContext, project: ProjectResourc
 
 @dg.sensor(job=window_job, minimum_interval_seconds=SENSOR_INTERVAL,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Monitors each closed window once, and again when new labels may "
-                       "change its live metrics.")
+           description="Monitors each closed window once its prediction-log days are read, "
+                       "and again when newly read labels may change its live metrics.")
 def window_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
-    """Monitors each closed window once, and again when new labels may change its live
-    metrics."""
+    """Monitors each closed window once the prediction_log partitions of its days cover every
+    byte logged, and again when feedback_labels was re-read (until every prediction has its
+    label)."""
     done = json.loads(context.cursor) if context.cursor else {}
     found = monitoring.read_windows(project.paths.home / "monitoring" / "windows")
-    labels = monitoring.fingerprint(project.paths.home / "feedback", "*.csv")
+    labels_event, _ = latest_metadata(context.instance, "feedback_labels")
+    labels = str(labels_event or "none")
+    sizes = monitoring.log_day_sizes(project.paths.home / "predictions")
     now = time.time()
-    due = {name: w for name, w in found.items()
-           if w.closed(now) and done.get(name) != labels
-           and not (name in done and _fully_labelled(project, name))}
+    due, waiting = [], []
+    for name, w in sorted(found.items()):
+        if not w.closed(now) or done.get(name) == labels or (
+                name in done and _fully_labelled(context.instance, name)):
+            continue
+        first, last = monitoring.window_days(w)
+        unread = [d for d, size in sizes.items() if first <= d <= last
+                  and latest_metadata(context.instance, "prediction_log", d)[1].get(
+                      "log_bytes") != size]
+        if unread:
+            waiting.append(f"{name}: waiting for prediction_log {unread} to be read "
+                           "(ingest_prediction_log runs)")
+        else:
+            due.append(name)
     if not due:
         open_ = [n for n, w in found.items() if not w.closed(now)]
-        return dg.SkipReason(f"{len(found)} windows, all monitored with the current labels"
-                             + (f"; still open: {open_}" if open_ else ""))
+        return dg.SkipReason("\n".join(
+            [f"{len(found)} windows; none due with the labels read so far"]
+            + waiting + ([f"still open: {', '.join(open_)}"] if open_ else [])))
     existing = set(context.instance.get_dynamic_partitions(windows.name))
     new = sorted(set(due) - existing)
     done.update({name: labels for name in due})
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=n, run_key=f"{n}:{labels}") for n in sorted(due)],
+        run_requests=[dg.RunRequest(partition_key=n, run_key=f"{n}:{labels}") for n in due],
         dynamic_partitions_requests=[windows.build_add_request(new)] if new else [],
         cursor=json.dumps(done),
     )
 
 
-def _fully_labelled(project: ProjectResource, window: str) -> bool:
+def _fully_labelled(instance: dg.DagsterInstance, window: str) -> bool:
     """The window's last live metrics already had a label for every prediction."""
-    path = project.paths.storage / "live_performance" / f"{window}.json"
-    if not path.is_file():
-        return False
-    last = json.loads(path.read_text())
-    return last.get("labelled", 0) >= last.get("volume", 1)
+    _, last = latest_metadata(instance, "live_performance", window)
+    return bool(last) and last.get("labelled", 0) >= last.get("volume", 1)
 
 
 TRIGGER_CHECKS = [
