@@ -71,6 +71,7 @@ class PeriodSpec(_Strict):
 class CategoricalSpec(_Strict):
     categories: list[str] = Field(min_length=1)
     nullable: bool = False
+    description: str | None = None
 
 
 class NumericSpec(_Strict):
@@ -80,6 +81,7 @@ class NumericSpec(_Strict):
     sentinel: float | None = Field(
         default=None, description="a value that means 'not applicable'; becomes missing"
     )
+    description: str | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> NumericSpec:
@@ -142,6 +144,25 @@ class DatasetContract(_Strict):
             name: {c: float(i) for i, c in enumerate(spec.categories)}
             for name, spec in self.categorical.items()
         }
+
+    def describe(self, column: str) -> str | None:
+        """What the contract says about a column, in a sentence (the UI's column table)."""
+        if column in self.categorical:
+            spec = self.categorical[column]
+            shown = ", ".join(spec.categories[:6]) + (", ..." if len(spec.categories) > 6 else "")
+            text = (f"categorical, {len(spec.categories)} categories ({shown})"
+                    + ("; may be missing" if spec.nullable else ""))
+        elif column in self.numeric:
+            spec = self.numeric[column]
+            text = (f"numeric in [{spec.min:g}, {spec.max:g}]"
+                    + (f"; {spec.sentinel:g} means not applicable" if spec.sentinel is not None
+                       else "") + ("; may be missing" if spec.nullable else ""))
+        elif column in (TARGET, self.target.column):
+            return (f"label {self.target.column!r}: 1 = {'/'.join(self.target.positive)}, "
+                    f"0 = {'/'.join(self.target.negative)}")
+        else:
+            return None
+        return f"{spec.description}; {text}" if spec.description else text
 
     @property
     def expected_columns(self) -> list[str]:

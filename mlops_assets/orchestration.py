@@ -75,22 +75,6 @@ def run_job(
     )
 
 
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    """Why a run failed, in one line, for a command-line user: the failed blocking checks
-    with their reasons, else the first failed step's error."""
-    failed = [e for e in result.get_asset_check_evaluations() if not e.passed
-              and e.severity == dg.AssetCheckSeverity.ERROR]
-    if failed:
-        return "; ".join(f"check {e.check_name} on {e.asset_key.to_user_string()} failed: "
-                         f"{e.description}" for e in failed)
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.error is not None:
-            error = event.step_failure_data.error
-            error = error.cause or error  # the user code's exception, not Dagster's wrapper
-            return f"{event.step_key}: {error.message.strip()}"
-    return "run failed (see the run's events in the UI)"
-
-
 # --- runs launched through the instance (the CLI) -----------------------------------------
 
 WORKSPACE_YAML = PROJECT_ROOT / "workspace.yaml"
@@ -231,26 +215,33 @@ class RunOutcome:
         return {}
 
     def failure(self) -> str:
-        """Why the run failed: the failed checks with their reasons, else the failed step."""
-        lines = []
-        for record in self.instance.get_records_for_run(self.run_id, limit=10_000).records:
-            entry = record.event_log_entry
-            event = entry.dagster_event
-            if event is None:
-                continue
-            if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-                evaluation = event.event_specific_data
-                if not evaluation.passed:
-                    lines.append(f"check {evaluation.check_name} on "
-                                 f"{evaluation.asset_key.to_user_string()} failed: "
-                                 f"{evaluation.description}")
-            elif event.event_type == dg.DagsterEventType.STEP_FAILURE and not lines:
-                error = event.step_failure_data.error
-                error = (error.cause or error) if error else None
-                lines.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
-            elif event.event_type == dg.DagsterEventType.RUN_FAILURE and not lines:
-                lines.append(event.message or "run failed")
-        return "; ".join(lines) or f"run {self.run.status.value.lower()} (see it in the UI)"
+        return run_failure(self.instance, self.run_id)
+
+
+def run_failure(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Why a run failed, in one line for a command-line user, from its events in the
+    instance (launched or in-process alike): the failed checks with their reasons, else the
+    failed step's error (the user code's exception, not Dagster's wrapper)."""
+    lines = []
+    for record in instance.get_records_for_run(run_id, limit=10_000).records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+                lines.append(f"check {evaluation.check_name} on "
+                             f"{evaluation.asset_key.to_user_string()} failed: "
+                             f"{evaluation.description}")
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE and not lines:
+            error = event.step_failure_data.error
+            error = (error.cause or error) if error else None
+            lines.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+        elif event.event_type == dg.DagsterEventType.RUN_FAILURE and not lines:
+            lines.append(event.message or "run failed")
+    run = instance.get_run_by_id(run_id)
+    status = run.status.value.lower() if run else "unknown"
+    return "; ".join(lines) or f"run {status} (see it in the UI)"
 
 
 def wait_for_ingestion(instance: dg.DagsterInstance, landed: list[Path], echo=print,

@@ -81,7 +81,7 @@ def trained_project(tmp_path: Path, bank_batches, batches, trials: int = 3):
     project.ingest()
     assert project.build_dataset().success
     first = project.train(trials=trials)
-    assert first.success, orchestration.failure_message(first)
+    assert first.success, orchestration.run_failure(project.instance, first.run_id)
     return project, first
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
+from mlops_assets.config import DatasetContract
 from mlops_assets.lib.report_store import Published
 
 
-def column_schema(df: pd.DataFrame) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(str(c), str(t)) for c, t in df.dtypes.items()])
+def column_schema(df: pd.DataFrame, contract: DatasetContract | None = None) -> dg.TableSchema:
+    """Columns with their types and, given the contract, what it says about each."""
+    return dg.TableSchema(columns=[
+        dg.TableColumn(str(c), str(t), description=contract.describe(str(c)) if contract
+                       else None) for c, t in df.dtypes.items()])
 
 
-def frame_metadata(df: pd.DataFrame) -> dict:
-    return {"dagster/row_count": len(df), "dagster/column_schema": column_schema(df)}
+def frame_metadata(df: pd.DataFrame, contract: DatasetContract | None = None) -> dict:
+    return {"dagster/row_count": len(df), "dagster/column_schema": column_schema(df, contract)}
 
 
 def markdown_table(df: pd.DataFrame, max_rows: int = 50) -> dg.MetadataValue:

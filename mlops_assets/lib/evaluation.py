@@ -185,21 +185,30 @@ def paired_bootstrap(
 
 def classification_snapshot(
     frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, contract: DatasetContract,
-    threshold: float, tags: list[str], name: str, timestamp=None,
+    threshold: float, tags: list[str], name: str, timestamp=None, calibration: bool = False,
 ):
-    """Evidently's classification report (probabilistic, binary) as a snapshot."""
+    """Evidently's classification report (probabilistic, binary) as a snapshot; with
+    ``calibration``, also the mean prediction and the observed positive rate (the
+    dashboard's calibration per window)."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.metrics import MeanValue
     from evidently.presets import ClassificationPreset
 
     data = pd.DataFrame({"target": y.astype(int), "prediction": p})
     for column in contract.numeric:
         data[column] = frame[column].to_numpy()
+    numeric = list(contract.numeric)
+    if calibration:  # copies typed as numbers: Evidently summarizes role columns no further
+        data["predicted_probability"], data["observed_label"] = p, y.astype(float)
+        numeric += ["predicted_probability", "observed_label"]
     definition = DataDefinition(
         classification=[BinaryClassification(target="target", prediction_probas="prediction",
                                              pos_label=1)],
-        numerical_columns=list(contract.numeric),
+        numerical_columns=numeric,
     )
     dataset = Dataset.from_pandas(data, data_definition=definition)
-    return Report([ClassificationPreset(probas_threshold=threshold)]).run(
-        current_data=dataset, tags=tags, name=name, timestamp=timestamp
-    )
+    metrics = [ClassificationPreset(probas_threshold=threshold)]
+    if calibration:
+        metrics += [MeanValue(column="predicted_probability"),
+                    MeanValue(column="observed_label")]
+    return Report(metrics).run(current_data=dataset, tags=tags, name=name, timestamp=timestamp)

@@ -52,6 +52,14 @@ def _panels():
             [metric("RocAuc", "live ROC AUC", ["live"]),
              metric("LogLoss", "live log loss", ["live"])],
             "Delayed labels joined to the logged predictions", size="half")),
+        ("Monitoring", line_plot_panel(
+            "Calibration per window: mean predicted probability vs observed positive rate",
+            [metric("MeanValue", "mean prediction", ["live"],
+                    column="predicted_probability"),
+             metric("MeanValue", "observed positive rate", ["live"],
+                    column="observed_label")],
+            "Labelled rows of each window; a gap means the probabilities need recalibrating",
+            size="half")),
         ("Models", line_plot_panel(
             "Sealed-test ROC AUC and log loss per model version",
             [metric("RocAuc", "test ROC AUC", ["evaluation"]),

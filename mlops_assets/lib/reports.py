@@ -31,22 +31,23 @@ def key_statistics(df: pd.DataFrame, contract: DatasetContract) -> pd.DataFrame:
     return pd.DataFrame(rows).fillna("")  # categorical columns have no mean or range
 
 
-def evidently_definition(contract: DatasetContract, with_target: bool = True):
-    from evidently import DataDefinition
-
-    cats = list(contract.categorical) + ([TARGET] if with_target else [])
-    return DataDefinition(numerical_columns=list(contract.numeric), categorical_columns=cats)
-
-
 def eda_snapshot(df: pd.DataFrame, contract: DatasetContract):
     """Evidently's data summary of ``df`` (features + target), tagged ``eda``."""
-    from evidently import Dataset, Report
+    from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataSummaryPreset
 
-    frame = df[[*contract.features, TARGET]].copy()
+    # The label under its own name (1 = positive). Evidently 0.7 only knows a "target"
+    # within a classification task, which needs a prediction column: the data summary's
+    # "target column" line stays empty, the label is summarized as a categorical column.
+    label = contract.target.column
+    frame = df[contract.features].copy()
     for name in contract.categorical:
         frame[name] = frame[name].astype(object)
-    frame[TARGET] = frame[TARGET].astype(int)
-    dataset = Dataset.from_pandas(frame, data_definition=evidently_definition(contract))
-    return Report([DataSummaryPreset()]).run(current_data=dataset, tags=["eda"],
-                                             name="data summary (train + validation)")
+    frame[label] = df[TARGET].astype(int).to_numpy()
+    definition = DataDefinition(numerical_columns=list(contract.numeric),
+                                categorical_columns=[*contract.categorical, label])
+    dataset = Dataset.from_pandas(frame, data_definition=definition)
+    return Report([DataSummaryPreset()]).run(
+        current_data=dataset, tags=["eda"],
+        name=f"data summary (train + validation); label column {label!r}, 1 = "
+             f"{contract.target.positive[0]!r}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dagster as dg
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -34,6 +35,12 @@ def test_train_evaluate_promote_and_card(trained):
             "bento"} <= materialized(run)
     checks = check_results(run)
     assert all(checks[f"gate_report:{c}"].passed for c in GATE_CHECKS)
+    absolute = checks["gate_report:meets_absolute_thresholds"].metadata
+    assert absolute["test_auc"].value >= absolute["min_auc"].value == 0.6
+    schema = project.instance.get_latest_materialization_event(dg.AssetKey(
+        "train_features")).asset_materialization.metadata["dagster/column_schema"].value
+    described = {c.name: c.description for c in schema.columns}
+    assert described["pdays"] == "numeric in [0, 999]; 999 means not applicable"
     model = run.output_for_node("candidate_model")
     registry = project.registry()
     assert registry.champion() == model["tag"]
@@ -82,6 +89,11 @@ def test_degraded_challenger_is_blocked(trained):
     checks = check_results(run)
     failed = checks["gate_report:not_worse_than_champion"]
     assert not failed.passed and "AUC delta -0." in failed.description
+    numbers = {k: v.value for k, v in failed.metadata.items()}  # plotted in the UI
+    assert numbers["auc_delta"] < 0 and numbers["auc_delta_ci_low"] < -numbers["auc_margin"] \
+        or numbers["log_loss_delta_ci_high"] > numbers["log_loss_margin"]
+    assert "why" not in numbers and numbers["rows"] >= 100
+    assert "failed: " in orchestration.run_failure(project.instance, run.run_id)
     assert not {"champion", "bento"} & materialized(run)
     assert registry.champion() == champion and registry.history() == history
     challenger = run.output_for_node("candidate_model")["tag"]

@@ -107,5 +107,6 @@ def test_rollback_job_and_cli_message(tmp_path, monkeypatch, three):
             assert registry.champion() == expected
         third = orchestration.run_job(defs, instance, "rollback", quiet=True,
                                       raise_on_error=False)
-    assert not third.success
-    assert "no earlier champion to roll back to" in orchestration.failure_message(third)
+        assert not third.success
+        assert "no earlier champion to roll back to" in orchestration.run_failure(
+            instance, third.run_id)

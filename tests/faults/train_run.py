@@ -16,4 +16,5 @@ if __name__ == "__main__":
     with dg.DagsterInstance.get() as instance:
         result = orchestration.run_job(defs, instance, "train_and_promote", quiet=True,
                                        run_config=config, raise_on_error=False)
-    print(result.run_id, "ok" if result.success else orchestration.failure_message(result))
+        print(result.run_id, "ok" if result.success
+              else orchestration.run_failure(instance, result.run_id))

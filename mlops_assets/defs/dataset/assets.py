@@ -44,7 +44,7 @@ def validate_batch(
         result.valid,
         output_name="validated_batch",
         metadata={
-            **frame_metadata(result.valid),
+            **frame_metadata(result.valid, contract),
             "invalid_fraction": round(result.invalid_fraction, 6),
             "quarantined": len(result.quarantined),
         },
@@ -197,7 +197,7 @@ def sealed_split(
             part,
             output_name=f"{name}_set",
             metadata={
-                **frame_metadata(part),
+                **frame_metadata(part, contract),
                 "batches": ", ".join(included),
                 "excluded_batches": len(excluded),
                 "batch_status": batch_table,

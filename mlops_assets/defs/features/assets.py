@@ -29,7 +29,7 @@ def _feature_asset(split_name: str) -> dg.AssetsDefinition:
         return dg.Output(
             frame,
             metadata={
-                **frame_metadata(frame),
+                **frame_metadata(frame, contract),
                 "positive_rate": round(float(rows[TARGET].mean()), 4) if len(rows) else 0.0,
                 "periods": ", ".join(sorted(rows[PERIOD].unique())),
             },

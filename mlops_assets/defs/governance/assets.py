@@ -54,12 +54,29 @@ def gate_report(
         ),
         "serves_finite_probabilities": gate.smoke(challenger, records),
     }
+    # The numbers each rule judged, as check metadata: the UI plots them run over run.
+    values = {
+        "meets_absolute_thresholds": {"test_auc": model_evaluation["metrics"]["roc_auc"],
+                                      "min_auc": policy.min_auc},
+        "not_worse_than_champion": {
+            "rows": comparison.rows, "auc_delta": comparison.auc_delta,
+            "auc_delta_ci_low": comparison.auc_delta_ci[0],
+            "log_loss_delta": comparison.log_loss_delta,
+            "log_loss_delta_ci_high": comparison.log_loss_delta_ci[1],
+            "auc_margin": policy.auc_margin, "log_loss_margin": policy.log_loss_margin,
+        } if comparison else {},
+        "slice_gap_below_max": {"max_slice_gap": model_evaluation["max_slice_gap"],
+                                "limit": policy.max_slice_gap},
+        "serves_finite_probabilities": {"predictions": len(records)},
+    }
     report = {
         "challenger": challenger.version,
         "champion": champion_tag,
         "recent_periods": sorted(recent["_period"].unique()),
         "comparison": comparison.__dict__ if comparison else None,
-        "rules": {name: {"passed": ok, "why": why} for name, (ok, why) in rules.items()},
+        "rules": {name: {"passed": ok, "why": why,
+                         "values": {k: round(float(v), 4) for k, v in values[name].items()}}
+                  for name, (ok, why) in rules.items()},
         "policy": policy.__dict__,
     }
     table = pd.DataFrame(
@@ -85,7 +102,8 @@ def _rule_check(rule: str, description: str) -> dg.AssetChecksDefinition:
             passed=bool(result["passed"]),
             description=result["why"],
             metadata={"challenger": gate_report["challenger"],
-                      "champion": gate_report["champion"] or "none"},
+                      "champion": gate_report["champion"] or "none",
+                      **result.get("values", {})},
         )
 
     return _check

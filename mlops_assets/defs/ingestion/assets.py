@@ -32,7 +32,7 @@ def raw_batch(context: dg.AssetExecutionContext, project: ProjectResource) -> dg
         raw,
         data_version=dg.DataVersion(sha),
         metadata={
-            **frame_metadata(raw),
+            **frame_metadata(raw, contract),
             "data_version": sha,
             "source_file": dg.MetadataValue.path(str(path)),
             "backup_file": dg.MetadataValue.path(str(backup)),

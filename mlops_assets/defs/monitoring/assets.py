@@ -164,7 +164,7 @@ def live_performance(context: dg.AssetExecutionContext, window_traffic: pd.DataF
             joined, joined[TARGET].to_numpy(int), joined["probability"].to_numpy(float),
             contract, threshold, name=f"live, window {context.partition_key}",
             tags=["live", f"window:{context.partition_key}", *(f"model:{v}" for v in versions)],
-            timestamp=datetime.fromtimestamp(window.end, UTC))
+            timestamp=datetime.fromtimestamp(window.end, UTC), calibration=True)
         path = project.paths.reports / "live" / f"{context.partition_key}.html"
         meta = report_link(project.report_store().publish(snapshot, contract.name, path))
     return dg.Output(m, metadata={**meta, **{

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from mlops_assets.defs.metadata import latest_metadata
 from mlops_assets.defs.monitoring.assets import (
     drift_report,
     live_performance,
     prediction_days,
     windows,
 )
-from mlops_assets.defs.metadata import latest_metadata
 from mlops_assets.defs.resources import SENSOR_INTERVAL, ProjectResource, RetrainPolicyResource
 from mlops_assets.lib import monitoring
 from mlops_assets.lib.retraining import FailedCheck, RetrainState, decide
