@@ -18,6 +18,7 @@ def _setup(args) -> tuple[Path, str]:
     contract = args.contract
     if Path(contract).suffix:  # a path: child processes run in the project root
         contract = str(Path(contract).resolve())
+    load_contract(contract)  # a bad contract stops here, with what to fix
     os.environ["MLOPS_HOME"] = str(home)
     os.environ["MLOPS_CONTRACT"] = contract
     ensure_dagster_home(home / "dagster")
@@ -30,6 +31,7 @@ def cmd_land(args) -> int:
     home, contract_name = _setup(args)
     contract = load_contract(contract_name)
     paths = data.land_batches(contract, Paths(home).landing, args.first, args.last)
+    paths += data.land_labels(contract, Paths(home).home / "feedback")
     for p in paths:
         print(f"landed {p}")
     return 0
@@ -47,8 +49,18 @@ def cmd_demo(args) -> int:
     started = time.perf_counter()
     home, contract_name = _setup(args)
     contract = load_contract(contract_name)
+    batches = data.source_batches(contract)
+    if len(batches) < 2:
+        print(f"contract {contract.name!r}: the source has {len(batches)} period(s) by "
+              f"{contract.period.kind} {contract.period.column or ''}: at least 2 are needed "
+              "(change `period` in the contract)", file=sys.stderr)
+        return 2
     landed = data.land_batches(contract, Paths(home).landing, 0, args.periods)
-    print(f"landed {len(landed)} batches of {contract.title} in {Paths(home).landing}")
+    print(f"landed {len(landed)} of {len(batches)} batches of {contract.title} in "
+          f"{Paths(home).landing}")
+    label_files = data.land_labels(contract, Paths(home).home / "feedback")
+    if label_files:
+        print(f"delivered {len(label_files)} label file(s) to {label_files[0].parent}")
     os.environ.setdefault("MLOPS_SENSOR_INTERVAL", "3")  # for a daemon this command starts
     with dg.DagsterInstance.get() as instance:
         # A daemon (this command's own, unless one runs already) only while the sensor
@@ -58,14 +70,21 @@ def cmd_demo(args) -> int:
             runs = orchestration.wait_for_ingestion(instance, landed, print)
         failed = [r for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
         print(f"ingested {len(landed)} batches ({len(failed)} failed)")
+        for run in failed:
+            print(f"  {run.tags.get('dagster/partition', run.run_id)}: "
+                  f"{orchestration.run_failure(instance, run.run_id)}", file=sys.stderr)
         _print_excluded(instance)
         with orchestration.Launcher(instance) as launcher:
+            if label_files:
+                labels = launcher.run("ingest_feedback")
+                if not labels.success:
+                    return _failed("reading the label files (ingest_feedback)", labels)
             build = launcher.run("build_dataset")
             print(f"dataset, features and EDA report: {'ok' if build.success else 'FAILED'}")
             if not build.success:
-                print(f"  {build.failure()}", file=sys.stderr)
-                return 1
-            config = {"ops": {"candidate_model": {"config": {"n_trials": args.trials}}}}
+                return _failed("build_dataset", build)
+            trials = args.trials or contract.training.n_trials
+            config = {"ops": {"candidate_model": {"config": {"n_trials": trials}}}}
             train = launcher.run("train_and_promote", run_config=config)
         from mlops_assets.lib.registry import Registry
 
@@ -74,11 +93,26 @@ def cmd_demo(args) -> int:
         if m:
             print(f"challenger {m['bentoml_tag']}: sealed-test AUC {m['roc_auc']:.4f}, "
                   f"log loss {m['log_loss']:.4f}, F1 {m['f1']:.4f}")
-        print(f"train and promote: {'ok' if train.success else 'FAILED'}; champion: {champion}")
+        bento = train.materialization("bento")
+        promoted = train.materialization("champion")
+        print(f"train and promote: {'ok' if train.success else 'FAILED'}; champion: {champion}"
+              + (f"; Bento {bento['bento_tag']}" if bento else ""))
         if not train.success:
-            print(f"  {train.failure()}", file=sys.stderr)
+            if promoted and not bento:
+                print(f"  the champion moved to {champion}, but its Bento was not built: "
+                      "`bentoml serve` from this project (registry mode) serves it already; "
+                      "materialize `bento` from the UI once the cause is fixed",
+                      file=sys.stderr)
+            return _failed("train_and_promote", train)
     print(f"done in {time.perf_counter() - started:.1f} s; open the UI with: make ui")
-    return 0 if train.success and not failed else 1
+    return 0 if not failed else 1
+
+
+def _failed(what: str, outcome) -> int:
+    """The last lines a failed command prints: what failed and why."""
+    print(f"FAILED: {what}: {outcome.failure()}\n  (run {outcome.run_id}; its events are in "
+          "the Dagster UI)", file=sys.stderr)
+    return 1
 
 
 def _print_excluded(instance) -> None:
@@ -241,6 +275,32 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_contract_init(args) -> int:
+    """Infer a starter contract from a data file and say what to review."""
+    from mlops_assets.lib import contract_init, data
+
+    data_file = Path(args.data_file)
+    out = Path(args.out) if args.out else data_file.resolve().parent / (
+        contract_init._name(data_file) + ".yaml")
+    if out.exists() and not args.force:
+        print(f"error: {out} exists (keep your edits: --out elsewhere, or --force)",
+              file=sys.stderr)
+        return 2
+    inferred = contract_init.infer(data_file, args.target, args.period, args.frequency,
+                                   Path(args.labels) if args.labels else None, args.key,
+                                   out.resolve().parent)
+    contract = contract_init.write(inferred, out)
+    batches = data.source_batches(contract)
+    print(f"wrote {out}: {len(contract.categorical)} categorical and {len(contract.numeric)} "
+          f"numeric features, {len(batches)} periods ({next(iter(batches))} to "
+          f"{list(batches)[-1]})")
+    print("check:")
+    for line in inferred.review:
+        print(f"  - {line}")
+    print(f"then run it: mlops-assets --contract {out} demo")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     parser.add_argument("--home", help="project home (default: $MLOPS_HOME or ./var)")
@@ -249,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="verb", required=True)
     demo = sub.add_parser("demo", help="land the first periods and run the pipeline on them")
     demo.add_argument("--periods", type=int, default=12, help="how many periods to land")
-    demo.add_argument("--trials", type=int, default=20, help="hyperparameter search trials")
+    demo.add_argument("--trials", type=int, default=None,
+                      help="hyperparameter search trials (default: the contract's, 20)")
     demo.set_defaults(func=cmd_demo)
     rb = sub.add_parser("rollback", help="set the champion back to the previous or a named one")
     rb.add_argument("--to", default=None, help="model tag (default: the previous champion)")
@@ -280,6 +341,22 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--cooldown", type=int, default=3, help="periods between triggered retrains")
     bt.add_argument("--out", default=None, help="output folder (default: reports/backtest)")
     bt.set_defaults(func=cmd_backtest)
+    contract = sub.add_parser("contract", help="write a dataset contract")
+    contract_sub = contract.add_subparsers(dest="contract_verb", required=True)
+    init = contract_sub.add_parser("init", help="infer a starter contract from a data file")
+    init.add_argument("data_file", help="CSV/TSV (separator sniffed) or Parquet file")
+    init.add_argument("--target", required=True, help="the label column (binary)")
+    init.add_argument("--period", default=None,
+                      help="a date, datetime, year or integer column that orders the rows")
+    init.add_argument("--frequency", default=None,
+                      choices=["year", "quarter", "month", "week", "day"],
+                      help="how to group a date period column (default month)")
+    init.add_argument("--labels", default=None, help="a separate file with the labels")
+    init.add_argument("--key", default=None, help="the row id column the labels join on")
+    init.add_argument("--out", default=None,
+                      help="where to write the YAML (default: <data file's folder>/<name>.yaml)")
+    init.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    init.set_defaults(func=cmd_contract_init)
     ui = sub.add_parser("ui", help="the Dagster UI and the reports' Evidently UI on this "
                         "project's instance")
     ui.add_argument("--host", default="127.0.0.1")
@@ -288,7 +365,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="Evidently UI port for the reports (default 8000)")
     ui.set_defaults(func=cmd_ui)
     args = parser.parse_args(argv)
-    return args.func(args)
+    from mlops_assets.config import ContractError
+
+    try:
+        return args.func(args)
+    except (ContractError, FileNotFoundError, ValueError) as err:  # bad input: no trace
+        if os.environ.get("MLOPS_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
@@ -25,7 +25,8 @@ ROW_KEY = "_row_key"
 BATCH = "_batch"
 PERIOD = "_period"
 SPLIT = "_split"
-TARGET = "_target"  # the label as 0/1
+TARGET = "_target"  # the label as 0/1; missing while a row's label has not arrived
+KEY = "_key"  # the contract's key column (a row id label files join on), as text
 SPLITS = ("train", "validation", "test")
 
 
@@ -33,8 +34,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def as_text(value):
+    """A category or label value as the text it is in a CSV file: 1 and 1.0 are "1"."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value) if isinstance(value, int | float) else value
+
+
+def _texts(values):
+    return [as_text(v) for v in values] if isinstance(values, list) else values
+
+
 class SourceSpec(_Strict):
-    files: list[str] = Field(min_length=1, description="file names under data/, read in order")
+    files: list[str] = Field(
+        min_length=1, description="delimited text or Parquet (.parquet) files, read in order; "
+        "a relative path is relative to the contract file's folder")
+    label_files: list[str] = Field(
+        default_factory=list, description="labels delivered apart from the rows: files with "
+        "the key column and the target, dropped into feedback/ by `demo` and `land`")
     separator: str = ","
     header: bool = True
     comment: str | None = None
@@ -52,15 +71,30 @@ class TargetSpec(_Strict):
     positive: list[str] = Field(min_length=1)
     negative: list[str] = Field(min_length=1)
 
+    _text = field_validator("positive", "negative", mode="before")(_texts)
+
+
+FREQUENCIES = {"year": "Y", "quarter": "Q", "month": "M", "week": "W", "day": "D"}
+
 
 class PeriodSpec(_Strict):
-    kind: Literal["month_wrap", "row_chunks"]
+    """How rows are cut into periods (batches, drift windows, backtest steps): by a column of
+    the data (``{column: year}``: a date, datetime, year or integer; dates grouped by
+    ``frequency``), by a month name that wraps around each year, or in chunks of rows."""
+
+    kind: Literal["column", "month_wrap", "row_chunks"] = "column"
+    column: str | None = None
+    frequency: Literal["year", "quarter", "month", "week", "day"] | None = Field(
+        default=None, description="for a date column (default month); none for numbers")
     month_column: str | None = None
     start_year: int | None = None
     rows_per_batch: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> PeriodSpec:
+        if self.kind == "column" and self.column is None:
+            raise ValueError("period needs a column (period: {column: <name>}), or kind "
+                             "month_wrap / row_chunks")
         if self.kind == "month_wrap" and (self.month_column is None or self.start_year is None):
             raise ValueError("period kind month_wrap needs month_column and start_year")
         if self.kind == "row_chunks" and self.rows_per_batch is None:
@@ -68,10 +102,28 @@ class PeriodSpec(_Strict):
         return self
 
 
+class GateSpec(_Strict):
+    """The promotion gate's thresholds for this dataset (launchpad config can override)."""
+
+    min_auc: float = Field(default=0.70, ge=0, le=1)
+    auc_margin: float = Field(default=0.02, ge=0)
+    log_loss_margin: float = Field(default=0.02, ge=0)
+    recent_periods: int = Field(default=3, ge=1)
+    min_comparison_rows: int = Field(default=1000, ge=0)
+    max_slice_gap: float = Field(default=0.10, ge=0)
+    n_bootstrap: int = Field(default=500, ge=50)
+
+
+class TrainingBudget(_Strict):
+    n_trials: int = Field(default=20, ge=1, description="hyperparameter search trials")
+
+
 class CategoricalSpec(_Strict):
     categories: list[str] = Field(min_length=1)
     nullable: bool = False
     description: str | None = None
+
+    _text = field_validator("categories", mode="before")(_texts)
 
 
 class NumericSpec(_Strict):
@@ -104,6 +156,8 @@ class DatasetContract(_Strict):
     target: TargetSpec
     period: PeriodSpec
     missing_tokens: list[str] = Field(default_factory=list)
+    key_column: str | None = Field(
+        default=None, description="a row id (never a feature): label files join on it")
     drop_columns: list[str] = Field(default_factory=list)
     pii_columns: dict[str, Literal["hash", "drop"]] = Field(default_factory=dict)
     categorical: dict[str, CategoricalSpec]
@@ -114,6 +168,10 @@ class DatasetContract(_Strict):
         default=0.05, ge=0, le=1, description="above this share of bad rows a batch is rejected"
     )
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    gate: GateSpec = Field(default_factory=GateSpec)
+    training: TrainingBudget = Field(default_factory=TrainingBudget)
+
+    _text = field_validator("missing_tokens", mode="before")(_texts)
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetContract:
@@ -121,11 +179,15 @@ class DatasetContract(_Strict):
         if overlap:
             raise ValueError(f"columns both categorical and numeric: {sorted(overlap)}")
         features = set(self.features)
-        for name in [self.target.column, *self.drop_columns, *self.pii_columns]:
+        for name in [self.target.column, *self.drop_columns, *self.pii_columns,
+                     *([self.key_column] if self.key_column else [])]:
             if name in features:
-                raise ValueError(f"column {name!r} is a feature and also target/dropped/PII")
+                raise ValueError(f"column {name!r} is a feature and also target/dropped/PII/key")
         if self.period.kind == "month_wrap" and self.period.month_column not in self.categorical:
             raise ValueError(f"period.month_column {self.period.month_column!r} not categorical")
+        if self.source.label_files and not self.key_column:
+            raise ValueError("source.label_files needs key_column: the column both the rows "
+                             "and the label files carry")
         if abs(sum(self.split_fractions) - 1.0) > 1e-9:
             raise ValueError(f"split_fractions must sum to 1, got {self.split_fractions}")
         if self.age_bands and self.age_bands.column not in self.numeric:
@@ -167,26 +229,73 @@ class DatasetContract(_Strict):
     @property
     def expected_columns(self) -> list[str]:
         """Columns a landed batch must carry (before dropping leakage and PII)."""
-        return [*self.features, *self.drop_columns, *self.pii_columns, self.target.column]
+        # With labels delivered apart, the rows may come without the target column.
+        return [*self.features, *self.drop_columns, *self.pii_columns,
+                *([self.key_column] if self.key_column else []),
+                *([] if self.source.label_files else [self.target.column])]
 
     def source_paths(self, data_dir: Path = DATA_DIR) -> list[Path]:
-        return [data_dir / name for name in self.source.files]
+        """The source files: absolute as given, else under ``data_dir`` (bundled datasets;
+        ``load_contract`` makes a user contract's relative paths absolute)."""
+        return [Path(name) if Path(name).is_absolute() else data_dir / name
+                for name in self.source.files]
+
+    def label_paths(self, data_dir: Path = DATA_DIR) -> list[Path]:
+        return [Path(name) if Path(name).is_absolute() else data_dir / name
+                for name in self.source.label_files]
+
+
+class ContractError(ValueError):
+    """A contract that cannot be used; the message names the file, the key and the fix."""
+
+
+def _explain(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors()[:8]:
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt? see the bundled contracts for the keys)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        got = e.get("input")
+        shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(got, dict | list) \
+            else f" (got {got!r})"
+        lines.append(f"  {where}: {msg}{shown}")
+    more = len(err.errors()) - 8
+    return "\n".join(lines + ([f"  ... and {more} more"] if more > 0 else []))
 
 
 def load_contract(name_or_path: str) -> DatasetContract:
-    """Load a contract by bundled name (``bank``, ``adult``) or by path to a YAML file."""
+    """Load a contract by bundled name (``bank``, ``adult``) or by path to a YAML file. A
+    file's relative ``source.files`` are resolved against the file's folder; a bundled
+    contract's against the package's data folder."""
     path = Path(name_or_path)
-    if not path.suffix:
+    bundled = not path.suffix
+    if bundled:
         path = CONTRACTS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        bundled = sorted(p.stem for p in CONTRACTS_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"dataset contract {str(path)!r} not found; bundled: {bundled}")
-    with path.open() as f:
-        raw = yaml.safe_load(f)
+        names = sorted(p.stem for p in CONTRACTS_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"dataset contract {str(path)!r} not found; bundled: {names}; "
+                                "or write one: mlops-assets contract init DATA_FILE --target COL")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ContractError(f"dataset contract {path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ContractError(f"dataset contract {path}: expected a mapping of keys, got "
+                            f"{type(raw).__name__}")
+    source = raw.get("source")
+    if not bundled and isinstance(source, dict):
+        folder = path.resolve().parent
+        for key in ("files", "label_files"):
+            if isinstance(source.get(key), list):
+                source[key] = [str(folder / f) if not Path(str(f)).is_absolute() else str(f)
+                               for f in source[key]]
     try:
         return DatasetContract.model_validate(raw)
-    except ValueError as err:
-        raise ValueError(f"invalid dataset contract {path}: {err}") from err
+    except ValidationError as err:
+        raise ContractError(f"dataset contract {path} is invalid:\n{_explain(err)}") from None
 
 
 def default_home() -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 
-from mlops_assets.config import BATCH, PERIOD, ROW_KEY, TARGET, DatasetContract
+from mlops_assets.config import BATCH, KEY, PERIOD, ROW_KEY, TARGET, DatasetContract
 
 
 def _numeric_type(series: pd.Series, missing: set[str], min_share: float) -> pd.Series:
@@ -57,8 +57,10 @@ def clean_schema(contract: DatasetContract) -> pa.DataFrameSchema:
         ROW_KEY: pa.Column(str, unique=True),
         BATCH: pa.Column(str),
         PERIOD: pa.Column(str),
-        TARGET: pa.Column("Int8", pa.Check.isin([0, 1])),
+        TARGET: pa.Column("Int8", pa.Check.isin([0, 1]), nullable=True),  # not arrived yet
     }
+    if contract.key_column:
+        columns[KEY] = pa.Column(object, nullable=False)
     for name, spec in contract.categorical.items():
         columns[name] = pa.Column(object, pa.Check.isin(spec.categories), nullable=spec.nullable)
     for name, spec in contract.numeric.items():

@@ -46,18 +46,20 @@ class ProjectResource(dg.ConfigurableResource):
 
 
 class GateResource(dg.ConfigurableResource):
-    """The promotion gate's thresholds (see lib/gate.py); override them in the launchpad."""
+    """The promotion gate's thresholds (see lib/gate.py): the contract's ``gate`` section,
+    each overridable here (launchpad or code); unset fields keep the contract's value."""
 
-    min_auc: float = GatePolicy.min_auc
-    auc_margin: float = GatePolicy.auc_margin
-    log_loss_margin: float = GatePolicy.log_loss_margin
-    recent_periods: int = GatePolicy.recent_periods
-    min_comparison_rows: int = GatePolicy.min_comparison_rows
-    max_slice_gap: float = GatePolicy.max_slice_gap
-    n_bootstrap: int = GatePolicy.n_bootstrap
+    min_auc: float | None = None
+    auc_margin: float | None = None
+    log_loss_margin: float | None = None
+    recent_periods: int | None = None
+    min_comparison_rows: int | None = None
+    max_slice_gap: float | None = None
+    n_bootstrap: int | None = None
 
-    def policy(self) -> GatePolicy:
-        return GatePolicy(**self.model_dump())
+    def policy(self, contract: DatasetContract) -> GatePolicy:
+        overrides = {k: v for k, v in self.model_dump().items() if v is not None}
+        return GatePolicy(**(contract.gate.model_dump() | overrides))
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):

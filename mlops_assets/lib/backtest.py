@@ -38,8 +38,17 @@ class Model:
 def labelled_rows(contract: DatasetContract) -> pd.DataFrame:
     """Every valid row of the bundled source with its period, split and features."""
     frames = []
+    labels = None
+    if contract.source.label_files:  # labels delivered apart: joined on the key column
+        labels = pd.concat([data.read_table(p, contract) for p in contract.label_paths()])
+        labels = labels.rename(columns={contract.key_column: "request_id"})
+        mapping = {v: 1 for v in contract.target.positive} | \
+            {v: 0 for v in contract.target.negative}
+        labels[TARGET] = labels[contract.target.column].map(mapping)
+        labels = labels.dropna(subset=[TARGET])
     for key, raw in data.source_batches(contract).items():
         valid = data.validate_rows(data.parse_batch(raw, contract, key), contract).valid
+        valid, _ = split.apply_labels(valid, labels, contract)
         frames.append(split.with_split(valid, contract))
     rows = pd.concat(frames, ignore_index=True)
     return pd.concat([features.build_features(rows, contract), rows[[PERIOD, SPLIT, TARGET]]],
@@ -88,6 +97,14 @@ def run(
     """Per-period results of the three policies, and the summary per policy."""
     spec = spec or training.TrainingSpec(n_trials=3)
     policy = policy or TriggerPolicy()
+    periods = list(data.source_batches(contract))  # cheap check before the long part
+    if initial_periods < 1 or len(periods) <= initial_periods:
+        raise ValueError(
+            f"backtest: {contract.name!r} has {len(periods)} periods "
+            f"({periods[0]} to {periods[-1]}); --initial-periods {initial_periods} leaves "
+            f"{max(0, len(periods) - initial_periods)} to replay: use --initial-periods "
+            f"between 1 and {len(periods) - 1}" if periods else
+            f"backtest: {contract.name!r} has no periods")
     rows = labelled_rows(contract)
     periods = sorted(rows[PERIOD].unique())
     initial = fit(rows[rows[PERIOD].isin(periods[:initial_periods])], contract, spec)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from mlops_assets.config import PROJECT_ROOT
+from mlops_assets.config import PROJECT_ROOT, DatasetContract
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,11 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def build_bento(home: Path, model_tag: str, contract: str, timeout_s: float = 600) -> BuiltBento:
-    """Stage the files ``bentofile.yaml`` includes plus a bundle manifest naming the model, and
-    run ``bentoml build`` there with BENTOML_HOME=<home>/bentoml (the registry's store)."""
+def build_bento(home: Path, model_tag: str, contract: DatasetContract,
+                timeout_s: float = 600) -> BuiltBento:
+    """Stage the files ``bentofile.yaml`` includes plus a bundle manifest naming the model and
+    holding its whole contract (a contract given by path is not in the package), and run
+    ``bentoml build`` there with BENTOML_HOME=<home>/bentoml (the registry's store)."""
     import time
 
     started = time.perf_counter()
@@ -49,7 +51,7 @@ def build_bento(home: Path, model_tag: str, contract: str, timeout_s: float = 60
                 shutil.copy2(src, dst)
     shutil.copy2(PROJECT_ROOT / "bentofile.yaml", stage / "bentofile.yaml")
     shutil.copy2(PROJECT_ROOT / "requirements-serving.txt", stage / "requirements-serving.txt")
-    manifest = {"model_tag": model_tag, "contract": contract}
+    manifest = {"model_tag": model_tag, "contract": contract.model_dump(mode="json")}
     (stage / "mlops_assets" / "serving" / "bundle.json").write_text(json.dumps(manifest))
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "true"}
     try:

@@ -61,12 +61,16 @@ Largest AUC gap below overall: {evaluation['max_slice_gap']:.4f} at
 ## Calibration
 {_table(evaluation['calibration'], ['range', 'rows', 'mean_predicted', 'observed_rate'])}
 
+## Promotion gate (from the contract, unless overridden at launch)
+Minimum sealed-test AUC {contract.gate.min_auc}; against the champion on the same recent
+sealed test rows (at least {contract.gate.min_comparison_rows}), AUC no worse than
+{contract.gate.auc_margin} and log loss no worse than {contract.gate.log_loss_margin} (95%
+paired bootstrap bounds); largest slice AUC gap at most {contract.gate.max_slice_gap}.
+
 ## Known limitations
-- The base rate drifts over time (Bank: ~3-9% positives in 2008-09, ~40-55% in 2010); the
-  probabilities are calibrated to the training periods, so recalibrate or retrain when the
-  monitored positive rate moves.
-- Much of the ranking signal comes from period-level economic indicators; within a single
-  period the signal is weak.
+- The base rate and the inputs may drift over time; the probabilities are calibrated to the
+  training periods, so recalibrate or retrain when the monitored positive rate moves (the
+  monitoring's calibration gap says when).
 - Slices with fewer than 100 rows or 10 rows of a class are reported but not judged.
 
 ## Lineage

@@ -13,10 +13,13 @@ import pandera.pandas as pa
 from mlops_assets.config import (
     BATCH,
     DATA_DIR,
+    FREQUENCIES,
+    KEY,
     PERIOD,
     ROW_KEY,
     TARGET,
     DatasetContract,
+    as_text,
 )
 from mlops_assets.lib import io
 from mlops_assets.schemas import clean_schema
@@ -32,30 +35,88 @@ class BatchError(ValueError):
 # --- the bundled source, cut into batches -------------------------------------------------
 
 
+def as_text_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A typed frame (Parquet) as the text a CSV file would hold: missing -> "", integers
+    without ".0" (also in a float column that only holds missing values besides), dates in
+    ISO format."""
+    out = pd.DataFrame(index=df.index)
+    for name, col in df.items():
+        if pd.api.types.is_datetime64_any_dtype(col):
+            text = col.dt.strftime("%Y-%m-%dT%H:%M:%S").str.replace("T00:00:00", "")
+        elif pd.api.types.is_float_dtype(col):
+            whole = col.dropna().apply(float.is_integer).all()
+            text = col.map(lambda v, w=whole: "" if pd.isna(v)
+                           else (str(int(v)) if w else str(float(v))))
+        else:
+            text = col.map(lambda v: "" if v is None or (not isinstance(v, str) and pd.isna(v))
+                           else as_text(v) if not isinstance(v, str) else v)
+        out[str(name)] = text.fillna("").astype(str)
+    return out
+
+
+def read_table(path: Path, contract: DatasetContract) -> pd.DataFrame:
+    """One source file (delimited text by the contract, or Parquet by its suffix) as text."""
+    if not path.is_file():
+        raise FileNotFoundError(f"source file {path} of dataset {contract.name!r} not found")
+    if path.suffix == ".parquet":
+        return as_text_frame(pd.read_parquet(path))
+    return pd.read_csv(
+        path,
+        sep=contract.source.separator,
+        header=0 if contract.source.header else None,
+        names=None if contract.source.header else contract.source.column_names,
+        comment=contract.source.comment,
+        dtype=str,
+        keep_default_na=False,
+        skipinitialspace=True,
+    )
+
+
 def read_source(contract: DatasetContract, data_dir: Path = DATA_DIR) -> pd.DataFrame:
     """The contract's source files as one frame of text, in file order."""
-    frames = []
-    for path in contract.source_paths(data_dir):
-        if not path.is_file():
-            raise FileNotFoundError(f"source file {path} of dataset {contract.name!r} not found")
-        frames.append(
-            pd.read_csv(
-                path,
-                sep=contract.source.separator,
-                header=0 if contract.source.header else None,
-                names=None if contract.source.header else contract.source.column_names,
-                comment=contract.source.comment,
-                dtype=str,
-                keep_default_na=False,
-                skipinitialspace=True,
-            )
-        )
+    frames = [read_table(path, contract) for path in contract.source_paths(data_dir)]
     return pd.concat(frames, ignore_index=True)
 
 
+def period_keys(values: pd.Series, column: str, frequency: str | None) -> pd.Series:
+    """A period column's values as sortable period keys: whole numbers zero-padded (years
+    stay as they are), dates and datetimes grouped by ``frequency`` (default month) as
+    ``2010``, ``2010Q1``, ``2010-03``, ``2010-03-01`` (week: its Monday, day)."""
+    present = values[values != ""]
+    if len(present) < len(values):
+        row = int(np.flatnonzero((values == "").to_numpy())[0])
+        raise ValueError(f"period column {column!r}: row {row} has no value")
+    numbers = pd.to_numeric(values, errors="coerce")
+    if frequency is None and numbers.notna().all():
+        if not (numbers % 1 == 0).all():
+            bad = values[numbers % 1 != 0].iloc[0]
+            raise ValueError(f"period column {column!r}: {bad!r} is not a whole number; give "
+                             "period.frequency if it is a date")
+        width = len(str(int(numbers.abs().max())))
+        return numbers.astype("int64").map(lambda v: str(v).zfill(width))
+    dates = pd.to_datetime(values, errors="coerce", format="mixed")
+    if dates.isna().any():
+        bad = values[dates.isna()].iloc[0]
+        raise ValueError(f"period column {column!r}: {bad!r} is neither a whole number nor a "
+                         "date")
+    freq = frequency or "month"
+    if freq == "week":
+        return dates.dt.to_period("W").dt.start_time.dt.strftime("%Y-%m-%d")
+    fmt = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}.get(freq)
+    if fmt:
+        return dates.dt.strftime(fmt)
+    return dates.dt.to_period(FREQUENCIES[freq]).astype(str)  # quarter: 2010Q1
+
+
 def assign_periods(df: pd.DataFrame, contract: DatasetContract) -> pd.Series:
-    """The period (batch id) of each row of the source, e.g. ``2008-05`` or ``b0003``."""
+    """The period (batch id) of each row of the source, e.g. ``2008-05``, ``1994`` or
+    ``b0003``."""
     spec = contract.period
+    if spec.kind == "column":
+        if spec.column not in df.columns:
+            raise ValueError(f"period column {spec.column!r} is not in the source "
+                             f"(columns: {list(df.columns)[:20]})")
+        return period_keys(df[spec.column], spec.column, spec.frequency)
     if spec.kind == "row_chunks":
         chunk = np.arange(len(df)) // spec.rows_per_batch
         return pd.Series([f"b{i + 1:04d}" for i in chunk], index=df.index)
@@ -95,6 +156,22 @@ def land_batches(
     """Land batches ``first`` to ``last`` (exclusive, in time order) of the bundled source."""
     batches = list(source_batches(contract, data_dir).items())[first:last]
     return [write_batch(df, landing_dir, key, contract.source.separator) for key, df in batches]
+
+
+def land_labels(contract: DatasetContract, feedback_dir: Path,
+                data_dir: Path = DATA_DIR) -> list[Path]:
+    """Deliver the contract's separate label files (key column + target) to the feedback
+    folder as CSV, atomically: the labels' own path into the pipeline (feedback_labels)."""
+    out = []
+    for path in contract.label_paths(data_dir):
+        labels = read_table(path, contract)
+        missing = {contract.key_column, contract.target.column} - set(labels.columns)
+        if missing:
+            raise ValueError(f"label file {path} misses column(s) {sorted(map(str, missing))}")
+        target = Path(feedback_dir) / f"labels-{path.name.split('.')[0]}.csv"
+        frame = labels[[contract.key_column, contract.target.column]]
+        out.append(io.write_with(target, lambda tmp, f=frame: f.to_csv(tmp, index=False)))
+    return out
 
 
 # --- one landed batch ---------------------------------------------------------------------
@@ -177,13 +254,17 @@ def parse_batch(raw: pd.DataFrame, contract: DatasetContract, batch_id: str) -> 
     out[ROW_KEY] = row_keys(batch_id, len(text))
     out[BATCH] = batch_id
     out[PERIOD] = batch_id
-    labels = text[contract.target.column]
+    if contract.key_column:
+        out[KEY] = text[contract.key_column].astype(object)
+    # A missing label is not an error: the row is kept, unlabeled (for drift and scoring),
+    # until a label file supplies it. A label outside the contract is an error.
+    labels = text[contract.target.column] if contract.target.column in text \
+        else pd.Series("", index=text.index)
     mapping = {v: 1 for v in contract.target.positive} | {v: 0 for v in contract.target.negative}
     target = labels.map(mapping).astype("Int8")
-    for i in np.flatnonzero(target.isna().to_numpy()):
-        value = labels.iat[i]
-        what = "missing label" if value in missing else f"unknown label {value!r}"
-        errors.append((int(i), TARGET, f"{contract.target.column}: {what}"))
+    for i in np.flatnonzero((target.isna() & ~labels.isin(missing)).to_numpy()):
+        errors.append((int(i), TARGET,
+                       f"{contract.target.column}: unknown label {labels.iat[i]!r}"))
     out[TARGET] = target
     for name in contract.categorical:
         out[name] = text[name].where(~text[name].isin(missing), None).astype(object)

@@ -94,16 +94,21 @@ def no_feedback() -> pd.DataFrame:
 
 
 def read_feedback(folder: Path, contract: DatasetContract) -> pd.DataFrame:
-    """Label files ``<folder>/*.csv`` with ``request_id`` and the target column (the
-    contract's labels, or 0/1). Bad files or labels raise naming the file and the value."""
+    """Label files ``<folder>/*.csv``: an id column and the target column (the contract's
+    labels, or 0/1). The id is ``request_id`` for served predictions, or the contract's key
+    column for rows whose labels arrive apart; either is returned as ``request_id``. Bad
+    files or labels raise naming the file and the value."""
     mapping = {v: 1 for v in contract.target.positive} | {v: 0 for v in contract.target.negative}
     mapping |= {"1": 1, "0": 0}
     frames = []
     for path in sorted(Path(folder).glob("*.csv")):
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        missing = {"request_id", contract.target.column} - set(df.columns)
-        if missing:
-            raise FeedbackError(f"feedback file {path} misses column(s) {sorted(missing)}")
+        ids = [c for c in ("request_id", contract.key_column) if c and c in df.columns]
+        if not ids or contract.target.column not in df.columns:
+            need = "request_id" + (f" or {contract.key_column}" if contract.key_column else "")
+            raise FeedbackError(f"feedback file {path} needs columns {need} and "
+                                f"{contract.target.column}; it has {list(df.columns)[:10]}")
+        df = df.rename(columns={ids[0]: "request_id"})
         labels = df[contract.target.column].str.strip().map(mapping)
         bad = df.loc[labels.isna(), contract.target.column]
         if len(bad):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlops_assets.config import BATCH, ROW_KEY, SPLIT, SPLITS, TARGET, DatasetContract
+from mlops_assets.config import BATCH, KEY, ROW_KEY, SPLIT, SPLITS, TARGET, DatasetContract
 from mlops_assets.lib import io
 
 # pandas' hash_array wants a 16-byte key; changing it would reshuffle every sealed split.
@@ -25,6 +25,20 @@ def assign_split(keys: pd.Series, fractions: Iterable[float]) -> pd.Series:
     edges = np.cumsum(list(fractions))[:-1]
     labels = np.asarray(SPLITS, dtype=object)[np.searchsorted(edges, u, side="right")]
     return pd.Series(labels, index=keys.index)
+
+
+def apply_labels(rows: pd.DataFrame, labels: pd.DataFrame | None,
+                 contract: DatasetContract) -> tuple[pd.DataFrame, int]:
+    """Fill missing labels from label files (``labels``: id + label, joined on the
+    contract's key column) and keep the labelled rows: ``(labelled rows, rows still
+    waiting for a label)``. A label in a file never overrides one the row carried."""
+    rows = rows.copy()
+    if contract.key_column and labels is not None and len(labels) and KEY in rows:
+        by_key = labels.drop_duplicates("request_id", keep="last").set_index("request_id")
+        arrived = rows[KEY].map(by_key[TARGET]).astype("Int8")
+        rows[TARGET] = rows[TARGET].fillna(arrived)
+    waiting = rows[TARGET].isna()
+    return rows[~waiting].reset_index(drop=True), int(waiting.sum())
 
 
 def with_split(valid: pd.DataFrame, contract: DatasetContract) -> pd.DataFrame:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from mlops_assets.config import DatasetContract
+from mlops_assets.config import DatasetContract, as_text
 
 
 def _field_name(column: str) -> str:
@@ -22,7 +22,8 @@ def record_model(contract: DatasetContract) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name, spec in contract.categorical.items():
         allowed = tuple(spec.categories) + (tuple(contract.missing_tokens) if spec.nullable else ())
-        kind: Any = Literal[allowed]  # type: ignore[valid-type]
+        # A number sent for an integer-coded category (21 for "21") is that category.
+        kind: Any = Annotated[Literal[allowed], BeforeValidator(as_text)]  # type: ignore
         if spec.nullable:
             fields[_field_name(name)] = (kind | None, Field(default=None, alias=name))
         else:

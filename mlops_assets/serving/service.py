@@ -24,7 +24,7 @@ from bentoml.validators import ContentType
 from pydantic import Field
 from starlette.responses import JSONResponse
 
-from mlops_assets.config import load_contract
+from mlops_assets.config import DatasetContract, load_contract
 from mlops_assets.lib.model import ServingModel
 from mlops_assets.lib.predlog import PredictionLog
 from mlops_assets.lib.registry import PRODUCTION, Registry
@@ -38,7 +38,8 @@ from mlops_assets.serving.settings import ServingSettings
 BUNDLE_FILE = Path(__file__).with_name("bundle.json")
 BUNDLE = json.loads(BUNDLE_FILE.read_text()) if BUNDLE_FILE.is_file() else None
 SETTINGS = ServingSettings.from_env()
-CONTRACT = load_contract(BUNDLE["contract"] if BUNDLE else SETTINGS.contract)
+CONTRACT = (DatasetContract.model_validate(BUNDLE["contract"]) if BUNDLE
+            else load_contract(SETTINGS.contract))
 Record = record_model(CONTRACT)
 read_columns = ColumnReader(CONTRACT)
 

@@ -66,7 +66,8 @@ def test_train_evaluate_promote_and_card(trained):
     manifest = yaml.safe_load((bento_dir / "bento.yaml").read_text())
     assert manifest["services"][0]["models"][0]["tag"] == model["tag"]
     bundle = json.loads((bento_dir / "src/mlops_assets/serving/bundle.json").read_text())
-    assert bundle == {"model_tag": model["tag"], "contract": "bank"}
+    assert bundle["model_tag"] == model["tag"]
+    assert bundle["contract"] == project.contract.model_dump(mode="json")  # the whole contract
     assert not (bento_dir / "src/mlops_assets/defs").exists()  # serving code only
     assert bento["bento_bytes"].value > 0
 

@@ -92,7 +92,7 @@ def test_a_built_bento_serves_its_own_model(tmp_path, bank_batches):
 
     home = tmp_path / "home"
     first, second, test_rows = train_two_models(home, bank_batches)
-    built = build_bento(home, first, "bank")
+    built = build_bento(home, first, Registry(home).load(first).contract)
     Registry(home).promote(second, "the registry moves on; the Bento must not")
     port = free_port()
     bentoml = Path(sys.executable).parent / "bentoml"

@@ -10,7 +10,7 @@ from dagster._core.storage.asset_check_execution_record import (  # no public ex
     AssetCheckExecutionRecordStatus,
 )
 
-from mlops_assets.config import BATCH, ROW_KEY, SPLIT, SPLITS
+from mlops_assets.config import BATCH, ROW_KEY, SPLIT, SPLITS, TARGET
 from mlops_assets.defs.metadata import frame_metadata, markdown_table
 from mlops_assets.defs.resources import ProjectResource, batches
 from mlops_assets.lib import data, split
@@ -47,6 +47,7 @@ def validate_batch(
             **frame_metadata(result.valid, contract),
             "invalid_fraction": round(result.invalid_fraction, 6),
             "quarantined": len(result.quarantined),
+            "unlabeled": int(result.valid[TARGET].isna().sum()),
         },
     )
     yield dg.Output(
@@ -163,11 +164,14 @@ def _check_description(instance: dg.DagsterInstance, key: dg.AssetCheckKey, batc
                         "set aside with the row they repeat: they reach no split.",
             kinds={"pandas"}),
     },
-    ins={"validated_batch": dg.AssetIn(dagster_type=dg.Any)},  # a lazy mapping
+    ins={"validated_batch": dg.AssetIn(dagster_type=dg.Any),  # a lazy mapping
+         # Labels that arrived apart from their rows (joined on the contract's key column).
+         "feedback_labels": dg.AssetIn(metadata={"optional": True})},
 )
 def sealed_split(
     context: dg.AssetExecutionContext,
     validated_batch: Mapping[str, pd.DataFrame],
+    feedback_labels: pd.DataFrame | None,
     project: ProjectResource,
 ):
     """Assign every valid row of every batch that passed its checks to train/validation/test
@@ -186,6 +190,10 @@ def sealed_split(
             + (f" (excluded: {dict(zip(excluded['batch'], excluded['reason'], strict=True))})"
                if len(excluded) else ""))
     rows = pd.concat([validated_batch[b] for b in included], ignore_index=True)
+    rows, unlabeled = split.apply_labels(rows, feedback_labels, contract)
+    if unlabeled:
+        context.log.info(f"{unlabeled} rows have no label yet: kept, in no split until a "
+                         "label file supplies it (feedback/)")
     sealed = split.read_sealed(project.paths.sealed_test)[ROW_KEY]
     rows, duplicates = split.split_duplicates(rows, contract, included, sealed)
     assigned = split.with_split(rows, contract)
@@ -203,6 +211,7 @@ def sealed_split(
                 "batch_status": batch_table,
                 "positive_rate": round(float(part["_target"].mean()), 4) if len(part) else 0.0,
                 "sealed_test_keys": manifest.total,
+                "unlabeled_rows_waiting": unlabeled,
             },
         )
     yield dg.Output(duplicates, output_name="duplicate_rows", metadata={

@@ -17,7 +17,8 @@ def bento(project: ProjectResource) -> dg.MaterializeResult:
     tag = registry.champion()  # the registry is the one record of which model is live
     if tag is None:
         raise ValueError("no champion in the registry yet: nothing to package")
-    built = build_bento(project.paths.home, tag, project.contract().name)
+    # The Bento carries the contract the model was trained with, whatever file it came from.
+    built = build_bento(project.paths.home, tag, registry.load(tag).contract)
     model_dir = Path(registry.get(tag).path)
     model_bytes = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
     return dg.MaterializeResult(

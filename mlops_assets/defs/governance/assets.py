@@ -23,7 +23,7 @@ def gate_report(
 ) -> dg.Output[dict]:
     """The challenger against the champion on the same recent sealed test rows, plus the
     serving smoke test: the evidence the blocking gate checks judge."""
-    policy = gate_policy.policy()
+    policy = gate_policy.policy(project.contract())
     registry = project.registry()
     challenger = registry.load(candidate_model["tag"])
     champion_tag = registry.champion()

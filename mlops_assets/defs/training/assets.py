@@ -4,7 +4,7 @@ then judged on the sealed test rows."""
 import dagster as dg
 import pandas as pd
 
-from mlops_assets.config import PERIOD, TARGET
+from mlops_assets.config import PERIOD, TARGET, DatasetContract
 from mlops_assets.defs.ingestion.assets import raw_batch
 from mlops_assets.defs.metadata import markdown_table, report_link
 from mlops_assets.defs.resources import ProjectResource
@@ -15,7 +15,7 @@ from mlops_assets.lib.registry import provenance
 class TrainingConfig(dg.Config):
     """Hyperparameter search and training settings (see lib/training.py)."""
 
-    n_trials: int = 20
+    n_trials: int | None = None  # None: the contract's training.n_trials
     timeout_s: float | None = None
     seed: int = 42
     max_rounds: int = 1000
@@ -31,14 +31,15 @@ class TrainingConfig(dg.Config):
     feature_fraction: list[float] = list(training.SearchSpace.feature_fraction)
     lambda_l2: list[float] = list(training.SearchSpace.lambda_l2)
 
-    def spec(self) -> training.TrainingSpec:
+    def spec(self, contract: DatasetContract) -> training.TrainingSpec:
         space = training.SearchSpace(
             learning_rate=tuple(self.learning_rate), num_leaves=tuple(self.num_leaves),
             min_child_samples=tuple(self.min_child_samples),
             feature_fraction=tuple(self.feature_fraction), lambda_l2=tuple(self.lambda_l2),
         )
         return training.TrainingSpec(
-            n_trials=self.n_trials, timeout_s=self.timeout_s, seed=self.seed,
+            n_trials=self.n_trials or contract.training.n_trials, timeout_s=self.timeout_s,
+            seed=self.seed,
             max_rounds=self.max_rounds, early_stopping_rounds=self.early_stopping_rounds,
             objective_metric=self.objective_metric, class_weight=self.class_weight,
             threshold_rule=self.threshold_rule, space=space,
@@ -65,7 +66,7 @@ def candidate_model(
 ) -> dg.Output[dict]:
     """A LightGBM model tuned with Optuna, saved as a new version in the BentoML model store."""
     contract = project.contract()
-    spec = config.spec()
+    spec = config.spec(contract)
     if config.recent_periods:
         keep = sorted(train_features[PERIOD].unique())[-config.recent_periods:]
         train_features = train_features[train_features[PERIOD].isin(keep)]
