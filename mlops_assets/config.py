@@ -110,7 +110,10 @@ class GateSpec(_Strict):
     log_loss_margin: float = Field(default=0.02, ge=0)
     recent_periods: int = Field(default=3, ge=1)
     min_comparison_rows: int = Field(default=1000, ge=0)
-    max_slice_gap: float = Field(default=0.10, ge=0)
+    max_slice_gap: float = Field(default=0.10, ge=0, description="error-rate gap between "
+                                 "slices of a protected column, beyond sampling error")
+    max_slice_drop: float = Field(default=0.05, ge=0, description="how much a slice's AUC "
+                                  "may fall against the champion's (upper 95% bound)")
     n_bootstrap: int = Field(default=500, ge=50)
 
 
@@ -163,6 +166,9 @@ class DatasetContract(_Strict):
     categorical: dict[str, CategoricalSpec]
     numeric: dict[str, NumericSpec]
     slices: list[str] = Field(default_factory=list)
+    protected: list[str] = Field(
+        default_factory=list, description="slices (of `slices`) whose error rates the gate "
+        "compares with each other: a disparity beyond sampling error blocks promotion")
     age_bands: AgeBands | None = None
     max_invalid_fraction: float = Field(
         default=0.05, ge=0, le=1, description="above this share of bad rows a batch is rejected"
@@ -185,6 +191,9 @@ class DatasetContract(_Strict):
                 raise ValueError(f"column {name!r} is a feature and also target/dropped/PII/key")
         if self.period.kind == "month_wrap" and self.period.month_column not in self.categorical:
             raise ValueError(f"period.month_column {self.period.month_column!r} not categorical")
+        if set(self.protected) - set(self.slices):
+            raise ValueError(f"protected {sorted(set(self.protected) - set(self.slices))} "
+                             "must also be listed in slices")
         if self.source.label_files and not self.key_column:
             raise ValueError("source.label_files needs key_column: the column both the rows "
                              "and the label files carry")

@@ -55,6 +55,7 @@ class GateResource(dg.ConfigurableResource):
     recent_periods: int | None = None
     min_comparison_rows: int | None = None
     max_slice_gap: float | None = None
+    max_slice_drop: float | None = None
     n_bootstrap: int | None = None
 
     def policy(self, contract: DatasetContract) -> GatePolicy:

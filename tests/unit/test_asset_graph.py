@@ -21,7 +21,7 @@ CHECKS = [
     "gate_report:meets_absolute_thresholds",
     "gate_report:not_worse_than_champion",
     "gate_report:serves_finite_probabilities",
-    "gate_report:slice_gap_below_max",
+    "gate_report:slices_hold_up",
     "live_performance:live_performance_above_floors",
     "raw_batch:raw_batch_schema",
     "serving_health:serving_health_ok",

@@ -96,3 +96,51 @@ def test_recent_rows_reach_back_until_enough_rows():
     assert set(gate.recent_rows(test, 2, 0)["_period"]) == {"c", "d"}
     assert set(gate.recent_rows(test, 2, 400)["_period"]) == {"b", "c", "d"}
     assert len(gate.recent_rows(test, 2, 10_000)) == 950
+
+
+def test_slices_judged_against_the_champion_not_the_overall_auc():
+    """The issue's case: age drives the label, so within every age band the AUC is far
+    below the overall AUC, for any model. That is no regression: only a slice the challenger
+    serves worse than the champion is."""
+    rng = np.random.default_rng(5)
+    n = 6000
+    age = rng.integers(18, 90, n)
+    band = np.digitize(age, [30, 45, 60]).astype(str).astype(object)
+    other = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(0.08 * (age - 50) + 0.5 * other)))).astype(int)
+    champion = 1 / (1 + np.exp(-(0.08 * (age - 50) + 0.5 * other)))
+    policy = gate.GatePolicy()
+    same_quality = np.clip(champion + rng.normal(0, 0.01, n), 0, 1)
+    table = gate.slice_regressions({"age_band": band}, y, champion, same_quality, n=100)
+    assert len(table) == 4
+    overall = evaluation._fast_auc(y, champion)
+    assert (table["champion_auc"] < overall - 0.1).all()  # what failed the old rule
+    ok, why = gate.slices(table, gate.error_rate_gaps({}, y, y), policy)
+    assert ok, why
+    # A challenger that lost the signal for the oldest band is worse there, and only there.
+    broken = same_quality.copy()
+    old = band == "3"
+    broken[old] = rng.random(old.sum())
+    table = gate.slice_regressions({"age_band": band}, y, champion, broken, n=100)
+    ok, why = gate.slices(table, gate.error_rate_gaps({}, y, y), policy)
+    assert not ok and "age_band=3" in why and "worse than the champion" in why
+
+
+def test_error_rate_disparity_beyond_sampling_error_blocks():
+    rng = np.random.default_rng(6)
+    n = 4000
+    group = rng.choice(np.array(["a", "b"], dtype=object), n)
+    y = rng.integers(0, 2, n)
+    fair = np.where(rng.random(n) < 0.8, y, 1 - y)  # 20% errors in both groups
+    policy = gate.GatePolicy()
+    ok, why = gate.slices(None, gate.error_rate_gaps({"sex": group}, y, fair), policy)
+    assert ok and "largest error-rate disparity" in why
+    unfair = fair.copy()
+    missed = (group == "b") & (y == 1) & (rng.random(n) < 0.4)  # b's positives missed more
+    unfair[missed] = 0
+    gaps = gate.error_rate_gaps({"sex": group}, y, unfair)
+    ok, why = gate.slices(None, gaps, policy)
+    assert not ok and "false negative rate" in why and "at b" in why
+    # Small groups: the same gap on 60 rows is within sampling error.
+    few = gate.error_rate_gaps({"sex": group[:120]}, y[:120], unfair[:120], min_rows=50)
+    assert few.empty or few["excess"].max() < gaps["excess"].max()
