@@ -29,6 +29,8 @@ PII_NAME = re.compile(r"(^|_)(e?mail|name|first_?name|last_?name|surname|phone|m
                       re.IGNORECASE)
 MAX_CATEGORIES = 100  # more distinct text values than this: not a usable categorical
 MAX_INT_CODES = 12  # whole numbers with at most this many values: integer-coded categories
+LEAK_DROP_AUC = 0.95  # one column alone this predictive: dropped as a likely leak
+LEAK_REVIEW_AUC = 0.80  # this predictive: kept, flagged for review
 
 
 @dataclass
@@ -38,7 +40,10 @@ class Inferred:
 
 
 def sniff_separator(path: Path) -> str:
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="", encoding="utf-8", errors="replace") as f:
         sample = f.read(65536)
     try:
         return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
@@ -190,19 +195,23 @@ def infer(path: Path, target: str, period: str | None = None,
             if nullable:
                 spec["nullable"] = True
             categorical[col] = spec
-            if whole:
-                review.append(f"{col!r}: whole numbers with {distinct} values: taken as an "
-                              "integer-coded category (move it to numeric if order matters)")
             score = 0.5  # judged only with enough rows per category to be no fluke
             if labelled.sum() >= 30 * distinct:
                 rate = pd.Series(y[labelled]).groupby(values[labelled].to_numpy()).mean()
                 score = _auc(values[labelled].map(rate).to_numpy(float), y[labelled])
-        if score > 0.95:
+        if score > LEAK_DROP_AUC:
             (numeric if col in numeric else categorical).pop(col)
             drop.append(col)
             review.append(f"{col!r}: predicts the label almost alone (AUC {score:.3f}): may "
                           "leak it (known only after the outcome?): dropped; put it back if "
                           "it is known at prediction time")
+        elif col in categorical and whole:
+            review.append(f"{col!r}: whole numbers with {distinct} values: taken as an "
+                          "integer-coded category (move it to numeric if order matters)")
+        if col not in drop and score > LEAK_REVIEW_AUC:
+            review.append(f"{col!r}: a strong predictor alone (AUC {score:.3f}): kept, but "
+                          "check it is known when a prediction is made (else drop it: it "
+                          "leaks the label)")
     if not categorical and not numeric:
         raise ContractError(f"{path}: no usable feature columns")
     name = _name(path)
@@ -219,7 +228,7 @@ def infer(path: Path, target: str, period: str | None = None,
         contract["period"] = {"column": period, **({"frequency": frequency} if frequency
                                                    else {})}
     else:
-        rows = max(len(df) // 12, 1)
+        rows = max(-(-len(df) // 12), 1)  # ceil: 12 batches, the last one shorter
         contract["period"] = {"kind": "row_chunks", "rows_per_batch": rows}
         review.append(f"no --period: rows cut in order into chunks of {rows} (12 batches); "
                       "give a date, year or integer column with --period if the data has one")

@@ -1,7 +1,8 @@
 """Datasets built for the bring-your-own-data tests: shapes the bundled ones do not have.
 
 - ``integer_coded``: CSV, categories coded as integers, a date column as the period, "?" for
-  missing values, an id column and an e-mail column (to be flagged), a label 0/1.
+  missing values, an id column, an e-mail column and a column that leaks the label (each to
+  be flagged), a label 0/1.
 - ``parquet_years``: Parquet with a ``year`` period column and typed columns (ints, floats
   with gaps, text), its labels ("yes"/"no") in a separate Parquet file joined on ``id``.
 Both have a real signal (a logistic model of the features) so a model can pass the gate."""
@@ -38,6 +39,9 @@ def integer_coded(folder: Path, rows: int = 6000, months: int = 6) -> Path:
         "email": [f"user{i}@example.com" for i in range(rows)],
         "churned": _labels(rng, logit).astype(str),
     })
+    # Recorded after the outcome: the label with 3% noise (a leak contract init must catch).
+    leak = frame["churned"].astype(int) ^ (rng.random(rows) < 0.03)
+    frame.insert(6, "closing_fee", np.where(leak == 1, 25.0, 0.0).astype(str))
     frame.loc[rng.random(rows) < 0.02, "usage"] = "?"
     path = Path(folder) / "telco.csv"
     path.parent.mkdir(parents=True, exist_ok=True)

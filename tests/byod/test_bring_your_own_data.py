@@ -53,10 +53,11 @@ def test_integer_coded_csv_with_a_date_period(tmp_path):
     assert init.returncode == 0, init.stderr
     contract_path = tmp_path / "data" / "telco.yaml"
     assert "looks like an id" in init.stdout and "personal data" in init.stdout
+    assert "'closing_fee': predicts the label almost alone" in init.stdout
     contract = load_contract(str(contract_path))
     assert contract.categorical["plan"].categories == ["1", "2", "3", "4", "5"]
     assert contract.pii_columns == {"email": "drop"}
-    assert {"customer_id", "signup_date"} <= set(contract.drop_columns)
+    assert {"customer_id", "signup_date", "closing_fee"} <= set(contract.drop_columns)
     assert contract.source.files == [str(data_file)]  # relative in the file, to its folder
     assert yaml.safe_load(contract_path.read_text())["source"]["files"] == ["telco.csv"]
     # Integer-coded categories sent as JSON numbers are those categories.

@@ -112,3 +112,50 @@ def test_empty_and_unreadable_batch_files(tmp_path):
     assert data.read_batch(empty, BANK).empty
     with pytest.raises(data.BatchError, match="does not exist"):
         data.read_batch(tmp_path / "missing.csv", BANK)
+
+
+def test_period_keys_from_years_integers_and_dates_sort_in_time():
+    years = data.period_keys(pd.Series(["1999", "2001", "2000"]), "year", None)
+    assert list(years) == ["1999", "2001", "2000"]
+    weeks = data.period_keys(pd.Series(["3", "12", "7"]), "week_no", None)
+    assert sorted(weeks) == ["03", "07", "12"]  # zero-padded: text order is time order
+    dates = pd.Series(["2020-01-05", "2020-03-01 10:30", "2020-11-30"])
+    assert list(data.period_keys(dates, "d", None)) == ["2020-01", "2020-03", "2020-11"]
+    assert list(data.period_keys(dates, "d", "quarter")) == ["2020Q1", "2020Q1", "2020Q4"]
+    assert list(data.period_keys(dates, "d", "year")) == ["2020"] * 3
+    with pytest.raises(ValueError, match="'d': row 1 has no value"):
+        data.period_keys(pd.Series(["2020-01-05", ""]), "d", None)
+    with pytest.raises(ValueError, match="'soon' is neither a whole number nor a date"):
+        data.period_keys(pd.Series(["2020-01-05", "soon"]), "d", None)
+
+
+def test_parquet_values_read_as_the_text_a_csv_holds():
+    typed = pd.DataFrame({"code": pd.array([21, None, 3], dtype="Int64"),
+                          "gappy": [1.0, None, 4.0], "x": [0.5, 1.25, None],
+                          "when": pd.to_datetime(["2020-01-01", "2020-01-02 08:00", None],
+                                                 format="mixed"),
+                          "flag": [True, False, True], "s": ["a", None, "c"]})
+    text = data.as_text_frame(typed)
+    assert text.to_dict("list") == {
+        "code": ["21", "", "3"], "gappy": ["1", "", "4"], "x": ["0.5", "1.25", ""],
+        "when": ["2020-01-01", "2020-01-02T08:00:00", ""], "flag": ["true", "false", "true"],
+        "s": ["a", "", "c"]}
+
+
+def test_rows_without_a_label_are_kept_waiting_not_quarantined(bank_batches):
+    raw = bank_batches["2008-05"].head(100).copy()
+    raw.loc[[0, 1, 2], "y"] = ""  # not arrived yet
+    result = data.validate_rows(data.parse_batch(raw, BANK, "2008-05"), BANK)
+    assert len(result.valid) == 100 and result.quarantined.empty
+    assert result.valid[TARGET].isna().sum() == 3
+    labelled, waiting = split.apply_labels(result.valid, None, BANK)
+    assert (len(labelled), waiting) == (97, 3)
+    # With a key column, a label file fills them in (a row's own label is never replaced).
+    keyed = BANK.model_copy(update={"key_column": "duration", "drop_columns": []})
+    rows = data.validate_rows(data.parse_batch(raw, keyed, "2008-05"), keyed).valid
+    arrived = pd.DataFrame({"request_id": [raw.loc[0, "duration"], raw.loc[3, "duration"]],
+                            TARGET: [1, 1 - int(raw.loc[3, "y"] == "yes")]})
+    labelled, waiting = split.apply_labels(rows, arrived, keyed)
+    assert waiting == 2 and len(labelled) == 98
+    assert labelled[TARGET].iloc[0] == 1  # row 0's label arrived
+    assert labelled[TARGET].iloc[1] == int(raw.loc[3, "y"] == "yes")  # row 3 kept its own

@@ -106,6 +106,8 @@ def gate_report(
             "champion": champion_tag or "none",
             "comparison_rows": len(recent),
             "rules": markdown_table(table),
+            "thresholds": markdown_table(pd.DataFrame(
+                [{"setting": k, "value": v} for k, v in policy.__dict__.items()])),
             "slices_vs_champion": markdown_table(regressions.round(4))
             if regressions is not None and len(regressions) else "no champion or no slice",
             "error_rate_gaps": markdown_table(gaps.round(4)) if len(gaps)
