@@ -209,6 +209,64 @@ def cmd_ui(args) -> int:
         stop(reports)
 
 
+def cmd_production(args) -> int:
+    """The production profile on this machine: PostgreSQL (instance storage), a gRPC code
+    server, dagster-webserver and dagster-daemon as separate processes on one instance, all
+    bound to 127.0.0.1, stopped together by their PIDs (Ctrl-C or SIGTERM)."""
+    import signal
+
+    from mlops_assets import postgres
+    from mlops_assets.lib import io
+    from mlops_assets.procs import free_port, start, stop, wait_http
+
+    home = Path(args.home).resolve() if args.home else default_home()
+    logs = Paths(home).reports / "production"
+    postgres.init_cluster(home / "postgres")
+    db, url = postgres.start_server(home / "postgres", args.pg_port or free_port(),
+                                    logs / "postgres.log")
+    procs = [db]
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        os.environ[postgres.URL_ENV] = url
+        home, _ = _setup(args)  # DAGSTER_HOME's dagster.yaml now stores in PostgreSQL
+        bin_dir = Path(sys.executable).parent
+        grpc_port = free_port()
+        workspace = home / "dagster" / "workspace.grpc.yaml"
+        io.write_text(workspace, yaml_dump({"load_from": [{"grpc_server": {
+            "host": "127.0.0.1", "port": grpc_port, "location_name": "mlops_assets"}}]}))
+        procs.append(start([str(bin_dir / "dagster"), "code-server", "start", "-m",
+                            "mlops_assets.definitions", "-a", "defs", "-h", "127.0.0.1",
+                            "-p", str(grpc_port)], logs / "code-server.log", {}, PROJECT_ROOT))
+        web = start([str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h",
+                     "127.0.0.1", "-p", str(args.port)], logs / "webserver.log", {},
+                    home / "dagster")
+        procs.append(web)
+        procs.append(start([str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
+                           logs / "daemon.log", {}, home / "dagster"))
+        wait_http(f"http://127.0.0.1:{args.port}/server_info", 180, web,
+                  logs / "webserver.log")
+        print(f"PostgreSQL:  {url} (export {postgres.URL_ENV}=... for the CLI)")
+        print(f"code server: 127.0.0.1:{grpc_port} ({workspace})")
+        print(f"Dagster UI:  http://127.0.0.1:{args.port}")
+        print(f"logs: {logs}; stop with Ctrl-C", flush=True)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        dead = next(p for p in procs if p.poll() is not None)
+        print(f"{dead.args[0]} exited with {dead.returncode}; see {logs}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+
+def yaml_dump(value) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, sort_keys=False)
+
+
 def cmd_canary(args) -> int:
     """Run the set_canary job: a share of live traffic goes to this version (or none)."""
     import dagster as dg
@@ -341,6 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--cooldown", type=int, default=3, help="periods between triggered retrains")
     bt.add_argument("--out", default=None, help="output folder (default: reports/backtest)")
     bt.set_defaults(func=cmd_backtest)
+    prod = sub.add_parser("production", help="the production profile: PostgreSQL, a gRPC "
+                          "code server, webserver and daemon as separate processes")
+    prod.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
+    prod.add_argument("--pg-port", type=int, default=None, help="PostgreSQL port (free one)")
+    prod.set_defaults(func=cmd_production)
     contract = sub.add_parser("contract", help="write a dataset contract")
     contract_sub = contract.add_subparsers(dest="contract_verb", required=True)
     init = contract_sub.add_parser("init", help="infer a starter contract from a data file")

@@ -16,11 +16,20 @@ DAGSTER_YAML = PROJECT_ROOT / "dagster.yaml"
 
 
 def ensure_dagster_home(home: Path) -> Path:
-    """Make ``home`` a DAGSTER_HOME whose dagster.yaml is the repository's (a symlink)."""
+    """Make ``home`` a DAGSTER_HOME whose dagster.yaml is the repository's (a symlink); with
+    MLOPS_POSTGRES_URL set, a copy of it with PostgreSQL storage (the production profile)."""
+    from mlops_assets import postgres
+    from mlops_assets.lib import io
+
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     link = home / "dagster.yaml"
-    if not (link.is_symlink() and link.resolve() == DAGSTER_YAML):
+    if os.environ.get(postgres.URL_ENV):
+        text = postgres.instance_config(DAGSTER_YAML, os.environ[postgres.URL_ENV])
+        if link.is_symlink() or not link.is_file() or link.read_text() != text:
+            link.unlink(missing_ok=True)
+            io.write_text(link, text)
+    elif not (link.is_symlink() and link.resolve() == DAGSTER_YAML):
         link.unlink(missing_ok=True)
         link.symlink_to(DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
