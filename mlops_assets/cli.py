@@ -318,7 +318,8 @@ def cmd_simulate(args) -> int:
     contract = load_contract(contract_name)
     if Registry(home).champion() is None:
         print("no champion yet: running the demo first")
-        if cmd_demo(argparse.Namespace(**{**vars(args), "periods": 12, "trials": 20})):
+        if cmd_demo(argparse.Namespace(**{**vars(args), "periods": 12,
+                                          "trials": args.demo_trials})):
             return 1
     settings = replay.ReplaySettings(
         months=args.months, sensor_interval_s=args.sensor_interval,
@@ -390,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
                          "the Dagster daemon")
     sim.add_argument("--months", type=int, default=14)
     sim.add_argument("--trials", type=int, default=5, help="search trials per retraining")
+    sim.add_argument("--demo-trials", type=int, default=None,
+                     help="search trials of the first champion if there is none yet "
+                          "(default: the contract's, 20)")
     sim.add_argument("--cooldown", type=float, default=0.0, help="retraining cooldown, s")
     sim.add_argument("--sensor-interval", type=int, default=5, help="sensor interval, s")
     sim.set_defaults(func=cmd_simulate)
