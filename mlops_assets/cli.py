@@ -215,6 +215,8 @@ def cmd_production(args) -> int:
     bound to 127.0.0.1, stopped together by their PIDs (Ctrl-C or SIGTERM)."""
     import signal
 
+    import yaml
+
     from mlops_assets import postgres
     from mlops_assets.lib import io
     from mlops_assets.procs import free_port, start, stop, wait_http
@@ -232,7 +234,7 @@ def cmd_production(args) -> int:
         bin_dir = Path(sys.executable).parent
         grpc_port = free_port()
         workspace = home / "dagster" / "workspace.grpc.yaml"
-        io.write_text(workspace, yaml_dump({"load_from": [{"grpc_server": {
+        io.write_text(workspace, yaml.safe_dump({"load_from": [{"grpc_server": {
             "host": "127.0.0.1", "port": grpc_port, "location_name": "mlops_assets"}}]}))
         procs.append(start([str(bin_dir / "dagster"), "code-server", "start", "-m",
                             "mlops_assets.definitions", "-a", "defs", "-h", "127.0.0.1",
@@ -259,12 +261,6 @@ def cmd_production(args) -> int:
     finally:
         for p in reversed(procs):
             stop(p)
-
-
-def yaml_dump(value) -> str:
-    import yaml
-
-    return yaml.safe_dump(value, sort_keys=False)
 
 
 def cmd_canary(args) -> int:
@@ -340,7 +336,7 @@ def cmd_contract_init(args) -> int:
 
     data_file = Path(args.data_file)
     out = Path(args.out) if args.out else data_file.resolve().parent / (
-        contract_init._name(data_file) + ".yaml")
+        contract_init.dataset_name(data_file) + ".yaml")
     if out.exists() and not args.force:
         print(f"error: {out} exists (keep your edits: --out elsewhere, or --force)",
               file=sys.stderr)

@@ -209,6 +209,12 @@ class DatasetContract(_Strict):
         return [*self.categorical, *self.numeric]
 
     @cached_property
+    def label_codes(self) -> dict[str, int]:
+        """Each label value in the data -> 1 (positive) or 0 (negative)."""
+        return ({v: 1 for v in self.target.positive}
+                | {v: 0 for v in self.target.negative})
+
+    @cached_property
     def category_codes(self) -> dict[str, dict[str, float]]:
         """Each categorical column's value -> its code in the fixed category order."""
         return {

@@ -40,11 +40,9 @@ def labelled_rows(contract: DatasetContract) -> pd.DataFrame:
     frames = []
     labels = None
     if contract.source.label_files:  # labels delivered apart: joined on the key column
-        labels = pd.concat([data.read_table(p, contract) for p in contract.label_paths()])
+        labels = pd.concat([data.read_label_file(p, contract) for p in contract.label_paths()])
         labels = labels.rename(columns={contract.key_column: "request_id"})
-        mapping = {v: 1 for v in contract.target.positive} | \
-            {v: 0 for v in contract.target.negative}
-        labels[TARGET] = labels[contract.target.column].map(mapping)
+        labels[TARGET] = labels[contract.target.column].map(contract.label_codes)
         labels = labels.dropna(subset=[TARGET])
     for key, raw in data.source_batches(contract).items():
         valid = data.validate_rows(data.parse_batch(raw, contract, key), contract).valid

@@ -60,7 +60,8 @@ def read_text(path: Path, separator: str | None = None) -> pd.DataFrame:
                        skipinitialspace=True).apply(lambda s: s.str.strip())
 
 
-def _name(path: Path) -> str:
+def dataset_name(path: Path) -> str:
+    """A contract name from a data file's name: ``Telco Churn.csv`` -> ``telco_churn``."""
     stem = path.name.split(".")[0]
     return re.sub(r"[^a-z0-9_]+", "_", stem.lower()).strip("_") or "dataset"
 
@@ -214,7 +215,7 @@ def infer(path: Path, target: str, period: str | None = None,
                           "leaks the label)")
     if not categorical and not numeric:
         raise ContractError(f"{path}: no usable feature columns")
-    name = _name(path)
+    name = dataset_name(path)
     out_dir = Path(out_dir or path.parent).resolve()
     source: dict = {"files": [_relative(path, out_dir)]}
     if separator:

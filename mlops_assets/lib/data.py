@@ -158,18 +158,23 @@ def land_batches(
     return [write_batch(df, landing_dir, key, contract.source.separator) for key, df in batches]
 
 
+def read_label_file(path: Path, contract: DatasetContract) -> pd.DataFrame:
+    """One of the contract's separate label files: its key column and target, as text."""
+    labels = read_table(path, contract)
+    missing = {contract.key_column, contract.target.column} - set(labels.columns)
+    if missing:
+        raise ValueError(f"label file {path} misses column(s) {sorted(map(str, missing))}")
+    return labels[[contract.key_column, contract.target.column]]
+
+
 def land_labels(contract: DatasetContract, feedback_dir: Path,
                 data_dir: Path = DATA_DIR) -> list[Path]:
     """Deliver the contract's separate label files (key column + target) to the feedback
     folder as CSV, atomically: the labels' own path into the pipeline (feedback_labels)."""
     out = []
     for path in contract.label_paths(data_dir):
-        labels = read_table(path, contract)
-        missing = {contract.key_column, contract.target.column} - set(labels.columns)
-        if missing:
-            raise ValueError(f"label file {path} misses column(s) {sorted(map(str, missing))}")
+        frame = read_label_file(path, contract)
         target = Path(feedback_dir) / f"labels-{path.name.split('.')[0]}.csv"
-        frame = labels[[contract.key_column, contract.target.column]]
         out.append(io.write_with(target, lambda tmp, f=frame: f.to_csv(tmp, index=False)))
     return out
 
@@ -260,8 +265,7 @@ def parse_batch(raw: pd.DataFrame, contract: DatasetContract, batch_id: str) -> 
     # until a label file supplies it. A label outside the contract is an error.
     labels = text[contract.target.column] if contract.target.column in text \
         else pd.Series("", index=text.index)
-    mapping = {v: 1 for v in contract.target.positive} | {v: 0 for v in contract.target.negative}
-    target = labels.map(mapping).astype("Int8")
+    target = labels.map(contract.label_codes).astype("Int8")
     for i in np.flatnonzero((target.isna() & ~labels.isin(missing)).to_numpy()):
         errors.append((int(i), TARGET,
                        f"{contract.target.column}: unknown label {labels.iat[i]!r}"))

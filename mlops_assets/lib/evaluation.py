@@ -98,14 +98,21 @@ def slice_values(frame: pd.DataFrame, contract: DatasetContract, name: str) -> p
     return frame[name].astype(str)
 
 
+def slice_groups(frame: pd.DataFrame, contract: DatasetContract) -> dict[str, np.ndarray]:
+    """Each of the contract's slices: its value per row, missing values as ``(missing)``."""
+    out = {}
+    for name in contract.slices:
+        series = slice_values(frame, contract, name).astype(object)
+        out[name] = series.where(series.notna(), "(missing)").to_numpy()
+    return out
+
+
 def slice_metrics(
     frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, contract: DatasetContract,
     threshold: float, min_rows: int = 100,
 ) -> pd.DataFrame:
     rows = []
-    for name in contract.slices:
-        series = slice_values(frame, contract, name).astype(object)
-        values = series.where(series.notna(), "(missing)").to_numpy()
+    for name, values in slice_groups(frame, contract).items():
         for value in pd.unique(values):
             mask = values == value
             m = metrics(y[mask], p[mask], threshold)

@@ -98,8 +98,7 @@ def read_feedback(folder: Path, contract: DatasetContract) -> pd.DataFrame:
     labels, or 0/1). The id is ``request_id`` for served predictions, or the contract's key
     column for rows whose labels arrive apart; either is returned as ``request_id``. Bad
     files or labels raise naming the file and the value."""
-    mapping = {v: 1 for v in contract.target.positive} | {v: 0 for v in contract.target.negative}
-    mapping |= {"1": 1, "0": 0}
+    mapping = contract.label_codes | {"1": 1, "0": 0}
     frames = []
     for path in sorted(Path(folder).glob("*.csv")):
         df = pd.read_csv(path, dtype=str, keep_default_na=False)

@@ -27,27 +27,20 @@ def gate_report(
     registry = project.registry()
     challenger = registry.load(candidate_model["tag"])
     champion_tag = registry.champion()
+    # Each model scores the sealed test set once: the recent rows (the paired comparison)
+    # and the slices (against the champion's same slices; the protected columns' error rates
+    # against each other) are parts of it.
     recent = gate.recent_rows(test_features, policy.recent_periods, policy.min_comparison_rows)
-    y = recent[TARGET].to_numpy().astype(int)
-    comparison = None
-    if champion_tag and champion_tag != challenger.version:
-        champion = registry.load(champion_tag)
-        comparison = evaluation.paired_bootstrap(
-            y,
-            champion.predict_matrix(features.to_matrix(recent, champion.contract)),
-            challenger.predict_matrix(features.to_matrix(recent, challenger.contract)),
-            n=policy.n_bootstrap,
-        )
-    # Slices on the whole sealed test set: against the champion's same slices, and the
-    # protected columns' slices against each other in error rates at the threshold.
-    groups = {name: evaluation.slice_values(test_features, challenger.contract, name)
-              .astype(object).fillna("(missing)").to_numpy()
-              for name in challenger.contract.slices}
+    is_recent = test_features.index.isin(recent.index)
     y_all = test_features[TARGET].to_numpy().astype(int)
     p_chal = challenger.predict_matrix(features.to_matrix(test_features, challenger.contract))
-    regressions = None
+    groups = evaluation.slice_groups(test_features, challenger.contract)
+    comparison, regressions = None, None
     if champion_tag and champion_tag != challenger.version:
+        champion = registry.load(champion_tag)
         p_champ = champion.predict_matrix(features.to_matrix(test_features, champion.contract))
+        comparison = evaluation.paired_bootstrap(
+            y_all[is_recent], p_champ[is_recent], p_chal[is_recent], n=policy.n_bootstrap)
         regressions = gate.slice_regressions(groups, y_all, p_champ, p_chal)
     protected = {k: v for k, v in groups.items() if k in challenger.contract.protected}
     gaps = gate.error_rate_gaps(protected, y_all, (p_chal >= challenger.threshold).astype(int))

@@ -94,15 +94,22 @@ def window_sensor(context: dg.SensorEvaluationContext, project: ProjectResource)
     labels = str(labels_event or "none")
     sizes = monitoring.log_day_sizes(project.paths.home / "predictions")
     now = time.time()
+    read: dict[str, int | None] = {}  # a day's bytes read by prediction_log, asked once a tick
+
+    def read_bytes(day: str) -> int | None:
+        if day not in read:
+            read[day] = latest_metadata(context.instance, "prediction_log", day)[1].get(
+                "log_bytes")
+        return read[day]
+
     due, waiting = [], []
     for name, w in sorted(found.items()):
         if not w.closed(now) or done.get(name) == labels or (
                 name in done and _fully_labelled(context.instance, name)):
             continue
         first, last = monitoring.window_days(w)
-        unread = [d for d, size in sizes.items() if first <= d <= last
-                  and latest_metadata(context.instance, "prediction_log", d)[1].get(
-                      "log_bytes") != size]
+        unread = [d for d, size in sizes.items()
+                  if first <= d <= last and read_bytes(d) != size]
         if unread:
             waiting.append(f"{name}: waiting for prediction_log {unread} to be read "
                            "(ingest_prediction_log runs)")
