@@ -1,18 +1,20 @@
 """All benchmarks, side by side in one run; medians of repeated runs; JSON + a table.
 
-    python -m benchmarks.run            # full: about 15 minutes on 2 cores
+    python -m benchmarks.run            # full: about 25 minutes on 2 cores
     python -m benchmarks.run --quick    # CI: every benchmark once, small, finite numbers only
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -272,13 +274,80 @@ def bench_overhead() -> dict:
     return {"five_asset_chain_in_process_s": t, "per_step_s": t / 5}
 
 
+# --- profiles --------------------------------------------------------------------------------
+
+
+def _instance_totals(dagster_home: Path) -> dict:
+    """Per job from the instance's runs: runs, steps, run wall time (start to end) and the
+    steps' own time (their STEP_SUCCESS durations); the difference is orchestration."""
+    import dagster as dg
+
+    out: dict[str, dict] = {}
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        for record in instance.get_run_records():
+            run = record.dagster_run
+            job = out.setdefault(run.job_name, {"runs": 0, "steps": 0, "run_s": 0.0,
+                                                "step_s": 0.0})
+            job["runs"] += 1
+            job["run_s"] += (record.end_time or 0) - (record.start_time or 0)
+            for entry in instance.all_logs(run.run_id,
+                                           of_type=dg.DagsterEventType.STEP_SUCCESS):
+                job["steps"] += 1
+                job["step_s"] += entry.dagster_event.step_success_data.duration_ms / 1000
+    return out
+
+
+def bench_profiles(periods: int = 26, trials: int = 2) -> dict:
+    """The 1x pipeline (every Bank period, 2 search trials) as a user runs it
+    (`mlops-assets demo`: the landing sensor ingests, then build and train), in the embedded
+    default (SQLite, steps in each run's process) and under the production profile
+    (PostgreSQL, steps on 2 Dask workers, separate code server, webserver and daemon): wall
+    time, per-job orchestration overhead per step, and the challenger's sealed-test AUC."""
+    import re
+
+    from mlops_assets import postgres
+
+    cli = str(Path(sys.executable).parent / "mlops-assets")
+    demo = ["demo", "--periods", str(periods), "--trials", str(trials)]
+    out = {}
+    for profile in ("embedded", "production"):
+        with tempfile.TemporaryDirectory() as tmp:
+            home, env = Path(tmp) / "home", {k: v for k, v in os.environ.items()
+                                             if k != postgres.URL_ENV}
+            if profile == "production":
+                pg_port, ui_port = free_port(), free_port()
+                env[postgres.URL_ENV] = postgres.url(pg_port)
+                context = server([cli, "--home", str(home), "production", "--port",
+                                  str(ui_port), "--pg-port", str(pg_port)],
+                                 f"http://127.0.0.1:{ui_port}/server_info",
+                                 Path(tmp) / "production.log", {"MLOPS_SENSOR_INTERVAL": "3"},
+                                 PROJECT_ROOT, timeout=240)
+            else:
+                context = contextlib.nullcontext()
+            with context:
+                started = time.perf_counter()
+                run = subprocess.run([cli, "--home", str(home), *demo], capture_output=True,
+                                     text=True, cwd=PROJECT_ROOT, env=env, timeout=3600)
+                seconds = time.perf_counter() - started
+                assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+                jobs = _instance_totals(home / "dagster")
+        auc = re.search(r"sealed-test AUC (\S+),", run.stdout)
+        steps = sum(j["steps"] for j in jobs.values())
+        out[profile] = {"seconds": seconds, "auc": auc and float(auc.group(1)), "jobs": jobs,
+                        "steps": steps, "overhead_per_step_s": sum(
+                            j["run_s"] - j["step_s"] for j in jobs.values()) / max(steps, 1)}
+    out["same_auc"] = out["embedded"]["auc"] == out["production"]["auc"]
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results"))
     parser.add_argument("--scales", default=None, help="pipeline data scales, e.g. 1,10,100")
-    parser.add_argument("--only", choices=["serving", "drift", "pipeline"], default=None,
+    parser.add_argument("--only", choices=["serving", "drift", "pipeline", "profiles"],
+                        default=None,
                         help="run one benchmark group")
     args = parser.parse_args(argv)
     scales = [int(s) for s in args.scales.split(",")] if args.scales else (
@@ -288,7 +357,9 @@ def main(argv=None) -> int:
                "quick": args.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                              time.gmtime())}
     started = time.perf_counter()
-    wanted = {args.only} if args.only else {"serving", "drift", "pipeline"}
+    # The profiles (two full demos, ~10 min) are left out of --quick, which CI runs.
+    wanted = {args.only} if args.only else (
+        {"serving", "drift", "pipeline"} | (set() if args.quick else {"profiles"}))
     if wanted & {"serving", "drift"}:
         with tempfile.TemporaryDirectory() as tmp:
             home = Path(tmp)
@@ -299,6 +370,8 @@ def main(argv=None) -> int:
             results["drift"] = bench_drift(rows, args.quick)
     if "pipeline" in wanted:
         results["pipeline"] = bench_pipeline(args.quick, scales)
+    if "profiles" in wanted:
+        results["profiles"] = bench_profiles()
     results["seconds"] = time.perf_counter() - started
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = Path(args.out)

@@ -210,14 +210,16 @@ def cmd_ui(args) -> int:
 
 
 def cmd_production(args) -> int:
-    """The production profile on this machine: PostgreSQL (instance storage), a gRPC code
-    server, dagster-webserver and dagster-daemon as separate processes on one instance, all
-    bound to 127.0.0.1, stopped together by their PIDs (Ctrl-C or SIGTERM)."""
+    """The production profile on this machine: PostgreSQL (instance storage), a Dask
+    scheduler and workers (the steps' executor), a gRPC code server, dagster-webserver and
+    dagster-daemon as separate processes on one instance, all bound to 127.0.0.1, stopped
+    together by their PIDs (Ctrl-C or SIGTERM)."""
     import signal
 
     import yaml
 
-    from mlops_assets import postgres
+    from mlops_assets import cluster, orchestration, postgres
+    from mlops_assets.definitions import EXECUTOR_ENV, SCHEDULER_ENV
     from mlops_assets.lib import io
     from mlops_assets.procs import free_port, start, stop, wait_http
 
@@ -232,8 +234,17 @@ def cmd_production(args) -> int:
         os.environ[postgres.URL_ENV] = url
         home, _ = _setup(args)  # DAGSTER_HOME's dagster.yaml now stores in PostgreSQL
         bin_dir = Path(sys.executable).parent
+        os.environ[EXECUTOR_ENV] = args.executor
+        if args.executor == "dask":  # every process below, workers too, loads this setting
+            scheduler, address = cluster.start_scheduler(logs / "dask-scheduler.log",
+                                                         PROJECT_ROOT)
+            procs.append(scheduler)
+            os.environ[SCHEDULER_ENV] = address
+            procs.append(cluster.start_workers(address, args.workers, logs / "dask-workers.log",
+                                               {}, PROJECT_ROOT))
+            cluster.wait_for_workers(address, args.workers, procs, logs / "dask-workers.log")
         grpc_port = free_port()
-        workspace = home / "dagster" / "workspace.grpc.yaml"
+        workspace = home / "dagster" / orchestration.GRPC_WORKSPACE
         io.write_text(workspace, yaml.safe_dump({"load_from": [{"grpc_server": {
             "host": "127.0.0.1", "port": grpc_port, "location_name": "mlops_assets"}}]}))
         procs.append(start([str(bin_dir / "dagster"), "code-server", "start", "-m",
@@ -248,6 +259,8 @@ def cmd_production(args) -> int:
         wait_http(f"http://127.0.0.1:{args.port}/server_info", 180, web,
                   logs / "webserver.log")
         print(f"PostgreSQL:  {url} (export {postgres.URL_ENV}=... for the CLI)")
+        if args.executor == "dask":
+            print(f"Dask:        {os.environ[SCHEDULER_ENV]} ({args.workers} workers)")
         print(f"code server: 127.0.0.1:{grpc_port} ({workspace})")
         print(f"Dagster UI:  http://127.0.0.1:{args.port}")
         print(f"logs: {logs}; stop with Ctrl-C", flush=True)
@@ -259,6 +272,7 @@ def cmd_production(args) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        (home / "dagster" / orchestration.GRPC_WORKSPACE).unlink(missing_ok=True)
         for p in reversed(procs):
             stop(p)
 
@@ -399,10 +413,14 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--cooldown", type=int, default=3, help="periods between triggered retrains")
     bt.add_argument("--out", default=None, help="output folder (default: reports/backtest)")
     bt.set_defaults(func=cmd_backtest)
-    prod = sub.add_parser("production", help="the production profile: PostgreSQL, a gRPC "
-                          "code server, webserver and daemon as separate processes")
+    prod = sub.add_parser("production", help="the production profile: PostgreSQL, Dask "
+                          "workers, a gRPC code server, webserver and daemon as separate "
+                          "processes")
     prod.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
     prod.add_argument("--pg-port", type=int, default=None, help="PostgreSQL port (free one)")
+    prod.add_argument("--executor", choices=["dask", "in_process"], default="dask",
+                      help="where steps run: Dask workers (default) or each run's process")
+    prod.add_argument("--workers", type=int, default=2, help="Dask worker processes (2)")
     prod.set_defaults(func=cmd_production)
     contract = sub.add_parser("contract", help="write a dataset contract")
     contract_sub = contract.add_subparsers(dest="contract_verb", required=True)

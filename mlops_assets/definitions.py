@@ -52,6 +52,32 @@ def _retrain_policy_from_env() -> RetrainPolicyResource:
     )
 
 
+EXECUTOR_ENV = "MLOPS_EXECUTOR"
+SCHEDULER_ENV = "MLOPS_DASK_SCHEDULER"
+STORAGE_ENV = "MLOPS_STORAGE_DIR"
+
+
+def executor_from_env() -> dg.ExecutorDefinition:
+    """Where a run's steps execute, a switch rather than a fork of the jobs.
+    ``in_process`` (the default, embedded): in the run's own process, one after another.
+    ``dask`` (the production profile): each step a task on the Dask cluster whose scheduler
+    is at $MLOPS_DASK_SCHEDULER; its workers load this same code location, and read and write
+    step outputs through the IO manager's base folder ($MLOPS_STORAGE_DIR), which all of them
+    must see (one machine's disk here, a shared volume across machines)."""
+    kind = os.environ.get(EXECUTOR_ENV, "in_process")
+    if kind == "in_process":
+        return dg.in_process_executor
+    if kind == "dask":
+        address = os.environ.get(SCHEDULER_ENV)
+        if not address:
+            raise ValueError(f"{EXECUTOR_ENV}=dask needs {SCHEDULER_ENV}, the Dask scheduler's "
+                             "address (tcp://host:port)")
+        from mlops_assets.cluster import dask_executor
+
+        return dask_executor(address)
+    raise ValueError(f"{EXECUTOR_ENV}={kind!r}: expected 'in_process' or 'dask'")
+
+
 def build_definitions(
     home: str | None = None,
     contract: str | None = None,
@@ -106,12 +132,13 @@ def build_definitions(
         resources={
             "project": ProjectResource(home=home, contract_name=contract,
                                        reports_url=reports_url()),
-            "io_manager": ParquetIOManager(base_dir=str(Paths(home).storage)),
+            "io_manager": ParquetIOManager(
+                base_dir=os.environ.get(STORAGE_ENV) or str(Paths(home).storage)),
             "gate_policy": gate or GateResource(),
             "monitor": monitor or MonitoringResource(),
             "retrain_policy": retrain_policy or _retrain_policy_from_env(),
         },
-        executor=dg.in_process_executor,
+        executor=executor_from_env(),
     )
 
 

@@ -87,6 +87,18 @@ def run_job(
 # --- runs launched through the instance (the CLI) -----------------------------------------
 
 WORKSPACE_YAML = PROJECT_ROOT / "workspace.yaml"
+# Written by `mlops-assets production` into DAGSTER_HOME while it runs, removed when it stops.
+GRPC_WORKSPACE = "workspace.grpc.yaml"
+
+
+def workspace_file(instance: dg.DagsterInstance) -> Path:
+    """The code location runs are launched from: the production profile's code server while
+    the profile runs on this instance (so a CLI run executes where the UI's and the
+    sensors' do, with the profile's executor), else the code loaded from workspace.yaml."""
+    from mlops_assets import postgres
+
+    grpc = Path(instance.root_directory) / GRPC_WORKSPACE
+    return grpc if os.environ.get(postgres.URL_ENV) and grpc.is_file() else WORKSPACE_YAML
 TERMINAL = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
             dg.DagsterRunStatus.CANCELED}
 
@@ -122,7 +134,7 @@ class Launcher:
                 [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
                  str(WORKSPACE_YAML)], self._log_dir / "cli-daemon.log", {}, PROJECT_ROOT)
         self._context = WorkspaceProcessContext(
-            self.instance, WorkspaceFileTarget(paths=[str(WORKSPACE_YAML)]),
+            self.instance, WorkspaceFileTarget(paths=[str(workspace_file(self.instance))]),
             code_server_log_level="WARNING")
         self._context.__enter__()
         return self
