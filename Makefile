@@ -42,7 +42,7 @@ lint: setup
 ui: setup  ## the Dagster UI on http://127.0.0.1:3000 with this project's instance
 	$(BIN)/mlops-assets ui
 
-bench: setup  ## every benchmark, side by side (about 15 min); writes benchmarks/results/latest.json
+bench: setup  ## every benchmark, side by side (about 25 min); writes benchmarks/results/latest.json
 	$(BIN)/python -m benchmarks.run
 
 bench-quick: setup  ## each benchmark once on small inputs (CI runs this through the tests)

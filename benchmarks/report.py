@@ -9,8 +9,7 @@ from pathlib import Path
 from mlops_assets.config import PROJECT_ROOT
 
 
-def table(results: dict) -> str:
-    s = results["serving"]
+def _serving(s: dict) -> list[str]:
     lines = ["| benchmark | BentoML service | bare Starlette | ratio | target |",
              "|---|---|---|---|---|"]
     for c in (1, 8, 32):
@@ -28,14 +27,22 @@ def table(results: dict) -> str:
     lines.append(f"| in-process floor: one row / 1,000 rows | {s['floor_single_row_us']:.0f} us /"
                  f" {s['floor_1000_rows_per_s']:.0f} rows/s | pandas frame path: "
                  f"{s['floor_single_row_pandas_us']:.0f} us | | |")
-    lines += ["", "| drift window | ours: s (added MB) | Evidently DataDriftPreset: s (added MB) "
+    return lines
+
+
+def _drift(results: dict) -> list[str]:
+    lines = ["| drift window | ours: s (added MB) | Evidently DataDriftPreset: s (added MB) "
               "| same verdicts |", "|---|---|---|---|"]
     for k, v in results["drift"].items():
         rows = int(k.split("_")[1])
         lines.append(f"| {rows:,} rows | {v['ours_s']:.2f} ({v['ours_added_mb']:.0f}) | "
                      f"{v['evidently_s']:.1f} ({v['evidently_added_mb']:.0f}) | "
                      f"{v['same_verdicts']} |")
-    lines += ["", "| pipeline | rows | ingest + validate s (MB) | dataset + features + EDA s "
+    return lines
+
+
+def _pipeline(results: dict) -> list[str]:
+    lines = ["| pipeline | rows | ingest + validate s (MB) | dataset + features + EDA s "
               "(MB) | train (2 trials) + evaluate + gate + Bento s (MB) |", "|---|---|---|---|---|"]
     for k, v in results["pipeline"].items():
         if not k.startswith("x"):
@@ -48,21 +55,32 @@ def table(results: dict) -> str:
     lines.append(f"\nDagster overhead: a trivial 5-asset chain in process "
                  f"{o['five_asset_chain_in_process_s']:.2f} s ({o['per_step_s'] * 1000:.0f} ms "
                  f"per step).")
-    if "profiles" in results:
-        p = results["profiles"]
-        lines += ["", "| 1x pipeline via `mlops-assets demo` (26 periods, 2 trials) | wall s | "
-                  "steps | orchestration s per step (ingest / build / train) | sealed-test AUC |",
-                  "|---|---|---|---|---|"]
-        for name in ("embedded", "production"):
-            v = p[name]
-            per_job = " / ".join(
-                f"{(j['run_s'] - j['step_s']) / max(j['steps'], 1):.2f}"
-                for j in (v["jobs"].get(k, {"run_s": 0, "step_s": 0, "steps": 0})
-                          for k in ("ingest_batch", "build_dataset", "train_and_promote")))
-            lines.append(f"| {name} | {v['seconds']:.0f} | {v['steps']} | "
-                         f"{v['overhead_per_step_s']:.2f} ({per_job}) | {v['auc']} |")
-        lines.append(f"\nSame sealed-test AUC: {p['same_auc']}.")
-    return "\n".join(lines)
+    return lines
+
+
+def _profiles(p: dict) -> list[str]:
+    lines = ["| 1x pipeline via `mlops-assets demo` (26 periods, 2 trials) | wall s | "
+              "steps | orchestration s per step (ingest / build / train) | sealed-test AUC |",
+              "|---|---|---|---|---|"]
+    for name in ("embedded", "production"):
+        v = p[name]
+        per_job = " / ".join(
+            f"{(j['run_s'] - j['step_s']) / max(j['steps'], 1):.2f}"
+            for j in (v["jobs"].get(k, {"run_s": 0, "step_s": 0, "steps": 0})
+                      for k in ("ingest_batch", "build_dataset", "train_and_promote")))
+        lines.append(f"| {name} | {v['seconds']:.0f} | {v['steps']} | "
+                     f"{v['overhead_per_step_s']:.2f} ({per_job}) | {v['auc']} |")
+    lines.append(f"\nSame sealed-test AUC: {p['same_auc']}.")
+    return lines
+
+
+def table(results: dict) -> str:
+    """The tables of the groups the results hold, in the README's order."""
+    parts = [_serving(results["serving"]) if "serving" in results else [],
+             _drift(results) if "drift" in results else [],
+             _pipeline(results) if "pipeline" in results else [],
+             _profiles(results["profiles"]) if "profiles" in results else []]
+    return "\n\n".join("\n".join(part) for part in parts if part)
 
 
 if __name__ == "__main__":

@@ -330,7 +330,11 @@ def bench_profiles(periods: int = 26, trials: int = 2) -> dict:
                                      text=True, cwd=PROJECT_ROOT, env=env, timeout=3600)
                 seconds = time.perf_counter() - started
                 assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-                jobs = _instance_totals(home / "dagster")
+                os.environ.pop(postgres.URL_ENV, None)
+                os.environ.update({postgres.URL_ENV: env[postgres.URL_ENV]}
+                                  if postgres.URL_ENV in env else {})
+                jobs = _instance_totals(home / "dagster")  # its dagster.yaml reads the URL
+                os.environ.pop(postgres.URL_ENV, None)
         auc = re.search(r"sealed-test AUC (\S+),", run.stdout)
         steps = sum(j["steps"] for j in jobs.values())
         out[profile] = {"seconds": seconds, "auc": auc and float(auc.group(1)), "jobs": jobs,

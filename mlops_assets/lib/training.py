@@ -32,12 +32,17 @@ class SearchSpace:
 
 @dataclass(frozen=True)
 class TrainingSpec:
+    """How a model is trained: the one definition. The pipeline's launchpad config
+    (TrainingConfig), the backtest, the benchmarks and the test fixtures all start from
+    these defaults. The search minimises validation log loss: the gate and the monitoring
+    judge probabilities (log loss, calibration), not only ranking."""
+
     n_trials: int = 20
     timeout_s: float | None = None
     seed: int = 42
     max_rounds: int = 1000
     early_stopping_rounds: int = 50
-    objective_metric: str = "auc"  # or "binary_logloss"
+    objective_metric: str = "binary_logloss"  # or "auc"
     class_weight: str = "none"  # or "balanced"
     threshold_rule: str = "max_f1"  # or "fixed:0.5" or "min_recall:0.6"
     num_threads: int = 2

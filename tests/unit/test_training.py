@@ -144,3 +144,13 @@ def test_error_rate_disparity_beyond_sampling_error_blocks():
     # Small groups: the same gap on 60 rows is within sampling error.
     few = gate.error_rate_gaps({"sex": group[:120]}, y[:120], unfair[:120], min_rows=50)
     assert few.empty or few["excess"].max() < gaps["excess"].max()
+
+
+def test_the_pipeline_trains_with_the_one_training_definition():
+    # The launchpad's defaults are TrainingSpec's: the backtest, the benchmarks and the
+    # fixtures (TrainingSpec) train exactly as the pipeline (TrainingConfig) does.
+    from mlops_assets.defs.training.assets import TrainingConfig
+
+    assert TrainingConfig().spec(BANK) == training.TrainingSpec(n_trials=BANK.training.n_trials)
+    assert TrainingConfig(objective_metric="auc").spec(BANK) != training.TrainingSpec(
+        n_trials=BANK.training.n_trials)

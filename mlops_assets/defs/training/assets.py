@@ -12,17 +12,21 @@ from mlops_assets.lib import drift, evaluation, features, io, training
 from mlops_assets.lib.registry import provenance
 
 
+_SPEC = training.TrainingSpec()
+
+
 class TrainingConfig(dg.Config):
-    """Hyperparameter search and training settings (see lib/training.py)."""
+    """Hyperparameter search and training settings: lib/training.py's TrainingSpec, whose
+    defaults these are, editable in the launchpad."""
 
     n_trials: int | None = None  # None: the contract's training.n_trials
-    timeout_s: float | None = None
-    seed: int = 42
-    max_rounds: int = 1000
-    early_stopping_rounds: int = 50
-    objective_metric: str = "binary_logloss"
-    class_weight: str = "none"
-    threshold_rule: str = "max_f1"
+    timeout_s: float | None = _SPEC.timeout_s
+    seed: int = _SPEC.seed
+    max_rounds: int = _SPEC.max_rounds
+    early_stopping_rounds: int = _SPEC.early_stopping_rounds
+    objective_metric: str = _SPEC.objective_metric
+    class_weight: str = _SPEC.class_weight
+    threshold_rule: str = _SPEC.threshold_rule
     reference_rows: int = 20_000  # drift reference kept with the model (deterministic sample)
     recent_periods: int | None = None  # train on the latest N periods only; None: all data
     learning_rate: list[float] = list(training.SearchSpace.learning_rate)
