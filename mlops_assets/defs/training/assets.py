@@ -11,7 +11,6 @@ from mlops_assets.defs.resources import ProjectResource
 from mlops_assets.lib import drift, evaluation, features, io, training
 from mlops_assets.lib.registry import provenance
 
-
 _SPEC = training.TrainingSpec()
 
 
