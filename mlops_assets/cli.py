@@ -221,7 +221,7 @@ def cmd_production(args) -> int:
     from mlops_assets import cluster, orchestration, postgres
     from mlops_assets.definitions import EXECUTOR_ENV, SCHEDULER_ENV
     from mlops_assets.lib import io
-    from mlops_assets.procs import free_port, start, stop, wait_http
+    from mlops_assets.procs import free_port, start, stop_all, wait_http
 
     home = Path(args.home).resolve() if args.home else default_home()
     logs = Paths(home).reports / "production"
@@ -273,8 +273,10 @@ def cmd_production(args) -> int:
         return 0
     finally:
         (home / "dagster" / orchestration.GRPC_WORKSPACE).unlink(missing_ok=True)
-        for p in reversed(procs):
-            stop(p)
+        # The services first, PostgreSQL last (they write to it as they stop); all within
+        # the 20 s a caller's stop() grants this process.
+        stop_all([p for p in procs if p is not db], grace=10)
+        stop_all([db], grace=5)
 
 
 def cmd_canary(args) -> int:

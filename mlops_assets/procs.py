@@ -4,6 +4,7 @@ integration tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -58,6 +59,24 @@ def server(cmd: list[str], ready_url: str | None, log: Path, env: dict, cwd: Pat
         yield proc
     finally:
         stop(proc)
+
+
+def stop_all(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
+    """SIGTERM every server's process group at once, then SIGKILL what is still up after
+    ``grace`` seconds: stopping them one by one can outlast the grace its own parent gives
+    it, and a child in its own session outlives a SIGKILLed parent."""
+    live = [p for p in procs if p.poll() is None]
+    for proc in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in live:
+        try:
+            proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
 
 
 def stop(proc: subprocess.Popen, grace: float = 20.0) -> int:
