@@ -15,13 +15,13 @@ from mlops_assets.procs import free_port, start
 # A step whose worker dies fails its run: Dask would otherwise run the task again on another
 # worker, a second start of a step Dagster has already logged as started. The run is then
 # re-executed from failure, like any failed run, from the UI or the CLI.
-SCHEDULER_ENV = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+SCHEDULER_CONFIG = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
 
 
 def start_scheduler(log: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = start([str(Path(sys.executable).parent / "dask"), "scheduler", "--host", "127.0.0.1",
-                  "--port", str(port), "--no-dashboard"], log, SCHEDULER_ENV, cwd)
+                  "--port", str(port), "--no-dashboard"], log, SCHEDULER_CONFIG, cwd)
     return proc, f"tcp://127.0.0.1:{port}"
 
 
