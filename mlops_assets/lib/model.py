@@ -8,14 +8,16 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from mlops_assets.config import DatasetContract
 from mlops_assets.lib import features
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 BOOSTER_FILE = "booster.txt"
 CONTRACT_FILE = "contract.json"
@@ -53,6 +55,8 @@ class ServingModel:
         serving = json.loads((path / SERVING_FILE).read_text())
         if serving["features"] != contract.features:
             raise ValueError(f"model {version}: feature list does not match its contract")
+        import lightgbm as lgb  # lazily: see lib/training.py
+
         booster = lgb.Booster(model_file=str(path / BOOSTER_FILE))
         return cls(booster, contract, float(serving["threshold"]), version)
 

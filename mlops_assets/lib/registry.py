@@ -11,13 +11,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import pandas as pd
 
 from mlops_assets.config import DatasetContract
 from mlops_assets.lib import io
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 from mlops_assets.lib.model import REFERENCE_FILE, ServingModel, write_model_dir
 
 log = logging.getLogger(__name__)

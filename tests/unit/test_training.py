@@ -39,6 +39,14 @@ def test_same_data_and_config_give_identical_predictions(splits):
     other = training.train(xt, yt, xv, yv, BANK, training.TrainingSpec(n_trials=3, seed=8),
                            log=lambda _: None)
     assert other.params != a.params
+    # The thread count is a matter of speed only: two threads give the same model.
+    two = training.train(xt, yt, xv, yv, BANK, training.TrainingSpec(n_trials=3, seed=7,
+                                                                    num_threads=2),
+                         log=lambda _: None)
+    assert spec.num_threads == 1 and two.params["num_threads"] == 2
+    assert {k: v for k, v in two.params.items() if k != "num_threads"} == \
+        {k: v for k, v in a.params.items() if k != "num_threads"}
+    np.testing.assert_array_equal(a.booster.predict(xs), two.booster.predict(xs))
 
 
 def test_training_refuses_one_class(splits):
