@@ -35,11 +35,11 @@ async def _connection(host: str, port: int, request: bytes, stop_at: float,
 
 
 def run(host: str, port: int, path: str, body: bytes, concurrency: int,
-        seconds: float) -> dict:
+        seconds: float, content_type: str = "application/json") -> dict:
     """Closed loop: ``concurrency`` connections each send the next request when the last
     answer arrived, for ``seconds``."""
     request = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+               f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
                ).encode() + body
     latencies: list[float] = []
     errors: list[str] = []

@@ -26,7 +26,7 @@ import pandas as pd
 
 from benchmarks import loadgen
 from mlops_assets.config import PROJECT_ROOT, TARGET, load_contract
-from mlops_assets.lib import data, drift, features, io, split, training
+from mlops_assets.lib import data, drift, features, io, scoring, split, training
 from mlops_assets.lib.registry import Registry
 from mlops_assets.procs import free_port, server
 
@@ -112,12 +112,16 @@ def bench_serving(home: Path, rows: pd.DataFrame, quick: bool) -> dict:
     floor_batch_s, _ = median_of(lambda: model.predict_columns(batch), 5)
     results = {"floor_single_row_us": floor_us, "floor_single_row_pandas_us":
                pandas_s / 200 * 1e6, "floor_1000_rows_per_s": 1000 / floor_batch_s}
+    table_rows = 2000 if quick else 10_000
+    tables = _tables(rows, table_rows)
+    results.update(_table_floors(model, tables, table_rows))
     seconds = 2.0 if quick else 30.0 / 3
     repeats = 1 if quick else 3
     concurrencies = [1, 8] if quick else [1, 8, 32]
     body_one = json.dumps({"records": one}).encode()
     body_many = json.dumps({"records": records(rows, 1000)}).encode()
     env = {"MLOPS_HOME": str(home), "MLOPS_MAX_RECORDS": "1000",
+           "MLOPS_MAX_BATCH_ROWS": str(table_rows),
            "MLOPS_MAX_BODY_BYTES": str(8 * 2**20), "BENTOML_DO_NOT_TRACK": "true"}
     bin_dir = Path(sys.executable).parent
     targets = {
@@ -142,6 +146,15 @@ def bench_serving(home: Path, rows: pd.DataFrame, quick: bool) -> dict:
             batch_run = _median_run(runs)
             batch_run["rows_per_s"] = batch_run["throughput_rps"] * 1000
             results[f"{name}_1000_rows"] = batch_run
+            if name == "bentoml":  # the columnar route, 2 clients so the server never idles
+                for fmt, (media, body) in tables.items():
+                    runs = [loadgen.run("127.0.0.1", port, "/predict_batch", body, 2, seconds,
+                                        media) for _ in range(repeats)]
+                    table_run = _median_run(runs)
+                    table_run["rows_per_s"] = table_run["throughput_rps"] * table_rows
+                    table_run["share_of_floor"] = (table_run["rows_per_s"]
+                                                   / results["floor_table_rows_per_s"])
+                    results[f"bentoml_table_{fmt}"] = table_run
             os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     for c in concurrencies:
         results[f"ratio_throughput_c{c}"] = (results[f"bentoml_c{c}"]["throughput_rps"]
@@ -149,6 +162,45 @@ def bench_serving(home: Path, rows: pd.DataFrame, quick: bool) -> dict:
     results["ratio_p99_c1"] = (results["bentoml_c1"]["p99_ms"]
                                / results["bare_starlette_c1"]["p99_ms"])
     return results
+
+
+def _tables(rows: pd.DataFrame, n: int) -> dict[str, tuple[str, bytes]]:
+    """``n`` rows as a client sends them to /predict_batch: CSV and Parquet bodies."""
+    frame = pd.DataFrame(records(pd.concat([rows] * (n // len(rows) + 1)), n),
+                         columns=CONTRACT.features)
+    return {fmt: (scoring.MEDIA[fmt], scoring.to_bytes(frame, fmt)) for fmt in scoring.MEDIA}
+
+
+def _table_floors(model, tables: dict[str, tuple[str, bytes]], n: int) -> dict:
+    """The in-process floor of a table (predicting its matrix) and the whole batch path in
+    process (read, validate, encode, predict, answer, serialize), per format."""
+    out = {}
+    _, body = tables["parquet"]
+    x = scoring.matrix(scoring.validate(scoring.read_table(body, "parquet", CONTRACT), CONTRACT, n),
+                       CONTRACT)
+    predict_s, _ = median_of(lambda: model.predict_matrix(x), 5)
+    out["floor_table_rows_per_s"] = n / predict_s
+    for fmt, (_, body) in tables.items():
+        stages = {"read": 0.0, "validate": 0.0, "predict": 0.0, "answer": 0.0}
+
+        def path(fmt=fmt, body=body, stages=stages):
+            t0 = time.perf_counter()
+            table = scoring.read_table(body, fmt, CONTRACT)
+            t1 = time.perf_counter()
+            frame = scoring.validate(table, CONTRACT, n)
+            t2 = time.perf_counter()
+            p = model.predict_matrix(scoring.matrix(frame, CONTRACT))
+            t3 = time.perf_counter()
+            scoring.to_bytes(scoring.answer(p, model.threshold, model.version, "champion"), fmt)
+            t4 = time.perf_counter()
+            for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                stages[k] += v
+
+        path_s, _ = median_of(path, 5)
+        out[f"in_process_table_{fmt}"] = {
+            "rows_per_s": n / path_s, "bytes": len(body),
+            **{f"{k}_ms": v / 5 * 1000 for k, v in stages.items()}}  # per run
+    return out
 
 
 def _children(pid: int) -> list[int]:

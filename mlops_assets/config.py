@@ -333,6 +333,20 @@ class Paths:
         return self.home / "backup"
 
     @property
+    def scoring_landing(self) -> Path:
+        """Files of unlabeled rows to be scored by the champion (one partition each)."""
+        return self.home / "scoring" / "landing"
+
+    @property
+    def scored(self) -> Path:
+        return self.home / "scoring" / "scored"
+
+    @property
+    def predictions(self) -> Path:
+        """The prediction log (the service's and the batch scoring's)."""
+        return self.home / "predictions"
+
+    @property
     def storage(self) -> Path:
         return self.home / "storage"
 

@@ -23,6 +23,7 @@ from mlops_assets.defs.resources import (
     ProjectResource,
     RetrainPolicyResource,
 )
+from mlops_assets.defs.scoring import assets as scoring
 from mlops_assets.defs.training import assets as training
 from mlops_assets.lib.report_store import reports_url
 
@@ -112,6 +113,7 @@ def build_definitions(
             monitoring.drift_report,
             monitoring.live_performance,
             monitoring.serving_health,
+            scoring.batch_scores,
         ],
         asset_checks=[
             ingestion.raw_batch_schema,
@@ -124,10 +126,10 @@ def build_definitions(
         jobs=[ingestion_sensors.ingest_job, dataset_job, train_job, governance.rollback,
               governance.set_canary, monitoring_sensors.log_job, monitoring_sensors.feedback_job,
               monitoring_sensors.window_job, monitoring_sensors.retrain_job,
-              monitoring_sensors.define_daily_window],
+              monitoring_sensors.define_daily_window, scoring.score_job],
         sensors=[ingestion_sensors.landing_sensor, monitoring_sensors.prediction_log_sensor,
                  monitoring_sensors.feedback_sensor, monitoring_sensors.window_sensor,
-                 monitoring_sensors.retrain_sensor],
+                 monitoring_sensors.retrain_sensor, scoring.scoring_sensor],
         schedules=[monitoring_sensors.daily_monitoring],
         resources={
             "project": ProjectResource(home=home, contract_name=contract,

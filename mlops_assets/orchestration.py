@@ -40,7 +40,13 @@ def tick_landing_sensor(
     defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None
 ) -> dg.SensorResult:
     """Evaluate the landing sensor once against ``instance`` and register new partitions."""
-    sensor = defs.resolve_sensor_def("landing_sensor")
+    return tick_sensor(defs, instance, "landing_sensor", cursor)
+
+
+def tick_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, name: str,
+                cursor: str | None = None) -> dg.SensorResult:
+    """Evaluate a sensor once against ``instance`` and register the partitions it adds."""
+    sensor = defs.resolve_sensor_def(name)
     with dg.build_sensor_context(
         instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
     ) as context:
@@ -51,10 +57,11 @@ def tick_landing_sensor(
 
 
 def run_requests(
-    defs: dg.Definitions, instance: dg.DagsterInstance, result: dg.SensorResult
+    defs: dg.Definitions, instance: dg.DagsterInstance, result: dg.SensorResult,
+    job_name: str = "ingest_batch",
 ) -> list[dg.ExecuteInProcessResult]:
     """Execute a sensor's run requests in this process, tagged as the daemon would tag them."""
-    job = defs.resolve_job_def("ingest_batch")
+    job = defs.resolve_job_def(job_name)
     outcomes = []
     for request in result.run_requests or []:
         tags = {**request.tags, "dagster/run_key": request.run_key or ""}

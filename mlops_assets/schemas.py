@@ -61,13 +61,26 @@ def clean_schema(contract: DatasetContract) -> pa.DataFrameSchema:
     }
     if contract.key_column:
         columns[KEY] = pa.Column(object, nullable=False)
+    columns.update(_feature_columns(contract))
+    return pa.DataFrameSchema(columns, strict=True, name=f"{contract.name}_clean")
+
+
+def _feature_columns(contract: DatasetContract) -> dict[str, pa.Column]:
+    """The domains of the features, as ingestion and serving both enforce them."""
+    columns: dict[str, pa.Column] = {}
     for name, spec in contract.categorical.items():
         columns[name] = pa.Column(object, pa.Check.isin(spec.categories), nullable=spec.nullable)
     for name, spec in contract.numeric.items():
         columns[name] = pa.Column(
             "float64", pa.Check.in_range(spec.min, spec.max), nullable=spec.nullable
         )
-    return pa.DataFrameSchema(columns, strict=True, name=f"{contract.name}_clean")
+    return columns
+
+
+def request_schema(contract: DatasetContract) -> pa.DataFrameSchema:
+    """A table sent to the batch route: the features only, with clean_schema's domains."""
+    return pa.DataFrameSchema(_feature_columns(contract), strict=True,
+                              name=f"{contract.name}_request")
 
 
 def feature_schema(contract: DatasetContract) -> pa.DataFrameSchema:
@@ -103,3 +116,18 @@ def summarize_failures(failures: pd.DataFrame, limit: int = 10) -> str:
     pairs = list(dict.fromkeys(parts))
     text = "; ".join(pairs[:limit])
     return text + (f" (+{len(pairs) - limit} more)" if len(pairs) > limit else "")
+
+
+def failure_reason(row: dict) -> str:
+    """A Pandera failure case (a dict with column, check, failure_case) in words."""
+    check = str(row["check"])
+    value = row["failure_case"]
+    if check.startswith("in_range"):
+        return f"{row['column']}: out of range {check[len('in_range'):]} (value {value!r})"
+    if check.startswith("isin"):
+        return f"{row['column']}: unseen category {value!r}"
+    if check == "not_nullable":
+        return f"{row['column']}: missing required value"
+    if check == "field_uniqueness":
+        return f"{row['column']}: duplicate key {value!r}"
+    return f"{row['column']}: failed {check} (value {value!r})"

@@ -49,6 +49,17 @@ def answers(url: str) -> bool:
         return False
 
 
+def post_table(port: int, body: bytes, media: str, timeout: float = 30) -> tuple[int, bytes]:
+    """POST a table to /predict_batch; the status and the raw answer."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/predict_batch", data=body,
+                                 headers={"Content-Type": media})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
 def http_status(port: int, path: str) -> int:
     return get(port, path)[0]
 

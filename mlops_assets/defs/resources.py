@@ -22,6 +22,8 @@ SENSOR_INTERVAL = int(os.environ.get("MLOPS_SENSOR_INTERVAL", "30"))
 
 # Every arriving batch is one partition. Sensors add keys; nothing else does.
 batches = dg.DynamicPartitionsDefinition(name="batches")
+# Every file dropped in the scoring landing folder is one partition of batch_scores.
+scoring_files = dg.DynamicPartitionsDefinition(name="scoring_files")
 
 
 class ProjectResource(dg.ConfigurableResource):

@@ -22,7 +22,7 @@ from mlops_assets.config import (
     as_text,
 )
 from mlops_assets.lib import io
-from mlops_assets.schemas import clean_schema
+from mlops_assets.schemas import clean_schema, failure_reason
 
 MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 BATCH_SUFFIX = ".csv"
@@ -284,20 +284,6 @@ def parse_batch(raw: pd.DataFrame, contract: DatasetContract, batch_id: str) -> 
     return ParsedBatch(out, pd.DataFrame(errors, columns=["index", "column", "reason"]))
 
 
-def _reason(row: dict) -> str:
-    check = str(row["check"])
-    value = row["failure_case"]
-    if check.startswith("in_range"):
-        return f"{row['column']}: out of range {check[len('in_range'):]} (value {value!r})"
-    if check.startswith("isin"):
-        return f"{row['column']}: unseen category {value!r}"
-    if check == "not_nullable":
-        return f"{row['column']}: missing required value"
-    if check == "field_uniqueness":
-        return f"{row['column']}: duplicate key {value!r}"
-    return f"{row['column']}: failed {check} (value {value!r})"
-
-
 @dataclass(frozen=True)
 class ValidatedBatch:
     valid: pd.DataFrame
@@ -341,7 +327,7 @@ def validate_rows(parsed: ParsedBatch, contract: DatasetContract) -> ValidatedBa
             if key in seen:  # a value that did not parse is reported once, as such
                 continue
             seen.add(key)
-            reasons.setdefault(key[0], []).append(_reason(rec))
+            reasons.setdefault(key[0], []).append(failure_reason(rec))
     bad = np.zeros(len(rows), dtype=bool)
     bad[list(reasons)] = True
     quarantined = rows[bad].copy()

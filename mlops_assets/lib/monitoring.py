@@ -200,6 +200,7 @@ def fingerprint(folder: Path, pattern: str) -> str:
 def log_day_sizes(log_root: Path) -> dict[str, int]:
     """Total bytes logged per day."""
     return {
-        day: sum(p.stat().st_size for p in (Path(log_root) / f"date={day}").glob("*.jsonl"))
+        day: sum(p.stat().st_size for pattern in predlog.file_patterns()
+                 for p in (Path(log_root) / f"date={day}").glob(pattern))
         for day in predlog.partitions(log_root)
     }

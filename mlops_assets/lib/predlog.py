@@ -1,9 +1,12 @@
-"""The prediction log: one JSON line per prediction in date-partitioned files.
+"""The prediction log: one JSON line per prediction in date-partitioned files, and one
+Parquet file per scored table (the batch route), side by side.
 
 Each writer (one per server worker) appends to its own file,
 ``<root>/date=YYYY-MM-DD/<host>-<pid>-<start>.jsonl``, so workers never interleave, and every
 write reaches the OS before the response leaves, so an answered prediction is on disk even if
 the worker is killed right after. A write that fails (a full disk) leaves nothing half-written.
+A table goes to ``<host>-<pid>-<start>-<n>.parquet``, written under a temporary name and
+renamed, so a reader sees all of it or nothing. ``read_log`` gives both as the same rows.
 """
 
 from __future__ import annotations
@@ -16,18 +19,24 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mlops_assets.lib import io
 
 FIELDS = ("ts", "request_id", "model_version", "variant", "inputs", "probability", "label",
           "latency_ms")
+INPUT = "inputs."  # a table's input columns in its Parquet file: inputs.<feature>
 
 
 class PredictionLog:
     def __init__(self, root: Path | str):
         self.root = Path(root)
-        self._name = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}.jsonl"
+        self._stem = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
+        self._name = f"{self._stem}.jsonl"
+        self._tables = 0
         self._date: str | None = None
         self._fd: int | None = None
         self._lock = threading.Lock()
@@ -59,6 +68,31 @@ class PredictionLog:
                 os.ftruncate(fd, end)
                 raise
 
+    def write_table(self, inputs: pd.DataFrame, answer: pa.Table, latency_ms: float) -> Path:
+        """One scored table (``answer``: request_id, probability, label, model_version,
+        variant; ``inputs``: the validated features, same rows) as one Parquet file, renamed
+        into place when whole. An OSError (a full disk) leaves no file behind."""
+        n = answer.num_rows
+        table = answer.add_column(0, "ts", pa.array(np.full(n, time.time())))
+        table = table.append_column("latency_ms", pa.array(np.full(n, float(latency_ms))))
+        typed = pa.Table.from_pandas(inputs, preserve_index=False)
+        for name in typed.column_names:
+            table = table.append_column(f"{INPUT}{name}", typed[name])
+        date = datetime.now(UTC).strftime("%Y-%m-%d")
+        with self._lock:
+            self._tables += 1
+            name = f"{self._stem}-{self._tables}.parquet"
+        folder = self.root / f"date={date}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.tmp"
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, folder / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return folder / name
+
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
@@ -80,14 +114,35 @@ def read_log(root: Path | str, date: str | None = None) -> tuple[pd.DataFrame, p
     lines that are not whole JSON records (a worker killed mid-write) with file and line
     number: those are set aside, the rest is read."""
     root = Path(root)
-    pattern = f"date={date}/*.jsonl" if date else "date=*/*.jsonl"
+    folders = f"date={date}" if date else "date=*"
     rows, torn = [], []
-    for path in sorted(root.glob(pattern)):
+    for path in sorted(root.glob(f"{folders}/*.jsonl")):
         values, bad = io.read_json_lines(path)
         rows.extend(values)
         torn.extend({"file": str(path), "line": n, "reason": why} for n, why in bad)
-    return (pd.DataFrame(rows, columns=list(FIELDS)),
-            pd.DataFrame(torn, columns=["file", "line", "reason"]))
+    frames = [pd.DataFrame(rows, columns=list(FIELDS))]
+    frames += [_table_rows(path) for path in sorted(root.glob(f"{folders}/*.parquet"))]
+    frames = [f for f in frames if len(f)]
+    logged = pd.concat(frames, ignore_index=True) if frames else \
+        pd.DataFrame(columns=list(FIELDS))
+    return logged, pd.DataFrame(torn, columns=["file", "line", "reason"])
+
+
+def _table_rows(path: Path) -> pd.DataFrame:
+    """A table's Parquet file as log rows (its input columns back in one ``inputs`` dict)."""
+    table = pq.read_table(path).to_pandas()
+    for column in ("model_version", "variant"):  # dictionary-encoded in the file
+        table[column] = table[column].astype(object)
+    inputs = [c for c in table.columns if c.startswith(INPUT)]
+    values = table[inputs].rename(columns=lambda c: c[len(INPUT):]).astype(object)
+    values = values.where(values.notna(), None)
+    table["inputs"] = values.to_dict("records")
+    return table[list(FIELDS)]
+
+
+def file_patterns() -> tuple[str, ...]:
+    """The files a day of the log is made of."""
+    return ("*.jsonl", "*.parquet")
 
 
 def read(root: Path | str, date: str | None = None) -> pd.DataFrame:

@@ -1,11 +1,21 @@
-"""ASGI guard in front of the predict route: auth, content type and body size are refused
+"""ASGI guard in front of the predict routes: auth, content type and body size are refused
 with a 4xx before BentoML parses anything, and the body is never read past the limit."""
 
 from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Route:
+    """What one guarded route accepts."""
+
+    media_types: tuple[str, ...]
+    max_body_bytes: int
+    empty_hint: str  # what to send instead of an empty body
 
 
 async def _reply(send, status: int, message: str, headers: list | None = None) -> None:
@@ -20,12 +30,10 @@ async def _reply(send, status: int, message: str, headers: list | None = None) -
 
 
 class RequestGuard:
-    def __init__(self, app, paths: tuple[str, ...], max_body_bytes: int,
-                 api_token: str | None = None,
+    def __init__(self, app, routes: Mapping[str, Route], api_token: str | None = None,
                  health: Callable[[], tuple[bool, str]] | None = None):
         self.app = app
-        self.paths = paths
-        self.max_body_bytes = max_body_bytes
+        self.routes = dict(routes)
         self.api_token = api_token
         self.health = health
 
@@ -34,7 +42,8 @@ class RequestGuard:
             ready, reason = self.health()
             if not ready:
                 return await _reply(send, 503, f"not ready: {reason}")
-        if scope["type"] != "http" or scope["path"] not in self.paths:
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if self.api_token is not None:
@@ -46,15 +55,16 @@ class RequestGuard:
         if scope["method"] != "POST":
             return await self.app(scope, receive, send)
         media = headers.get("content-type", "").split(";")[0].strip().lower()
-        if media != "application/json":
+        if media not in route.media_types:
             return await _reply(
-                send, 415,
-                f"content type {media or '(none)'!r} is not supported: send application/json",
+                send, 415, f"content type {media or '(none)'!r} is not supported: send "
+                           f"{' or '.join(route.media_types)}",
             )
+        limit = route.max_body_bytes
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             return await _reply(send, 413, f"body of {declared} bytes is over the limit of "
-                                           f"{self.max_body_bytes} bytes")
+                                           f"{limit} bytes")
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -62,15 +72,14 @@ class RequestGuard:
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                return await _reply(send, 413, f"body is over the limit of "
-                                               f"{self.max_body_bytes} bytes")
+            if size > limit:
+                return await _reply(send, 413, f"body is over the limit of {limit} bytes")
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
         if not body.strip():
-            return await _reply(send, 400, 'empty body: send {"records": [{...}, ...]}')
+            return await _reply(send, 400, f"empty body: send {route.empty_hint}")
         sent = False
 
         async def replay():

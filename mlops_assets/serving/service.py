@@ -2,7 +2,10 @@
 
 POST /predict takes ``{"records": [...]}`` (1 to MLOPS_MAX_RECORDS records, validated by a
 model generated from the dataset contract) and answers per record: probability, label at
-the model's threshold, model version, variant and a request id. The model is the registry's
+the model's threshold, model version, variant and a request id. POST /predict_batch takes a
+table (CSV or Parquet, up to MLOPS_MAX_BATCH_ROWS rows), validates it column by column with
+the ingestion's Pandera domains and answers a table of the same format, one row per row;
+each table is one Parquet file in the prediction log. The model is the registry's
 champion (hot-swapped when the alias moves) or MLOPS_MODEL_TAG; a canary alias takes
 MLOPS_CANARY_SHARE of the requests. Every answered prediction is in the prediction log.
 Settings: see ``settings.py``.
@@ -22,14 +25,19 @@ from typing import Annotated
 import bentoml
 from bentoml.validators import ContentType
 from pydantic import Field
-from starlette.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route as HttpRoute
 
 from mlops_assets.config import DatasetContract, load_contract
+from mlops_assets.lib import scoring
 from mlops_assets.lib.model import ServingModel
 from mlops_assets.lib.predlog import PredictionLog
 from mlops_assets.lib.registry import PRODUCTION, Registry
 from mlops_assets.serving.inputs import ColumnReader, Prediction, record_model
-from mlops_assets.serving.middleware import RequestGuard
+from mlops_assets.serving.middleware import RequestGuard, Route
 from mlops_assets.serving.runtime import ModelRuntime
 from mlops_assets.serving.settings import ServingSettings
 
@@ -43,8 +51,6 @@ CONTRACT = (DatasetContract.model_validate(BUNDLE["contract"]) if BUNDLE
 Record = record_model(CONTRACT)
 read_columns = ColumnReader(CONTRACT)
 
-
-
 def _error(status: HTTPStatus, message: str) -> JSONResponse:
     """A 5xx that says why (BentoML replaces the message of a raised 5xx with a generic one,
     so these are returned as responses)."""
@@ -55,6 +61,7 @@ class Health:
     """What /readyz says when there is no model to serve: the reason, not a bare 503."""
 
     runtime: ModelRuntime | None = None
+    log: PredictionLog | None = None  # the service's, for the batch route
 
     def __call__(self) -> tuple[bool, str]:
         if self.runtime is None:
@@ -77,6 +84,47 @@ SCORES = bentoml.metrics.Histogram(
 )
 
 
+def _log_error(err: OSError) -> JSONResponse:
+    status = (HTTPStatus.INSUFFICIENT_STORAGE if err.errno in (errno.ENOSPC, errno.EDQUOT)
+              else HTTPStatus.SERVICE_UNAVAILABLE)
+    return _error(status, f"prediction log {SETTINGS.prediction_log} cannot be written "
+                  f"({errno.errorcode.get(err.errno, err.errno)}: {err.strerror}); "
+                  "nothing was answered or logged")
+
+
+def _score_table(body: bytes, fmt: str) -> Response:
+    """The batch route's work, off the event loop: read, validate, predict, log, answer."""
+    started = time.perf_counter()
+    runtime, log = HEALTH.runtime, HEALTH.log
+    variant, model = runtime.choose() if runtime else ("champion", None)
+    if model is None:
+        reason = runtime.not_ready_reason if runtime else "the service is still starting"
+        return _error(HTTPStatus.SERVICE_UNAVAILABLE, reason)
+    try:
+        frame = scoring.validate(scoring.read_table(body, fmt, CONTRACT), CONTRACT,
+                                 SETTINGS.max_batch_rows)
+    except scoring.TableError as err:
+        return JSONResponse(err.body(), status_code=err.status)
+    probabilities = model.predict_matrix(scoring.matrix(frame, CONTRACT))
+    answer = scoring.answer(probabilities, model.threshold, model.version, variant)
+    try:
+        log.write_table(frame, answer, round((time.perf_counter() - started) * 1000, 3))
+    except OSError as err:  # nothing is answered that is not in the log
+        return _log_error(err)
+    PREDICTIONS.labels(model_version=model.version, variant=variant).inc(answer.num_rows)
+    return Response(scoring.to_bytes(answer, fmt), media_type=scoring.MEDIA[fmt])
+
+
+async def predict_batch(request: Request) -> Response:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()  # the guard has checked its type and size
+    return await run_in_threadpool(_score_table, body, scoring.FORMATS[media])
+
+
+batch_app = Starlette(routes=[HttpRoute("/predict_batch", predict_batch, methods=["POST"])])
+
+
+@bentoml.asgi_app(batch_app, path="/")
 @bentoml.service(
     name="mlops_classifier",
     http={"host": "127.0.0.1", "port": 3000},
@@ -99,7 +147,7 @@ class Classifier:
                 Registry(SETTINGS.home), SETTINGS.canary_share, pinned=SETTINGS.model_tag
             )
         self.log = PredictionLog(SETTINGS.prediction_log)
-        HEALTH.runtime = self.runtime
+        HEALTH.runtime, HEALTH.log = self.runtime, self.log
         self.runtime.refresh()
         self._check_contract()
         self.runtime.start(SETTINGS.reload_seconds)
@@ -150,16 +198,18 @@ class Classifier:
         try:
             self.log.write(rows)
         except OSError as err:  # nothing is answered that is not in the log
-            status = (HTTPStatus.INSUFFICIENT_STORAGE if err.errno in (errno.ENOSPC, errno.EDQUOT)
-                      else HTTPStatus.SERVICE_UNAVAILABLE)
-            return _error(status, f"prediction log {SETTINGS.prediction_log} cannot be written "
-                          f"({errno.errorcode.get(err.errno, err.errno)}: {err.strerror}); "
-                          "nothing was answered or logged")
+            return _log_error(err)
         PREDICTIONS.labels(model_version=model.version, variant=variant).inc(len(out))
         return out
 
 
 Classifier.add_asgi_middleware(
-    RequestGuard, paths=("/predict",), max_body_bytes=SETTINGS.max_body_bytes,
+    RequestGuard,
+    routes={
+        "/predict": Route(("application/json",), SETTINGS.max_body_bytes,
+                          '{"records": [{...}, ...]}'),
+        "/predict_batch": Route(tuple(scoring.FORMATS), SETTINGS.max_batch_bytes,
+                                "a CSV or Parquet table"),
+    },
     api_token=SETTINGS.api_token, health=HEALTH,
 )

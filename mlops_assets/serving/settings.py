@@ -28,7 +28,9 @@ class ServingSettings:
     | MLOPS_CANARY_SHARE | share of requests answered by the canary, if one is set | 0.1 |
     | MLOPS_MAX_RECORDS | records per request | 1000 |
     | MLOPS_MAX_BODY_BYTES | request body limit (413 beyond) | 2097152 |
-    | MLOPS_API_TOKEN | if set, /predict needs `Authorization: Bearer <token>` | (none) |
+    | MLOPS_MAX_BATCH_ROWS | rows per /predict_batch table | 100000 |
+    | MLOPS_MAX_BATCH_BYTES | /predict_batch body limit (413 beyond) | 67108864 |
+    | MLOPS_API_TOKEN | if set, both predict routes need `Authorization: Bearer <token>` | - |
     """
 
     home: Path
@@ -38,6 +40,8 @@ class ServingSettings:
     canary_share: float
     max_records: int
     max_body_bytes: int
+    max_batch_rows: int
+    max_batch_bytes: int
     api_token: str | None
 
     @classmethod
@@ -53,6 +57,8 @@ class ServingSettings:
             canary_share=share,
             max_records=int(_float("MLOPS_MAX_RECORDS", 1000)),
             max_body_bytes=int(_float("MLOPS_MAX_BODY_BYTES", 2 * 1024 * 1024)),
+            max_batch_rows=int(_float("MLOPS_MAX_BATCH_ROWS", 100_000)),
+            max_batch_bytes=int(_float("MLOPS_MAX_BATCH_BYTES", 64 * 1024 * 1024)),
             api_token=os.environ.get("MLOPS_API_TOKEN") or None,
         )
 

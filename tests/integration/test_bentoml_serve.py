@@ -3,6 +3,8 @@ new champion under a concurrent client with zero failed requests, SIGTERM, and t
 
 from __future__ import annotations
 
+import io
+import json
 import sys
 import threading
 import time
@@ -10,14 +12,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from mlops_assets.config import PROJECT_ROOT
 from mlops_assets.lib import predlog
 from mlops_assets.lib.registry import Registry
+from mlops_assets.lib.scoring import to_bytes
 from mlops_assets.procs import free_port, server, stop
-from tests.helpers import http_status, post
-from tests.serving.conftest import records_from, train_two_models
+from tests.helpers import http_status, post, post_table
+from tests.serving.conftest import BANK, records_from, train_two_models
 
 pytestmark = pytest.mark.integration
 RELOAD_SECONDS = 1.0
@@ -96,10 +101,32 @@ def test_a_built_bento_serves_its_own_model(tmp_path, bank_batches):
     Registry(home).promote(second, "the registry moves on; the Bento must not")
     port = free_port()
     bentoml = Path(sys.executable).parent / "bentoml"
-    env = {"BENTOML_HOME": str(home / "bentoml"), "MLOPS_HOME": str(tmp_path / "serving")}
+    env = {"BENTOML_HOME": str(home / "bentoml"), "MLOPS_HOME": str(tmp_path / "serving"),
+           "MLOPS_MAX_BATCH_ROWS": "400"}
     cmd = [str(bentoml), "serve", built.tag, "--port", str(port)]
+    sent = pd.DataFrame(records_from(test_rows, 400), columns=BANK.features)
+    bad = sent.head(5).astype(object)
+    bad.loc[2, "job"] = "astronaut"
+    answers = {}
     with server(cmd, f"http://127.0.0.1:{port}/readyz", tmp_path / "bento.log", env, tmp_path,
                 timeout=120):
         status, body = post(port, records_from(test_rows, 3))
+        # The batch route of the same service: CSV and Parquet in, the same format out.
+        for fmt, media in (("csv", "text/csv"), ("parquet", "application/vnd.apache.parquet")):
+            answers[fmt] = post_table(port, to_bytes(sent, fmt), media)
+        refused = post_table(port, to_bytes(bad, "csv"), "text/csv")
+        too_many = post_table(port, to_bytes(pd.concat([sent, sent.head(1)]), "parquet"),
+                              "application/vnd.apache.parquet")
     assert status == 200 and {b["model_version"] for b in body} == {first}
-    assert len(predlog.read(tmp_path / "serving" / "predictions")) == 3
+    expected = Registry(home).load(first).predict_records(sent.to_dict("records"))
+    for fmt, (status, answer) in answers.items():
+        assert status == 200, answer[:500]
+        got = (pd.read_csv if fmt == "csv" else pd.read_parquet)(io.BytesIO(answer))
+        np.testing.assert_allclose(got["probability"], expected, rtol=1e-12)
+        assert set(got["model_version"]) == {first}
+    assert refused[0] == 422
+    problem, = json.loads(refused[1])["problems"]
+    assert problem == {"row": 2, "column": "job", "value": "astronaut",
+                       "reason": "job: unseen category 'astronaut'"}
+    assert too_many[0] == 413 and b"401 rows is over the limit of 400" in too_many[1]
+    assert len(predlog.read(tmp_path / "serving" / "predictions")) == 3 + 2 * 400

@@ -1,0 +1,281 @@
+"""Scoring a table at once: the batch route of the service and the batch-scoring path.
+
+A table (CSV or Parquet bytes) is read, typed and validated column by column with the
+ingestion's Pandera domains (``schemas.request_schema``: the features of ``clean_schema``),
+encoded by the one feature function and predicted in one call. Every problem is reported as
+row + column + value; nothing is scored unless every row is valid.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pandera
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from mlops_assets.config import DatasetContract, as_text
+from mlops_assets.lib import features
+from mlops_assets.lib.io import write_with
+from mlops_assets.lib.predlog import PredictionLog
+from mlops_assets.schemas import failure_reason, request_schema
+
+# Media type -> format. The answer has the request's format.
+FORMATS = {
+    "text/csv": "csv",
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
+}
+MEDIA = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+ANSWER_COLUMNS = ("request_id", "probability", "label", "model_version", "variant")
+MAX_PROBLEMS = 100  # problems listed in an answer; the count says how many there were
+
+
+class TableError(ValueError):
+    """A table that cannot be scored: an HTTP status (4xx), a message and the problems."""
+
+    def __init__(self, status: int, message: str, problems: list[dict] | None = None,
+                 total: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.problems = (problems or [])[:MAX_PROBLEMS]
+        self.total = total if total is not None else len(problems or [])
+
+    def body(self) -> dict:
+        out: dict = {"error": str(self)}
+        if self.problems:
+            out["problems"] = self.problems
+            out["problem_count"] = self.total
+        return out
+
+
+def read_table(body: bytes, fmt: str, contract: DatasetContract) -> pd.DataFrame:
+    """The request's bytes as a frame. Parquet comes typed. CSV is read by Arrow with the
+    contract's types (categories as text, numbers as float, the missing tokens as null);
+    if a number does not parse, the table is read again as text so that every bad cell
+    can be named (as ingestion reads a batch)."""
+    try:
+        if fmt == "parquet":
+            return pq.read_table(pa.BufferReader(body)).to_pandas()
+        if fmt == "csv":
+            try:
+                types = {n: pa.string() for n in contract.categorical}
+                types.update({n: pa.float64() for n in contract.numeric})
+                options = pcsv.ConvertOptions(
+                    column_types=types, null_values=["", *contract.missing_tokens],
+                    strings_can_be_null=True, quoted_strings_can_be_null=True)
+                return pcsv.read_csv(pa.BufferReader(body), convert_options=options).to_pandas()
+            except pa.ArrowInvalid as err:
+                if "conversion error" not in str(err).lower():
+                    raise
+                return pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False)
+    except Exception as err:  # the readers name the problem; the status says whose it is
+        raise TableError(400, f"the body is not a readable {fmt} table: "
+                              f"{type(err).__name__}: {err}") from err
+    raise TableError(415, f"unknown table format {fmt!r}: send one of {sorted(FORMATS)}")
+
+
+@dataclass
+class _Problems:
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, index: np.ndarray, column: str, values, reason: str) -> None:
+        for i, value in zip(index, values, strict=True):
+            self.rows.append({"row": int(i), "column": column, "value": _plain(value),
+                              "reason": reason})
+
+
+def _plain(value):
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _categories(col: pd.Series, missing: set[str]) -> pd.Series:
+    """Category values as text (an integer-coded category sent as 3 or 3.0 is "3"); missing
+    tokens and empty cells become None."""
+    if not (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)):
+        uniques = {v: (None if pd.isna(v) else as_text(_plain(v))) for v in col.unique()}
+        col = col.map(uniques)
+    col = col.astype(object)
+    return col.where(~(col.isin(missing) | col.isna()), None)
+
+
+def _numbers(col: pd.Series, name: str, missing: set[str], problems: _Problems) -> pd.Series:
+    if pd.api.types.is_bool_dtype(col):
+        bad = np.arange(len(col))
+        problems.add(bad, name, col.to_numpy(), f"{name}: not a number (boolean column)")
+        return pd.Series(np.nan, index=col.index)
+    if pd.api.types.is_numeric_dtype(col):
+        return col.astype("float64")
+    text = col.astype(object)
+    text = text.where(~(text.isin(missing) | text.isna()), None)
+    parsed = pd.to_numeric(text, errors="coerce").astype("float64")
+    bad = np.flatnonzero((parsed.isna() & text.notna()).to_numpy())
+    problems.add(bad, name, text.iloc[bad].to_numpy(), f"{name}: not a number")
+    return parsed
+
+
+def validate(table: pd.DataFrame, contract: DatasetContract, max_rows: int) -> pd.DataFrame:
+    """The table typed by the contract and judged by ``request_schema``: the features only
+    (an unknown column is refused, a nullable feature may be left out). Raises TableError
+    (413 over ``max_rows``, 422 naming row, column and value for every bad cell)."""
+    if len(table) > max_rows:
+        raise TableError(413, f"{len(table)} rows is over the limit of {max_rows} rows per "
+                              "request")
+    if len(table) == 0:
+        raise TableError(422, "the table has no rows")
+    names = [str(c) for c in table.columns]
+    unknown = [c for c in names if c not in contract.features]
+    duplicated = sorted({c for c in names if names.count(c) > 1})
+    required = [c for c in contract.features if c not in names and not _nullable(contract, c)]
+    if unknown or duplicated or required:
+        parts = ([f"unknown column(s) {unknown}"] if unknown else []) + \
+            ([f"duplicated column(s) {duplicated}"] if duplicated else []) + \
+            ([f"missing required column(s) {required}"] if required else [])
+        raise TableError(422, "; ".join(parts) + f"; the features are {contract.features}")
+    table = table.reset_index(drop=True)
+    table.columns = names
+    missing = {"", *contract.missing_tokens}
+    problems = _Problems()
+    typed = {}
+    for name in contract.features:
+        col = table[name] if name in table else pd.Series(None, index=table.index, dtype=object)
+        typed[name] = (_categories(col, missing) if name in contract.categorical
+                       else _numbers(col, name, missing, problems))
+    frame = pd.DataFrame(typed, index=table.index)
+    unparsed = {(p["row"], p["column"]) for p in problems.rows}
+    try:
+        request_schema(contract).validate(frame, lazy=True)
+    except pandera.errors.SchemaErrors as err:
+        for case in err.failure_cases.to_dict("records"):
+            if pd.isna(case["index"]):  # not per row: a column's type
+                problems.rows.append({"row": None, "column": case["column"], "value": None,
+                                      "reason": failure_reason(case)})
+                continue
+            row = int(case["index"])
+            if (row, case["column"]) in unparsed:
+                continue  # reported once, as "not a number"
+            value = table.at[row, case["column"]] if case["column"] in table else None
+            problems.rows.append({"row": row, "column": case["column"],
+                                  "value": _plain(value), "reason": failure_reason(case)})
+    if problems.rows:
+        rows = sorted(problems.rows, key=lambda p: (p["row"] is not None, p["row"] or 0))
+        bad_rows = len({p["row"] for p in rows})
+        first = rows[0]
+        raise TableError(
+            422, f"{len(rows)} invalid value(s) in {bad_rows} row(s); nothing was scored; "
+                 f"first: row {first['row']}, column {first['column']!r}, value "
+                 f"{first['value']!r}: {first['reason']}", rows, len(rows))
+    return frame
+
+
+def _nullable(contract: DatasetContract, name: str) -> bool:
+    spec = contract.categorical.get(name) or contract.numeric.get(name)
+    return bool(spec and spec.nullable)
+
+
+def matrix(frame: pd.DataFrame, contract: DatasetContract) -> np.ndarray:
+    """A validated frame through the one feature function."""
+    return features.encode({n: frame[n].to_numpy() for n in contract.features}, contract)
+
+
+def answer(probabilities: np.ndarray, threshold: float, version: str, variant: str,
+           request_id: str | None = None) -> pa.Table:
+    """One row per input row: ``<request id>-<row>``, probability, label, version, variant
+    (an Arrow table: 10,000 rows cost ~4 ms to build and write, ~30 ms through pandas)."""
+    request_id = request_id or uuid.uuid4().hex
+    n = len(probabilities)
+    same = pa.array(np.zeros(n, dtype=np.int8))
+    return pa.table({
+        "request_id": pa.array([f"{request_id}-{i}" for i in range(n)], pa.string()),
+        "probability": pa.array(probabilities, pa.float64()),
+        "label": pa.array((probabilities >= threshold).astype(np.int8)),
+        "model_version": pa.DictionaryArray.from_arrays(same, pa.array([version])),
+        "variant": pa.DictionaryArray.from_arrays(same, pa.array([variant])),
+    })
+
+
+def to_bytes(table: pa.Table | pd.DataFrame, fmt: str) -> bytes:
+    """A table in the request's format."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    out = io.BytesIO()
+    if fmt == "csv":
+        plain = pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type)
+                                    else f.type) for f in table.schema])
+        pcsv.write_csv(table.cast(plain), out)
+    else:
+        pq.write_table(table, out)
+    return out.getvalue()
+
+
+# --- files of rows to score (the batch-scoring asset) --------------------------------------
+
+SUFFIXES = {".csv": "csv", ".parquet": "parquet"}
+
+
+def scoring_files(folder: Path) -> dict[str, Path]:
+    """The whole files waiting to be scored, by partition key (the file name). A file still
+    being copied is left for later: a CSV whose last line has no newline, a Parquet file
+    without its footer (write it as .part and rename it when complete)."""
+    if not folder.is_dir():
+        return {}
+    return {p.name: p for p in sorted(folder.iterdir())
+            if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith(".")
+            and _whole(p)}
+
+
+def _whole(path: Path) -> bool:
+    size = path.stat().st_size
+    if size == 0:
+        return True  # refused with its reason when scored
+    with open(path, "rb") as f:
+        f.seek(-4 if path.suffix == ".parquet" and size >= 4 else -1, 2)
+        tail = f.read()
+    return tail == b"PAR1" if path.suffix == ".parquet" else tail == b"\n"
+
+
+@dataclass(frozen=True)
+class ScoredFile:
+    output: Path
+    rows: int
+    model_version: str
+    probabilities: np.ndarray
+    positives: int
+
+
+def score_file(path: Path, contract: DatasetContract, model, out_dir: Path,
+               log: PredictionLog) -> ScoredFile:
+    """Score one file by the batch route's code path: read, validate with the request schema
+    (every bad cell named, nothing scored), predict, then write the inputs with the answer
+    columns beside them (same format, atomically) and log the rows. The output is named by
+    the file and the model version, so a re-run with another champion never overwrites."""
+    fmt = SUFFIXES.get(path.suffix)
+    if fmt is None:
+        raise TableError(415, f"{path}: unknown suffix {path.suffix!r}; use "
+                              f"{sorted(SUFFIXES)}")
+    started = time.perf_counter()
+    try:
+        frame = validate(read_table(path.read_bytes(), fmt, contract), contract, sys.maxsize)
+    except TableError as err:
+        raise TableError(err.status, f"{path}: {err}", err.problems, err.total) from err
+    p = model.predict_matrix(matrix(frame, contract))
+    scored = answer(p, model.threshold, model.version, "batch")
+    inputs = pa.Table.from_pandas(frame, preserve_index=False)
+    table = inputs
+    for name in scored.column_names:
+        table = table.append_column(name, scored[name])
+    version = model.version.replace(":", "-")
+    output = out_dir / f"{path.stem}.{version}{path.suffix}"
+    write_with(output, lambda tmp: tmp.write_bytes(to_bytes(table, fmt)))
+    log.write_table(frame, scored, round((time.perf_counter() - started) * 1000, 3))
+    return ScoredFile(output, len(p), model.version, p, int((p >= model.threshold).sum()))

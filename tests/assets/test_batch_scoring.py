@@ -1,0 +1,68 @@
+"""The batch-scoring asset on a real instance: files dropped in scoring/landing become
+partitions through the sensor, are scored by the champion through the batch route's code path,
+and their rows reach the prediction log; a bad file fails naming row, column and value."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from mlops_assets import orchestration
+from mlops_assets.lib import monitoring, predlog, scoring
+from tests.conftest import make_project
+from tests.serving.conftest import BANK, records_from, train_two_models
+
+
+def test_files_are_scored_by_the_champion_and_logged(tmp_path, monkeypatch, bank_batches):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
+    project = make_project(tmp_path)
+    champion, _, test_rows = train_two_models(project.home, bank_batches)
+    landing = project.paths.scoring_landing
+    landing.mkdir(parents=True)
+    sent = pd.DataFrame(records_from(test_rows, 250), columns=BANK.features)
+    (landing / "june.csv").write_bytes(scoring.to_bytes(sent, "csv"))
+    (landing / "july.parquet").write_bytes(scoring.to_bytes(sent.head(100), "parquet"))
+    bad = sent.head(20).astype(object)
+    bad.loc[7, "age"] = 250
+    (landing / "bad.csv").write_bytes(scoring.to_bytes(bad, "csv"))
+    (landing / "torn.csv").write_bytes(scoring.to_bytes(sent, "csv")[:-40])  # still copying
+
+    result = orchestration.tick_sensor(project.defs, project.instance, "scoring_sensor")
+    assert sorted(r.partition_key for r in result.run_requests) == \
+        ["bad.csv", "july.parquet", "june.csv"]
+    runs = dict(zip(sorted(r.partition_key for r in result.run_requests),
+                    orchestration.run_requests(project.defs, project.instance, result,
+                                               "score_batch"), strict=True))
+    assert not runs.pop("bad.csv").success
+    assert all(r.success for r in runs.values())
+    # The sensor does not ask again for what it has seen.
+    again = orchestration.tick_sensor(project.defs, project.instance, "scoring_sensor",
+                                      result.cursor)
+    assert not again.run_requests
+
+    model = project.registry().load(champion)
+    expected = model.predict_records(sent.to_dict("records"))
+    key = dg.AssetKey("batch_scores")
+    for name, rows in (("june.csv", 250), ("july.parquet", 100)):
+        records = project.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[name]), limit=1).records
+        meta = records[0].asset_materialization.metadata
+        assert meta["model_version"].value == champion and meta["dagster/row_count"].value == rows
+        out = meta["output_file"].value
+        scored = pd.read_csv(out) if name.endswith(".csv") else pd.read_parquet(out)
+        assert list(scored.columns) == [*BANK.features, "request_id", "probability", "label",
+                                        "model_version", "variant"]
+        np.testing.assert_allclose(scored["probability"], expected[:rows], rtol=1e-12)
+        assert meta["predicted_positive"].value == int(scored["label"].sum())
+    # The bad file failed naming the row, the column and the value; nothing of it is stored.
+    failed, = project.instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "bad.csv"}))
+    failure = project.instance.get_records_for_run(
+        failed.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records[0]
+    message = failure.event_log_entry.dagster_event.step_failure_data.error.message
+    assert "bad.csv" in message and "row 7, column 'age', value 250" in message, message
+    assert not list(project.paths.scored.glob("bad.*"))
+    # Monitoring sees the scored rows as it sees the service's.
+    logged = monitoring.flatten(predlog.read(project.paths.predictions))
+    assert len(logged) == 350 and set(logged["variant"]) == {"batch"}
+    assert len(monitoring.current_features(logged, BANK)) == 350
