@@ -279,22 +279,23 @@ def cmd_production(args) -> int:
         stop_all([db], grace=5)
 
 
-def cmd_canary(args) -> int:
-    """Run the set_canary job: a share of live traffic goes to this version (or none)."""
+def cmd_alias(args) -> int:
+    """Run the set_canary or set_shadow job: point that alias at a version (or clear it)."""
     import dagster as dg
 
     from mlops_assets import orchestration
-    from mlops_assets.lib.registry import CANARY, Registry
+    from mlops_assets.lib.registry import Registry
 
     home, _ = _setup(args)
+    alias = args.alias
     config = {"tag": None if args.clear else args.tag, "reason": args.reason}
     with dg.DagsterInstance.get() as instance, orchestration.Launcher(instance) as launcher:
-        result = launcher.run("set_canary", run_config={
-            "ops": {"set_canary_alias": {"config": config}}})
+        result = launcher.run(f"set_{alias}", run_config={
+            "ops": {f"set_{alias}_alias": {"config": config}}})
     if not result.success:
-        print(f"canary change failed: {result.failure()}", file=sys.stderr)
+        print(f"{alias} change failed: {result.failure()}", file=sys.stderr)
         return 1
-    print(f"canary: {Registry(home).alias(CANARY)}")
+    print(f"{alias}: {Registry(home).alias(alias)}")
     return 0
 
 
@@ -389,12 +390,14 @@ def main(argv: list[str] | None = None) -> int:
     rb.set_defaults(func=cmd_rollback)
     bl = sub.add_parser("batches", help="which landed batches reach the dataset, and why not")
     bl.set_defaults(func=cmd_batches)
-    canary = sub.add_parser("canary", help="send a share of traffic to a model version")
-    which = canary.add_mutually_exclusive_group(required=True)
-    which.add_argument("--tag", help="model tag to serve as the canary")
-    which.add_argument("--clear", action="store_true", help="stop the canary")
-    canary.add_argument("--reason", default="manual canary change (CLI)")
-    canary.set_defaults(func=cmd_canary)
+    for alias, what in (("canary", "send a share of traffic to a model version"),
+                        ("shadow", "score traffic with a model version too, never answered")):
+        verb = sub.add_parser(alias, help=what)
+        which = verb.add_mutually_exclusive_group(required=True)
+        which.add_argument("--tag", help=f"model tag to serve as the {alias}")
+        which.add_argument("--clear", action="store_true", help=f"stop the {alias}")
+        verb.add_argument("--reason", default=f"manual {alias} change (CLI)")
+        verb.set_defaults(func=cmd_alias, alias=alias)
     land = sub.add_parser("land", help="land batches of the bundled dataset (by position)")
     land.add_argument("--first", type=int, default=0)
     land.add_argument("--last", type=int, default=None)

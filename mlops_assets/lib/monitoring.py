@@ -65,6 +65,31 @@ def window_rows(days: Mapping[str, pd.DataFrame], window: Window) -> pd.DataFram
     return rows[(rows["ts"] >= window.start) & (rows["ts"] < window.end)].reset_index(drop=True)
 
 
+def shadow_agreement(rows: pd.DataFrame) -> pd.DataFrame:
+    """How the shadow model agreed with the model that answered, per (answering version,
+    shadow version), over the rows both scored: Spearman rank correlation, the share of
+    labels that flip, and the score shift (mean and mean absolute, shadow minus answered)."""
+    columns = ["model_version", "shadow_version", "rows", "rank_correlation", "label_flips",
+               "score_shift", "mean_abs_shift"]
+    if "shadow_probability" not in rows or rows["shadow_probability"].isna().all():
+        return pd.DataFrame(columns=columns)
+    both = rows[rows["shadow_probability"].notna()]
+    out = []
+    for (version, shadow), part in both.groupby(["model_version", "shadow_version"]):
+        served = part["probability"].astype(float)
+        shadowed = part["shadow_probability"].astype(float)
+        diff = shadowed - served
+        out.append({
+            "model_version": version, "shadow_version": shadow, "rows": len(part),
+            "rank_correlation": float(served.corr(shadowed, method="spearman"))
+            if len(part) > 1 else float("nan"),
+            "label_flips": float((part["label"].astype(int)
+                                  != part["shadow_label"].astype(int)).mean()),
+            "score_shift": float(diff.mean()), "mean_abs_shift": float(diff.abs().mean()),
+        })
+    return pd.DataFrame(out, columns=columns)
+
+
 def flatten(rows: pd.DataFrame) -> pd.DataFrame:
     inputs = pd.DataFrame(rows["inputs"].tolist(), index=rows.index) if len(rows) else None
     out = rows.drop(columns=["inputs"])

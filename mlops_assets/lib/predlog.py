@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 from mlops_assets.lib import io
 
 FIELDS = ("ts", "request_id", "model_version", "variant", "inputs", "probability", "label",
-          "latency_ms")
+          "latency_ms", "shadow_version", "shadow_probability", "shadow_label")
+# The shadow's fields are there only while a shadow model scores (None otherwise).
 INPUT = "inputs."  # a table's input columns in its Parquet file: inputs.<feature>
 
 
@@ -131,7 +132,9 @@ def read_log(root: Path | str, date: str | None = None) -> tuple[pd.DataFrame, p
 def _table_rows(path: Path) -> pd.DataFrame:
     """A table's Parquet file as log rows (its input columns back in one ``inputs`` dict)."""
     table = pq.read_table(path).to_pandas()
-    for column in ("model_version", "variant"):  # dictionary-encoded in the file
+    table = table.reindex(columns=[*table.columns,
+                                   *(f for f in FIELDS if f not in table and f != "inputs")])
+    for column in ("model_version", "variant", "shadow_version"):  # dictionary-encoded
         table[column] = table[column].astype(object)
     inputs = [c for c in table.columns if c.startswith(INPUT)]
     values = table[inputs].rename(columns=lambda c: c[len(INPUT):]).astype(object)

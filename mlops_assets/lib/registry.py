@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 PRODUCTION = "production"
 CANARY = "canary"
+SHADOW = "shadow"  # scores requests beside the champion, never answers
 
 
 class RegistryError(ValueError):

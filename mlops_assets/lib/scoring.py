@@ -204,6 +204,17 @@ def answer(probabilities: np.ndarray, threshold: float, version: str, variant: s
     })
 
 
+def with_shadow(answer: pa.Table, probabilities: np.ndarray, shadow) -> pa.Table:
+    """The answer plus the shadow model's scores (for the log only, never answered)."""
+    n = answer.num_rows
+    return (answer
+            .append_column("shadow_version", pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(n, dtype=np.int8)), pa.array([shadow.version])))
+            .append_column("shadow_probability", pa.array(probabilities, pa.float64()))
+            .append_column("shadow_label",
+                           pa.array((probabilities >= shadow.threshold).astype(np.int8))))
+
+
 def to_bytes(table: pa.Table | pd.DataFrame, fmt: str) -> bytes:
     """A table in the request's format."""
     if isinstance(table, pd.DataFrame):
@@ -268,7 +279,7 @@ def score_file(path: Path, contract: DatasetContract, model, out_dir: Path,
         frame = validate(read_table(path.read_bytes(), fmt, contract), contract, sys.maxsize)
     except TableError as err:
         raise TableError(err.status, f"{path}: {err}", err.problems, err.total) from err
-    p = model.predict_matrix(matrix(frame, contract))
+    p = model.predict_matrix(matrix(frame, model.contract))
     scored = answer(p, model.threshold, model.version, "batch")
     inputs = pa.Table.from_pandas(frame, preserve_index=False)
     table = inputs

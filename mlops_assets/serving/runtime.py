@@ -1,5 +1,5 @@
-"""What the service holds: the champion (and the canary, if any), swapped in place when the
-registry's aliases move, plus the prediction log."""
+"""What the service holds: the champion (and the canary and the shadow, if any), swapped in
+place when the registry's aliases move."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlops_assets.lib.model import ServingModel
-from mlops_assets.lib.registry import CANARY, PRODUCTION, Registry
+from mlops_assets.lib.registry import CANARY, PRODUCTION, SHADOW, Registry
 
 log = logging.getLogger("mlops_assets.serving")
 
@@ -24,6 +24,7 @@ class Variants:
 
     champion: ServingModel | None
     canary: ServingModel | None
+    shadow: ServingModel | None = None  # scores beside the answering model, never answers
 
 
 def smoke_test(model: ServingModel) -> None:
@@ -41,10 +42,12 @@ class ModelRuntime:
         aliases: Callable[[], dict[str, str]],
         canary_share: float,
         seed: int | None = None,
+        shadow_share: float = 1.0,
     ):
         self._load = load
         self._aliases = aliases
         self.canary_share = canary_share
+        self.shadow_share = shadow_share
         self.variants = Variants(None, None)
         self.error: str | None = None
         self._rng = random.Random(seed)
@@ -52,10 +55,11 @@ class ModelRuntime:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_registry(cls, registry: Registry, canary_share: float, pinned: str | None = None):
+    def from_registry(cls, registry: Registry, canary_share: float, pinned: str | None = None,
+                      shadow_share: float = 1.0):
         if pinned:
             return cls(registry.load, lambda: {PRODUCTION: pinned}, 0.0)
-        return cls(registry.load, registry.aliases, canary_share)
+        return cls(registry.load, registry.aliases, canary_share, shadow_share=shadow_share)
 
     @property
     def ready(self) -> bool:
@@ -77,7 +81,8 @@ class ModelRuntime:
             log.error(self.error)
             return False
         new, failed = {}, False
-        for alias, slot in ((PRODUCTION, current.champion), (CANARY, current.canary)):
+        for alias, slot in ((PRODUCTION, current.champion), (CANARY, current.canary),
+                            (SHADOW, current.shadow)):
             tag = wanted.get(alias)
             if tag is None:
                 new[alias] = None
@@ -94,20 +99,25 @@ class ModelRuntime:
                     log.error(self.error)
                     failed = True
                     new[alias] = slot
-        self.variants = Variants(new[PRODUCTION], new[CANARY])
+        self.variants = Variants(new[PRODUCTION], new[CANARY], new[SHADOW])
         if not failed:
             self.error = None
         return self.versions(self.variants) != self.versions(current)
 
     @staticmethod
-    def versions(v: Variants) -> tuple[str | None, str | None]:
-        return (v.champion and v.champion.version, v.canary and v.canary.version)
+    def versions(v: Variants) -> tuple[str | None, ...]:
+        return tuple(m and m.version for m in (v.champion, v.canary, v.shadow))
 
-    def choose(self) -> tuple[str, ServingModel]:
+    def choose(self) -> tuple[str, ServingModel, ServingModel | None]:
+        """The variant that answers, its model, and the shadow model that scores this
+        request too (None: no shadow, or this request is not in its share): one snapshot,
+        so a swap in between cannot mix two states."""
         v = self.variants
+        shadow = v.shadow if v.shadow is not None and (
+            self.shadow_share >= 1 or self._rng.random() < self.shadow_share) else None
         if v.canary is not None and self._rng.random() < self.canary_share:
-            return "canary", v.canary
-        return "champion", v.champion
+            return "canary", v.canary, shadow
+        return "champion", v.champion, shadow
 
     def start(self, every_s: float) -> None:
         def loop():

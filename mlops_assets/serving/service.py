@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import gc
 import json
+import logging
 import time
 import uuid
 from http import HTTPStatus
@@ -32,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
 from mlops_assets.config import DatasetContract, load_contract
-from mlops_assets.lib import scoring
+from mlops_assets.lib import features, scoring
 from mlops_assets.lib.model import ServingModel
 from mlops_assets.lib.predlog import PredictionLog
 from mlops_assets.lib.registry import PRODUCTION, Registry
@@ -46,6 +47,7 @@ from mlops_assets.serving.settings import ServingSettings
 BUNDLE_FILE = Path(__file__).with_name("bundle.json")
 BUNDLE = json.loads(BUNDLE_FILE.read_text()) if BUNDLE_FILE.is_file() else None
 SETTINGS = ServingSettings.from_env()
+logger = logging.getLogger("mlops_assets.serving")
 CONTRACT = (DatasetContract.model_validate(BUNDLE["contract"]) if BUNDLE
             else load_contract(SETTINGS.contract))
 Record = record_model(CONTRACT)
@@ -92,11 +94,27 @@ def _log_error(err: OSError) -> JSONResponse:
                   "nothing was answered or logged")
 
 
+def _shadow_scores(shadow: ServingModel | None, model: ServingModel, matrix, columns):
+    """The shadow model's probabilities for the request (the answering model's matrix when
+    both were trained on the same contract), or None (no shadow, or it failed: a shadow never
+    fails a request; the error is logged)."""
+    if shadow is None:
+        return None
+    try:
+        if shadow.contract != model.contract:
+            matrix = features.encode(columns, shadow.contract)
+        return shadow.predict_matrix(matrix)
+    except Exception:
+        logger.exception("shadow %s failed to score; the request is answered anyway",
+                         shadow.version)
+        return None
+
+
 def _score_table(body: bytes, fmt: str) -> Response:
     """The batch route's work, off the event loop: read, validate, predict, log, answer."""
     started = time.perf_counter()
     runtime, log = HEALTH.runtime, HEALTH.log
-    variant, model = runtime.choose() if runtime else ("champion", None)
+    variant, model, shadow = runtime.choose() if runtime else ("champion", None, None)
     if model is None:
         reason = runtime.not_ready_reason if runtime else "the service is still starting"
         return _error(HTTPStatus.SERVICE_UNAVAILABLE, reason)
@@ -105,10 +123,15 @@ def _score_table(body: bytes, fmt: str) -> Response:
                                  SETTINGS.max_batch_rows)
     except scoring.TableError as err:
         return JSONResponse(err.body(), status_code=err.status)
-    probabilities = model.predict_matrix(scoring.matrix(frame, CONTRACT))
+    matrix = scoring.matrix(frame, model.contract)
+    probabilities = model.predict_matrix(matrix)
     answer = scoring.answer(probabilities, model.threshold, model.version, variant)
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    shadowed = _shadow_scores(shadow, model, matrix,
+                              {n: frame[n].to_numpy() for n in CONTRACT.features})
+    logged = answer if shadowed is None else scoring.with_shadow(answer, shadowed, shadow)
     try:
-        log.write_table(frame, answer, round((time.perf_counter() - started) * 1000, 3))
+        log.write_table(frame, logged, latency_ms)
     except OSError as err:  # nothing is answered that is not in the log
         return _log_error(err)
     PREDICTIONS.labels(model_version=model.version, variant=variant).inc(answer.num_rows)
@@ -144,7 +167,8 @@ class Classifier:
             )
         else:
             self.runtime = ModelRuntime.from_registry(
-                Registry(SETTINGS.home), SETTINGS.canary_share, pinned=SETTINGS.model_tag
+                Registry(SETTINGS.home), SETTINGS.canary_share, pinned=SETTINGS.model_tag,
+                shadow_share=SETTINGS.shadow_share,
             )
         self.log = PredictionLog(SETTINGS.prediction_log)
         HEALTH.runtime, HEALTH.log = self.runtime, self.log
@@ -177,13 +201,15 @@ class Classifier:
         records: Annotated[list[Record], Field(min_length=1, max_length=SETTINGS.max_records)],
     ) -> Annotated[list[Prediction], ContentType("application/json")]:
         started = time.perf_counter()
-        variant, model = self.runtime.choose()
+        variant, model, shadow = self.runtime.choose()
         if model is None:
             return _error(HTTPStatus.SERVICE_UNAVAILABLE, self.runtime.not_ready_reason)
         columns = read_columns(records)
-        probabilities = model.predict_columns(columns).tolist()
+        matrix = features.encode(columns, model.contract)
+        probabilities = model.predict_matrix(matrix).tolist()
         threshold = model.threshold
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        shadowed = _shadow_scores(shadow, model, matrix, columns)
         ts = time.time()
         out, rows = [], []
         for i, p in enumerate(probabilities):
@@ -191,9 +217,14 @@ class Classifier:
             label = int(p >= threshold)
             out.append(Prediction(request_id=rid, probability=p, label=label,
                                   model_version=model.version, variant=variant))
-            rows.append({"ts": ts, "request_id": rid, "model_version": model.version,
-                         "variant": variant, "inputs": {c: v[i] for c, v in columns.items()},
-                         "probability": p, "label": label, "latency_ms": latency_ms})
+            row = {"ts": ts, "request_id": rid, "model_version": model.version,
+                   "variant": variant, "inputs": {c: v[i] for c, v in columns.items()},
+                   "probability": p, "label": label, "latency_ms": latency_ms}
+            if shadowed is not None:
+                row.update(shadow_version=shadow.version,
+                           shadow_probability=float(shadowed[i]),
+                           shadow_label=int(shadowed[i] >= shadow.threshold))
+            rows.append(row)
             SCORES.labels(variant=variant).observe(p)
         try:
             self.log.write(rows)

@@ -26,6 +26,7 @@ class ServingSettings:
     | MLOPS_MODEL_TAG | serve this model version, ignore the aliases | (champion) |
     | MLOPS_RELOAD_SECONDS | how often to look for a new champion / canary | 2 |
     | MLOPS_CANARY_SHARE | share of requests answered by the canary, if one is set | 0.1 |
+    | MLOPS_SHADOW_SHARE | share of requests also scored by the shadow, if one is set | 1.0 |
     | MLOPS_MAX_RECORDS | records per request | 1000 |
     | MLOPS_MAX_BODY_BYTES | request body limit (413 beyond) | 2097152 |
     | MLOPS_MAX_BATCH_ROWS | rows per /predict_batch table | 100000 |
@@ -38,6 +39,7 @@ class ServingSettings:
     model_tag: str | None
     reload_seconds: float
     canary_share: float
+    shadow_share: float
     max_records: int
     max_body_bytes: int
     max_batch_rows: int
@@ -47,14 +49,17 @@ class ServingSettings:
     @classmethod
     def from_env(cls) -> ServingSettings:
         share = _float("MLOPS_CANARY_SHARE", 0.1)
-        if not 0 <= share <= 1:
-            raise ValueError(f"MLOPS_CANARY_SHARE must be within 0..1, got {share}")
+        shadow_share = _float("MLOPS_SHADOW_SHARE", 1.0)
+        for name, value in (("MLOPS_CANARY_SHARE", share), ("MLOPS_SHADOW_SHARE", shadow_share)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be within 0..1, got {value}")
         return cls(
             home=default_home(),
             contract=os.environ.get("MLOPS_CONTRACT", "bank"),
             model_tag=os.environ.get("MLOPS_MODEL_TAG") or None,
             reload_seconds=_float("MLOPS_RELOAD_SECONDS", 2.0),
             canary_share=share,
+            shadow_share=shadow_share,
             max_records=int(_float("MLOPS_MAX_RECORDS", 1000)),
             max_body_bytes=int(_float("MLOPS_MAX_BODY_BYTES", 2 * 1024 * 1024)),
             max_batch_rows=int(_float("MLOPS_MAX_BATCH_ROWS", 100_000)),

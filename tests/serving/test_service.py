@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from mlops_assets.lib import predlog
-from mlops_assets.lib.registry import CANARY, Registry
-from tests.serving.conftest import TOKEN, records_from
+from mlops_assets.lib import monitoring, predlog, scoring
+from mlops_assets.lib.registry import CANARY, SHADOW, Registry
+from tests.serving.conftest import BANK, TOKEN, records_from
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -163,3 +165,54 @@ def test_prediction_log_holds_every_answer_with_its_inputs(client, served):
         assert row["model_version"] == answer["model_version"] and row["latency_ms"] > 0
         assert row["inputs"]["age"] == record["age"]
         assert row["inputs"]["job"] == (None if record["job"] == "unknown" else record["job"])
+
+
+def _logged_shadow(served, request_ids) -> pd.DataFrame:
+    log = predlog.read(served["home"] / "predictions")
+    return log[log["request_id"].isin(set(request_ids))].set_index("request_id")
+
+
+def test_shadow_scores_are_logged_and_never_returned(client, served):
+    registry = Registry(served["home"])
+    records = records_from(served["test_rows"], 40)
+    shadow = registry.load(served["other"])
+    registry.set_alias(SHADOW, served["other"], "shadow", "test")
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # wait for the refresh thread to load the shadow
+            answers = post(client, {"records": records}).json()
+            logged = _logged_shadow(served, [a["request_id"] for a in answers])
+            if logged["shadow_version"].notna().all():
+                break
+            time.sleep(0.1)
+        table = client.post("/predict_batch", content=scoring.to_bytes(
+            pd.DataFrame(records, columns=BANK.features), "csv"),
+            headers={**AUTH, "Content-Type": "text/csv"})
+    finally:
+        registry.set_alias(SHADOW, None, "shadow", "test over")
+    # Answered by the champion (or the canary), never by the shadow; no shadow field shown.
+    assert all(set(a) == {"request_id", "probability", "label", "model_version", "variant"}
+               and a["model_version"] != served["other"] for a in answers)
+    assert table.status_code == 200
+    answered = pd.read_csv(io.BytesIO(table.content))
+    assert list(answered.columns) == list(scoring.ANSWER_COLUMNS)
+    expected = shadow.predict_records(records)
+    for ids in ([a["request_id"] for a in answers], answered["request_id"]):
+        logged = _logged_shadow(served, ids).loc[list(ids)]
+        assert set(logged["shadow_version"]) == {served["other"]}
+        np.testing.assert_allclose(logged["shadow_probability"].astype(float), expected,
+                                   rtol=1e-12)
+        assert (logged["shadow_label"].astype(int)
+                == (expected >= shadow.threshold).astype(int)).all()
+        agreement, = monitoring.shadow_agreement(logged.reset_index()).to_dict("records")
+        assert agreement["rows"] == 40 and agreement["shadow_version"] == served["other"]
+        assert 0 < agreement["rank_correlation"] <= 1 and 0 <= agreement["label_flips"] < 1
+    # Once cleared, requests carry no shadow score.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        answer = post(client, {"records": records[:1]}).json()[0]
+        if pd.isna(_logged_shadow(served, [answer["request_id"]])["shadow_version"].iloc[0]):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the shadow was still scoring 10 s after it was cleared")

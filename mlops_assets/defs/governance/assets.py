@@ -7,7 +7,7 @@ from mlops_assets.config import TARGET
 from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.resources import GateResource, ProjectResource
 from mlops_assets.lib import evaluation, features, gate
-from mlops_assets.lib.registry import CANARY, PRODUCTION
+from mlops_assets.lib.registry import CANARY, PRODUCTION, SHADOW
 
 SMOKE_ROWS = 50
 
@@ -189,18 +189,31 @@ def rollback():
     rollback_champion()
 
 
-class CanaryConfig(dg.Config):
-    tag: str | None = None  # a model tag; None stops the canary
-    reason: str = "manual canary change"
+class AliasConfig(dg.Config):
+    tag: str | None = None  # a model tag; None clears the alias
+    reason: str = "manual change"
 
 
-@dg.op
-def set_canary_alias(config: CanaryConfig, project: ProjectResource) -> None:
-    """Point the canary alias at a model version (or clear it); the service sends
-    MLOPS_CANARY_SHARE of its requests there."""
-    project.registry().set_alias(CANARY, config.tag, "canary", config.reason)
+def _alias_job(alias: str, what: str, description: str) -> dg.JobDefinition:
+    """A one-op job that points a serving alias at a model version, or clears it."""
+
+    @dg.op(name=f"set_{alias}_alias", description=what)
+    def set_alias(config: AliasConfig, project: ProjectResource) -> None:
+        project.registry().set_alias(alias, config.tag, alias, config.reason)
+
+    @dg.job(name=f"set_{alias}", description=description)
+    def job():
+        set_alias()
+
+    return job
 
 
-@dg.job(description="Send a share of live traffic to a challenger (the canary alias), or stop.")
-def set_canary():
-    set_canary_alias()
+set_canary = _alias_job(
+    CANARY, "Point the canary alias at a model version (or clear it); the service sends "
+    "MLOPS_CANARY_SHARE of its requests there.",
+    "Send a share of live traffic to a challenger (the canary alias), or stop.")
+set_shadow = _alias_job(
+    SHADOW, "Point the shadow alias at a model version (or clear it); the service scores "
+    "MLOPS_SHADOW_SHARE of its requests with it too, logs both scores, answers the champion's.",
+    "Score live traffic with a challenger in the shadow of the champion (never answered), "
+    "or stop.")

@@ -87,7 +87,10 @@ def window_traffic(context: dg.AssetExecutionContext, prediction_log: Mapping[st
     window = _window(context, project)
     rows = monitoring.window_rows(prediction_log, window)
     first, last = monitoring.window_days(window)
+    agreement = monitoring.shadow_agreement(rows)
     return dg.Output(rows, metadata={
+        "shadow_agreement": markdown_table(agreement.round(4)) if len(agreement)
+        else "no shadow scores in this window",
         **frame_metadata(rows),
         "start": datetime.fromtimestamp(window.start, UTC).isoformat(timespec="seconds"),
         "end": datetime.fromtimestamp(window.end, UTC).isoformat(timespec="seconds"),
