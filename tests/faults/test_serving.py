@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mlops_assets import orchestration
@@ -17,8 +18,9 @@ from mlops_assets.config import load_contract
 from mlops_assets.lib import predlog
 from mlops_assets.lib.predlog import PredictionLog
 from mlops_assets.lib.registry import Registry
+from mlops_assets.lib.scoring import to_bytes
 from mlops_assets.procs import stop
-from tests.helpers import bentoml_serve, get, post, tiny_models, wait_until
+from tests.helpers import bentoml_serve, get, post, post_table, tiny_models, wait_until
 
 pytestmark = pytest.mark.integration
 BANK = load_contract("bank")
@@ -126,13 +128,19 @@ def test_a_full_disk_answers_507_and_leaves_no_half_line(tmp_path, small_disk):
         assert refused, "the disk never filled"
         code, body = refused[0]
         assert code == 507 and "ENOSPC" in body["error"] and "predictions" in body["error"]
+        # A table on the full disk: refused alike, no Parquet file, no temporary left behind.
+        table = to_bytes(pd.DataFrame([RECORD] * 200), "parquet")
+        code, raw = post_table(port, table, "application/vnd.apache.parquet")
+        assert code == 507 and b"ENOSPC" in raw, raw
+        assert not [p for p in small_disk.rglob("*") if p.suffix in (".parquet", ".tmp")]
         filler.unlink()  # space again: the service carries on
         assert post(port, [RECORD])[0] == 200 and proc.poll() is None
+        assert post_table(port, table, "application/vnd.apache.parquet")[0] == 200
     rows, torn = predlog.read_log(small_disk)
     assert torn.empty  # nothing half-written
     logged = set(rows["request_id"])
     assert {r["request_id"] for _, body in answered for r in body} <= logged
-    assert len(rows) == 5 * len(answered) + 1
+    assert len(rows) == 5 * len(answered) + 1 + 200
 
 
 def test_a_torn_log_line_is_set_aside_with_file_and_line(project):
