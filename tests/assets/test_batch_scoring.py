@@ -17,18 +17,25 @@ from tests.serving.conftest import BANK, records_from, train_two_models
 def test_files_are_scored_by_the_champion_and_logged(tmp_path, monkeypatch, bank_batches):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
     project = make_project(tmp_path)
+    registry = project.registry()
     champion, _, test_rows = train_two_models(project.home, bank_batches)
+    registry.set_alias("production", None, "clear", "no champion yet")
     landing = project.paths.scoring_landing
     landing.mkdir(parents=True)
     sent = pd.DataFrame(records_from(test_rows, 250), columns=BANK.features)
     (landing / "june.csv").write_bytes(scoring.to_bytes(sent, "csv"))
+    # Without a champion, files wait (and are not marked seen).
+    waiting = orchestration.tick_sensor(project.defs, project.instance, "scoring_sensor")
+    assert not waiting.run_requests and "no champion yet" in waiting.skip_reason.skip_message
+    registry.promote(champion, "the champion arrives")
     (landing / "july.parquet").write_bytes(scoring.to_bytes(sent.head(100), "parquet"))
     bad = sent.head(20).astype(object)
     bad.loc[7, "age"] = 250
     (landing / "bad.csv").write_bytes(scoring.to_bytes(bad, "csv"))
     (landing / "torn.csv").write_bytes(scoring.to_bytes(sent, "csv")[:-40])  # still copying
 
-    result = orchestration.tick_sensor(project.defs, project.instance, "scoring_sensor")
+    result = orchestration.tick_sensor(project.defs, project.instance, "scoring_sensor",
+                                       waiting.cursor)
     assert sorted(r.partition_key for r in result.run_requests) == \
         ["bad.csv", "july.parquet", "june.csv"]
     runs = dict(zip(sorted(r.partition_key for r in result.run_requests),

@@ -73,6 +73,10 @@ def scoring_sensor(context: dg.SensorEvaluationContext, project: ProjectResource
     files = scoring.scoring_files(project.paths.scoring_landing)
     landed = {name: io.sha256_file(p) for name, p in files.items()}
     new = {name: sha for name, sha in landed.items() if seen.get(name) != sha}
+    if new and project.registry().champion() is None:  # they wait; nothing is marked seen
+        return dg.SensorResult(skip_reason=dg.SkipReason(
+            f"no champion yet: {len(new)} file(s) in {project.paths.scoring_landing} wait"),
+            cursor=json.dumps(seen))
     if not new:
         return dg.SensorResult(skip_reason=dg.SkipReason(
             f"nothing new in {project.paths.scoring_landing} ({len(files)} whole files)"),
