@@ -13,6 +13,7 @@ ASSETS = {
     "evaluation": ["model_card", "model_evaluation"],
     "governance": ["champion", "gate_report"],
     "deployment": ["bento"],
+    "scoring": ["batch_scores"],
     "monitoring": ["drift_report", "feedback_files", "feedback_labels", "live_performance",
                    "prediction_log", "prediction_log_files", "serving_health", "window_traffic"],
 }
