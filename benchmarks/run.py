@@ -393,6 +393,8 @@ def bench_profiles(periods: int = 26, trials: int = 2) -> dict:
                         "steps": steps, "overhead_per_step_s": sum(
                             j["run_s"] - j["step_s"] for j in jobs.values()) / max(steps, 1)}
     out["same_auc"] = out["embedded"]["auc"] == out["production"]["auc"]
+    if not out["same_auc"]:  # the executor must not change results (issue #11)
+        raise AssertionError(f"embedded and production demos differ: {out}")
     return out
 
 
