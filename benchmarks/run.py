@@ -176,8 +176,8 @@ def _table_floors(model, tables: dict[str, tuple[str, bytes]], n: int) -> dict:
     process (read, validate, encode, predict, answer, serialize), per format."""
     out = {}
     _, body = tables["parquet"]
-    x = scoring.matrix(scoring.validate(scoring.read_table(body, "parquet", CONTRACT), CONTRACT, n),
-                       CONTRACT)
+    table = scoring.read_request_table(body, "parquet", CONTRACT)
+    x = scoring.matrix(scoring.validate(table, CONTRACT, n), CONTRACT)
     predict_s, _ = median_of(lambda: model.predict_matrix(x), 5)
     out["floor_table_rows_per_s"] = n / predict_s
     for fmt, (_, body) in tables.items():
@@ -185,7 +185,7 @@ def _table_floors(model, tables: dict[str, tuple[str, bytes]], n: int) -> dict:
 
         def path(fmt=fmt, body=body, stages=stages):
             t0 = time.perf_counter()
-            table = scoring.read_table(body, fmt, CONTRACT)
+            table = scoring.read_request_table(body, fmt, CONTRACT)
             t1 = time.perf_counter()
             frame = scoring.validate(table, CONTRACT, n)
             t2 = time.perf_counter()

@@ -119,7 +119,7 @@ def _score_table(body: bytes, fmt: str) -> Response:
         reason = runtime.not_ready_reason if runtime else "the service is still starting"
         return _error(HTTPStatus.SERVICE_UNAVAILABLE, reason)
     try:
-        frame = scoring.validate(scoring.read_table(body, fmt, CONTRACT), CONTRACT,
+        frame = scoring.validate(scoring.read_request_table(body, fmt, CONTRACT), CONTRACT,
                                  SETTINGS.max_batch_rows)
     except scoring.TableError as err:
         return JSONResponse(err.body(), status_code=err.status)
