@@ -9,7 +9,6 @@ import sys
 import time
 import uuid
 
-from pydantic import create_model
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,10 +17,10 @@ from starlette.routing import Route
 from mlops_assets.config import default_home, load_contract
 from mlops_assets.lib.predlog import PredictionLog
 from mlops_assets.lib.registry import Registry
-from mlops_assets.serving.inputs import ColumnReader, record_model
+from mlops_assets.serving.inputs import ColumnReader, request_model
 
 CONTRACT = load_contract(os.environ.get("MLOPS_CONTRACT", "bank"))
-Input = create_model("Input", records=(list[record_model(CONTRACT)], ...))
+Input = request_model(CONTRACT, int(os.environ.get("MLOPS_MAX_RECORDS", "1000")))
 read_columns = ColumnReader(CONTRACT)
 registry = Registry(default_home())
 MODEL = registry.load(registry.champion())

@@ -1,6 +1,6 @@
 """The request model, generated from the dataset contract: the same domains the Pandera
 schemas enforce in training (bounds, categories, required values), typed for pydantic so
-BentoML validates every request before the service sees it."""
+the service validates every request before anything is scored."""
 
 from __future__ import annotations
 
@@ -39,6 +39,14 @@ def record_model(contract: DatasetContract) -> type[BaseModel]:
         __config__=ConfigDict(extra="forbid", populate_by_name=False, frozen=True),
         **fields,
     )
+
+
+def request_model(contract: DatasetContract, max_records: int) -> type[BaseModel]:
+    """The body of POST /predict: ``{"records": [...]}`` with 1 to ``max_records`` records."""
+    records = Annotated[list[record_model(contract)],  # type: ignore[misc]
+                        Field(min_length=1, max_length=max_records)]
+    return create_model("PredictRequest", __config__=ConfigDict(extra="forbid"),
+                        records=(records, ...))
 
 
 class ColumnReader:
