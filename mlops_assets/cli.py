@@ -300,13 +300,13 @@ def cmd_alias(args) -> int:
 
 
 def cmd_backtest(args) -> int:
-    """Replay the periods after the first N offline for three retraining policies."""
+    """Replay the periods after the first N offline for each retraining policy."""
     from mlops_assets.lib import backtest, io, training
 
     home, contract_name = _setup(args)
     contract = load_contract(contract_name)
     detail, summary = backtest.run(
-        contract, args.initial_periods, training.TrainingSpec(n_trials=args.trials),
+        contract, args.initial_periods, training.spec_for(contract, n_trials=args.trials),
         backtest.TriggerPolicy(cooldown_periods=args.cooldown),
     )
     out = Path(args.out) if args.out else Paths(home).reports / "backtest"

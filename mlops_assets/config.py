@@ -119,6 +119,11 @@ class GateSpec(_Strict):
 
 class TrainingBudget(_Strict):
     n_trials: int = Field(default=20, ge=1, description="hyperparameter search trials")
+    threshold_rule: str = Field(
+        default="max_f1", pattern=r"^(max_f1|fixed:[0-9.]+|min_recall:[0-9.]+|cost:[0-9.]+)$",
+        description="how each new version's decision threshold is derived: max_f1, "
+                    "fixed:<p>, min_recall:<r>, or cost:<r> (a missed positive costs r false "
+                    "alarms)")
 
 
 class CategoricalSpec(_Strict):

@@ -1,38 +1,54 @@
 """Offline backtest of retraining policies over the periods after the initial ones.
 
 Each period: the model in use scores the period's rows (metrics recorded), then the period's
-labels arrive and the policy decides whether to retrain on every labelled row so far:
-``never``, ``every`` period, or ``triggered`` by the same drift and live-performance checks
-the monitoring assets run (with a cooldown in periods)."""
+labels arrive and the policy acts on the model: ``never``; retrain on every labelled row so far
+``every`` period or every ``third``; ``recalibrate`` only (a Platt calibrator refit on the
+latest labelled rows, the base model kept); or ``triggered``: the rule the retraining sensor
+uses (``retraining.choose_action``: hold, recalibrate or retrain on what the labels say,
+drift a warning only), with a cooldown in periods between full retrains."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from mlops_assets.config import PERIOD, SPLIT, TARGET, DatasetContract
-from mlops_assets.lib import data, drift, evaluation, features, split, training
+from mlops_assets.lib import calibration, data, drift, evaluation, features, split, training
+from mlops_assets.lib.retraining import Evidence, LossPolicy, Reference, choose_action
+
+POLICIES = ("never", "every", "third", "recalibrate", "triggered")
 
 
 @dataclass(frozen=True)
 class TriggerPolicy:
-    max_drift_share: float = 0.5
-    max_calibration_gap: float = 0.10
-    min_auc: float = 0.60
-    min_f1: float = 0.20
-    cooldown_periods: int = 3
+    rule: LossPolicy = LossPolicy()
+    cooldown_periods: int = 3  # between full retrains; recalibration is cheap and has none
 
 
 @dataclass
 class Model:
     booster: object
     threshold: float
-    reference: pd.DataFrame
+    reference: pd.DataFrame  # drift reference
     trained_through: str
+    validation: Reference
+    calibrator: calibration.Calibrator | None = None
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        return self.booster.predict(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        raw = self.scores(x)
+        return raw if self.calibrator is None else self.calibrator.apply(raw)
+
+    @property
+    def name(self) -> str:
+        return self.trained_through + (f"+cal@{self.calibrator.fitted_on}"
+                                       if self.calibrator else "")
 
 
 def labelled_rows(contract: DatasetContract) -> pd.DataFrame:
@@ -63,26 +79,46 @@ def fit(rows: pd.DataFrame, contract: DatasetContract, spec: training.TrainingSp
     reference = drift.sample(train[contract.features], 20_000).copy()
     reference[drift.PREDICTION] = trained.booster.predict(
         features.to_matrix(reference, contract), num_iteration=trained.best_iteration)
-    return Model(trained.booster, trained.threshold, reference, rows[PERIOD].max())
+    v = trained.validation_metrics
+    return Model(trained.booster, trained.threshold, reference, rows[PERIOD].max(),
+                 Reference(v["auc"], v["log_loss"], float(valid[TARGET].mean())))
 
 
-def _should_retrain(model: Model, period_rows: pd.DataFrame, p: np.ndarray, y: np.ndarray,
-                    contract: DatasetContract, policy: TriggerPolicy) -> tuple[bool, str]:
-    current = period_rows[contract.features].copy()
+def recalibrate(model: Model, x: np.ndarray, y: np.ndarray, period: str,
+                spec: training.TrainingSpec) -> Model:
+    """The base booster with a calibrator refit on one labelled period (never stacked on an
+    earlier calibrator) and its threshold re-derived there by the spec's rule."""
+    cal = calibration.fit(model.scores(x), y, fitted_on=period)
+    threshold = training.choose_threshold(y, cal.apply(model.scores(x)), spec.threshold_rule)
+    return replace(model, calibrator=cal, threshold=threshold)
+
+
+def _cost(y: np.ndarray, flagged: np.ndarray, spec: training.TrainingSpec) -> dict:
+    """Under a ``cost:<r>`` threshold rule: the cost per row of the decisions, in false-alarm
+    units (r per missed positive, 1 per false alarm): what the threshold is chosen to lower."""
+    if not spec.threshold_rule.startswith("cost:"):
+        return {}
+    ratio = float(spec.threshold_rule.split(":", 1)[1])
+    missed, alarms = int((~flagged & (y == 1)).sum()), int((flagged & (y == 0)).sum())
+    return {"cost_per_row": (ratio * missed + alarms) / max(len(y), 1)}
+
+
+def _calibration_window(rows: pd.DataFrame, labelled: list[str], min_rows: int) -> pd.DataFrame:
+    """The latest labelled period, with earlier ones added until it has ``min_rows``."""
+    take = []
+    for period in reversed(labelled):
+        take.append(period)
+        if (rows[PERIOD].isin(take)).sum() >= min_rows:
+            break
+    return rows[rows[PERIOD].isin(take)]
+
+
+def _evidence(model: Model, part: pd.DataFrame, p: np.ndarray, y: np.ndarray,
+              contract: DatasetContract, period: str) -> Evidence:
+    current = part[contract.features].copy()
     current[drift.PREDICTION] = p
     share = drift.compute_drift(model.reference, current, contract).drifted_share
-    m = evaluation.metrics(y, p, model.threshold)
-    gap = m["positive_rate"] - m["mean_prediction"]
-    reasons = []
-    if share > policy.max_drift_share:
-        reasons.append(f"drift {share:.0%}")
-    if abs(gap) > policy.max_calibration_gap:
-        reasons.append(f"calibration gap {gap:+.2f}")
-    if m["roc_auc"] == m["roc_auc"] and m["roc_auc"] < policy.min_auc:
-        reasons.append(f"AUC {m['roc_auc']:.2f}")
-    if m["f1"] < policy.min_f1:
-        reasons.append(f"F1 {m['f1']:.2f}")
-    return bool(reasons), ", ".join(reasons)
+    return Evidence.from_labels(period, y, p, share)
 
 
 def run(
@@ -92,7 +128,7 @@ def run(
     policy: TriggerPolicy | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-period results of the three policies, and the summary per policy."""
+    """Per-period results of every policy in POLICIES, and the summary per policy."""
     spec = spec or training.TrainingSpec(n_trials=3)
     policy = policy or TriggerPolicy()
     periods = list(data.source_batches(contract))  # cheap check before the long part
@@ -107,29 +143,52 @@ def run(
     periods = sorted(rows[PERIOD].unique())
     initial = fit(rows[rows[PERIOD].isin(periods[:initial_periods])], contract, spec)
     records = []
-    for name in ("never", "every", "triggered"):
-        model, last_retrain = initial, -10**9
+    fits: dict[str, Model] = {}  # trained through period -> model: the same data, the same model
+
+    def retrained(period: str) -> Model:
+        if period not in fits:
+            fits[period] = fit(rows[rows[PERIOD] <= period], contract, spec)
+        return fits[period]
+
+    for name in POLICIES:
+        model, last_retrain = initial, initial_periods - 1
         started = time.perf_counter()
         for i, period in enumerate(periods[initial_periods:], start=initial_periods):
             part = rows[rows[PERIOD] == period]
             y = part[TARGET].to_numpy(int)
-            p = model.booster.predict(features.to_matrix(part, contract))
+            x = features.to_matrix(part, contract)
+            p = model.predict(x)
             m = evaluation.metrics(y, p, model.threshold)
-            retrain, why = False, ""
+            action, why = "hold", ""
             if name == "every":
-                retrain, why = True, "every period"
-            elif name == "triggered" and i - last_retrain >= policy.cooldown_periods:
-                retrain, why = _should_retrain(model, part, p, y, contract, policy)
+                action, why = "retrain", "every period"
+            elif name == "third" and i - last_retrain >= 3:
+                action, why = "retrain", "every third period"
+            elif name == "recalibrate" and 0 < y.sum() < len(y):
+                action, why = "recalibrate", "every period"
+            elif name == "triggered":
+                decided = choose_action(_evidence(model, part, p, y, contract, period),
+                                        model.validation, policy.rule)
+                action, why = decided.kind, decided.why
+                if action == "retrain" and i - last_retrain < policy.cooldown_periods:
+                    action, why = "recalibrate", (
+                        f"retrain held by the cooldown ({i - last_retrain} of "
+                        f"{policy.cooldown_periods} periods), recalibrated instead: {why}")
             records.append({
-                "policy": name, "period": period, "rows": len(part), "model": model.trained_through,
+                "policy": name, "period": period, "rows": len(part), "model": model.name,
                 "roc_auc": m["roc_auc"], "log_loss": m["log_loss"], "brier": m["brier"],
-                "f1": m["f1"], "recall": m["recall"],
+                "f1": m["f1"], "recall": m["recall"], "precision": m["precision"],
+                "threshold": model.threshold, **_cost(y, p >= model.threshold, spec),
                 "calibration_gap": m["mean_prediction"] - m["positive_rate"],
-                "retrained_after": retrain, "why": why,
+                "action": action, "retrained_after": action == "retrain", "why": why,
             })
-            if retrain:  # the period's labels have arrived: retrain on all data so far
-                model = fit(rows[rows[PERIOD] <= period], contract, spec)
-                last_retrain = i
+            # The period's labels have arrived: act on them for the next period.
+            if action == "retrain":
+                model, last_retrain = retrained(period), i
+            elif action == "recalibrate":
+                window = _calibration_window(rows, periods[:i + 1], policy.rule.calibration_rows)
+                model = recalibrate(model, features.to_matrix(window, contract),
+                                    window[TARGET].to_numpy(int), period, spec)
         log(f"policy {name}: {time.perf_counter() - started:.1f} s")
     detail = pd.DataFrame(records)
     # The model retrained after the last period never scores anything: not counted.
@@ -139,6 +198,9 @@ def run(
         mean_log_loss=("log_loss", "mean"), mean_brier=("brier", "mean"),
         mean_f1=("f1", "mean"), mean_recall=("recall", "mean"),
         mean_abs_calibration_gap=("calibration_gap", lambda s: s.abs().mean()),
+        **({"mean_cost_per_row": ("cost_per_row", "mean")} if "cost_per_row" in detail else {}),
     )
     summary["retrains"] = scored.groupby("policy", sort=False)["retrained_after"].sum()
+    summary["recalibrations"] = scored.assign(
+        recal=scored["action"] == "recalibrate").groupby("policy", sort=False)["recal"].sum()
     return detail, summary.reset_index()

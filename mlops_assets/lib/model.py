@@ -15,6 +15,7 @@ import pandas as pd
 
 from mlops_assets.config import DatasetContract
 from mlops_assets.lib import features
+from mlops_assets.lib.calibration import Calibrator
 
 if TYPE_CHECKING:
     import lightgbm as lgb
@@ -23,17 +24,22 @@ BOOSTER_FILE = "booster.txt"
 CONTRACT_FILE = "contract.json"
 SERVING_FILE = "serving.json"
 REFERENCE_FILE = "reference.parquet"  # a sample of the training features + predictions
+CALIBRATOR_FILE = "calibrator.json"  # only in a recalibrated version (lib/calibration.py)
 
 
 def write_model_dir(
     path: Path, booster: lgb.Booster, contract: DatasetContract, threshold: float,
     best_iteration: int, reference: pd.DataFrame | None = None,
+    calibrator: Calibrator | None = None,
 ) -> None:
     """Write everything needed to serve and monitor the model into ``path`` (a fresh
-    directory): the booster, its contract and threshold, and the drift reference."""
+    directory): the booster, its contract and threshold, the drift reference, and the
+    calibrator that maps the booster's scores to probabilities, if any."""
     path = Path(path)
     if reference is not None:
         reference.to_parquet(path / REFERENCE_FILE, index=False)
+    if calibrator is not None:
+        (path / CALIBRATOR_FILE).write_text(json.dumps(calibrator.to_dict(), indent=2))
     booster.save_model(str(path / BOOSTER_FILE), num_iteration=best_iteration)
     (path / CONTRACT_FILE).write_text(contract.model_dump_json(indent=2))
     (path / SERVING_FILE).write_text(
@@ -47,6 +53,7 @@ class ServingModel:
     contract: DatasetContract
     threshold: float
     version: str
+    calibrator: Calibrator | None = None  # a recalibrated version's score -> probability map
 
     @classmethod
     def from_dir(cls, path: Path, version: str) -> ServingModel:
@@ -57,11 +64,15 @@ class ServingModel:
             raise ValueError(f"model {version}: feature list does not match its contract")
         import lightgbm as lgb  # lazily: see lib/training.py
 
+        calibrator = None
+        if (path / CALIBRATOR_FILE).is_file():
+            calibrator = Calibrator.from_dict(json.loads((path / CALIBRATOR_FILE).read_text()))
         booster = lgb.Booster(model_file=str(path / BOOSTER_FILE))
-        return cls(booster, contract, float(serving["threshold"]), version)
+        return cls(booster, contract, float(serving["threshold"]), version, calibrator)
 
     def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
-        return self.booster.predict(matrix, num_threads=1)
+        scores = self.booster.predict(matrix, num_threads=1)
+        return scores if self.calibrator is None else self.calibrator.apply(scores)
 
     def predict_columns(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
         return self.predict_matrix(features.encode(columns, self.contract))

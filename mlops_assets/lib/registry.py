@@ -20,6 +20,7 @@ from mlops_assets.lib import io
 
 if TYPE_CHECKING:
     import lightgbm as lgb
+from mlops_assets.lib.calibration import Calibrator
 from mlops_assets.lib.model import REFERENCE_FILE, ServingModel, write_model_dir
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,39 @@ class Registry:
             write_model_dir(Path(model.path), booster, contract, threshold, best_iteration,
                             reference)
         return str(model.tag)
+
+    def save_recalibrated(self, base: str, calibrator: Calibrator, threshold: float,
+                          metadata: dict[str, Any]) -> str:
+        """A new version: ``base``'s booster, contract and drift reference (its predictions
+        mapped by the calibrator, so prediction drift compares like with like) with
+        ``calibrator`` and a threshold re-derived for it. Its metadata names the base version
+        (``recalibrated_from``); it is gated, served, canaried and rolled back like any."""
+        import bentoml
+
+        from mlops_assets.lib.drift import PREDICTION  # not imported by the service
+
+        source = Path(self.get(base).path)
+        model = ServingModel.from_dir(source, base)
+        if model.calibrator is not None:
+            raise RegistryError(f"{base} is already recalibrated (from "
+                                f"{self.get(base).info.metadata.get('recalibrated_from')}): "
+                                "recalibrate its base version instead")
+        reference = None
+        if (source / REFERENCE_FILE).is_file():
+            reference = pd.read_parquet(source / REFERENCE_FILE)
+            if PREDICTION in reference:
+                reference[PREDICTION] = calibrator.apply(reference[PREDICTION].to_numpy())
+        info = {**metadata, "recalibrated_from": base, "calibration": calibrator.to_dict()}
+        with bentoml.models.create(
+            f"{model.contract.name}-classifier",
+            labels={"dataset": model.contract.name, "framework": "lightgbm",
+                    "recalibrated": "true"},
+            metadata=_plain(info),
+            _model_store=self.store,
+        ) as saved:
+            write_model_dir(Path(saved.path), model.booster, model.contract, threshold,
+                            0, reference, calibrator)  # 0: every tree of the saved booster
+        return str(saved.tag)
 
     def get(self, tag: str):
         import bentoml

@@ -49,7 +49,7 @@ class TrainingSpec:
     early_stopping_rounds: int = 50
     objective_metric: str = "binary_logloss"  # or "auc"
     class_weight: str = "none"  # or "balanced"
-    threshold_rule: str = "max_f1"  # or "fixed:0.5" or "min_recall:0.6"
+    threshold_rule: str = "max_f1"  # or "fixed:0.5", "min_recall:0.6" or "cost:5"
     # One thread per fit: the instance runs two runs at once on two cores, and the Dask
     # workers have one core each. LightGBM's OpenMP threads spin-wait at every barrier, so a
     # 2-thread fit sharing its cores with another process slows down 5-40x (measured: two
@@ -57,6 +57,13 @@ class TrainingSpec:
     # does not change the model (deterministic=True; tests/unit/test_training.py).
     num_threads: int = 1
     space: SearchSpace = field(default_factory=SearchSpace)
+
+
+def spec_for(contract: DatasetContract, **overrides) -> TrainingSpec:
+    """The spec every caller trains with: these defaults, the contract's trial budget and
+    threshold rule, then the caller's overrides."""
+    return TrainingSpec(**{"n_trials": contract.training.n_trials,
+                           "threshold_rule": contract.training.threshold_rule, **overrides})
 
 
 @dataclass
@@ -109,7 +116,11 @@ def _score(booster: lgb.Booster, spec: TrainingSpec) -> float:
 
 
 def choose_threshold(y: np.ndarray, p: np.ndarray, rule: str) -> float:
-    """The decision threshold from validation predictions by a named rule."""
+    """The decision threshold from labelled predictions (validation, or the window a
+    recalibrated version was fitted on) by a named rule: ``max_f1``; ``fixed:<p>``;
+    ``min_recall:<r>`` (the highest threshold that keeps recall >= r); ``cost:<r>`` (a missed
+    positive costs r false alarms: the threshold with the lowest total cost on these rows;
+    for calibrated probabilities it sits near 1 / (1 + r))."""
     from sklearn.metrics import f1_score  # lazily: see evaluation.metrics
 
     if rule.startswith("fixed:"):
@@ -122,7 +133,17 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, rule: str) -> float:
         target = float(rule.split(":", 1)[1])
         ok = [t for t in grid if (p[y == 1] >= t).mean() >= target]
         return float(max(ok)) if ok else float(grid[0])
-    raise ValueError(f"unknown threshold rule {rule!r}: use max_f1, fixed:<p> or min_recall:<r>")
+    if rule.startswith("cost:"):
+        ratio = float(rule.split(":", 1)[1])
+        if not ratio > 0:
+            raise ValueError(f"threshold rule {rule!r}: the cost ratio must be > 0")
+        grid = np.union1d(grid, [1 / (1 + ratio)])
+        pos, neg = np.sort(p[y == 1]), np.sort(p[y == 0])
+        missed = np.searchsorted(pos, grid, side="left")  # positives scored below t
+        alarms = len(neg) - np.searchsorted(neg, grid, side="left")  # negatives at or above
+        return float(grid[int(np.argmin(ratio * missed + alarms))])
+    raise ValueError(f"unknown threshold rule {rule!r}: use max_f1, fixed:<p>, "
+                     "min_recall:<r> or cost:<r>")
 
 
 def _validation_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:

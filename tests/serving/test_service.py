@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.lib import monitoring, predlog, scoring
-from mlops_assets.lib.registry import CANARY, SHADOW, Registry
+from mlops_assets.config import TARGET
+from mlops_assets.lib import calibration, evaluation, monitoring, predlog, scoring, training
+from mlops_assets.lib.registry import CANARY, SHADOW, Registry, RegistryError
 from tests.serving.conftest import BANK, TOKEN, records_from
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -216,3 +217,48 @@ def test_shadow_scores_are_logged_and_never_returned(client, served):
         time.sleep(0.1)
     else:
         raise AssertionError("the shadow was still scoring 10 s after it was cleared")
+
+
+def test_a_recalibrated_version_is_served_like_any_other(client, served):
+    """A calibrator refit on a window where the base rate rose (label shift): the service
+    answers with the recalibrated probabilities, same ranking, lower log loss there."""
+    registry = Registry(served["home"])
+    base = registry.load(served["champion"])
+    rows = served["test_rows"]
+    y_all = rows[TARGET].to_numpy(int)
+    rng = np.random.default_rng(0)  # keep every positive, a quarter of the negatives
+    keep = (y_all == 1) | (rng.random(len(y_all)) < 0.25)
+    shifted, y = rows[keep], y_all[keep]
+    half = len(shifted) // 2
+    records = records_from(shifted, len(shifted))
+    raw = base.predict_records([{k: (None if v == "unknown" else v) for k, v in r.items()}
+                                for r in records])
+    cal = calibration.fit(raw[:half], y[:half], fitted_on="shifted test window")
+    threshold = training.choose_threshold(y[:half], cal.apply(raw[:half]), "cost:5")
+    tag = registry.save_recalibrated(served["champion"], cal, threshold, {"why": "test"})
+    assert registry.get(tag).info.metadata["recalibrated_from"] == served["champion"]
+    with pytest.raises(RegistryError, match="already recalibrated"):
+        registry.save_recalibrated(tag, cal, threshold, {})
+    registry.promote(tag, "test: recalibrated")
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            answers = [a for i in range(half, len(records), 50)
+                       for a in post(client, {"records": records[i:i + 50]}).json()]
+            if {a["model_version"] for a in answers} == {tag}:
+                break
+            time.sleep(0.1)
+    finally:
+        registry.promote(served["champion"], "test over")
+    assert {a["model_version"] for a in answers} == {tag}
+    served_p = np.array([a["probability"] for a in answers])
+    np.testing.assert_allclose(served_p, cal.apply(raw[half:]), rtol=1e-12)
+    assert [a["label"] for a in answers] == [int(p >= threshold) for p in served_p]
+    assert (np.argsort(served_p, kind="stable") == np.argsort(raw[half:], kind="stable")).all()
+    before = evaluation.metrics(y[half:], raw[half:], base.threshold)["log_loss"]
+    after = evaluation.metrics(y[half:], served_p, threshold)["log_loss"]
+    assert after < before
+    deadline = time.monotonic() + 10  # the other tests expect the champion back
+    while time.monotonic() < deadline and post(client, {"records": records[:1]}).json()[0][
+            "model_version"] != served["champion"]:
+        time.sleep(0.1)

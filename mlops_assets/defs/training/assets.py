@@ -25,7 +25,7 @@ class TrainingConfig(dg.Config):
     early_stopping_rounds: int = _SPEC.early_stopping_rounds
     objective_metric: str = _SPEC.objective_metric
     class_weight: str = _SPEC.class_weight
-    threshold_rule: str = _SPEC.threshold_rule
+    threshold_rule: str | None = None  # None: the contract's training.threshold_rule
     reference_rows: int = 20_000  # drift reference kept with the model (deterministic sample)
     recent_periods: int | None = None  # train on the latest N periods only; None: all data
     learning_rate: list[float] = list(training.SearchSpace.learning_rate)
@@ -40,12 +40,12 @@ class TrainingConfig(dg.Config):
             min_child_samples=tuple(self.min_child_samples),
             feature_fraction=tuple(self.feature_fraction), lambda_l2=tuple(self.lambda_l2),
         )
-        return training.TrainingSpec(
-            n_trials=self.n_trials or contract.training.n_trials, timeout_s=self.timeout_s,
-            seed=self.seed,
-            max_rounds=self.max_rounds, early_stopping_rounds=self.early_stopping_rounds,
-            objective_metric=self.objective_metric, class_weight=self.class_weight,
-            threshold_rule=self.threshold_rule, space=space,
+        return training.spec_for(
+            contract, timeout_s=self.timeout_s, seed=self.seed, max_rounds=self.max_rounds,
+            early_stopping_rounds=self.early_stopping_rounds,
+            objective_metric=self.objective_metric, class_weight=self.class_weight, space=space,
+            **({"n_trials": self.n_trials} if self.n_trials else {}),
+            **({"threshold_rule": self.threshold_rule} if self.threshold_rule else {}),
         )
 
 
