@@ -127,6 +127,7 @@ def build_definitions(
               governance.set_canary, governance.set_shadow, monitoring_sensors.log_job,
               monitoring_sensors.feedback_job,
               monitoring_sensors.window_job, monitoring_sensors.retrain_job,
+              monitoring_sensors.recalibrate_job,
               monitoring_sensors.define_daily_window, scoring.score_job],
         sensors=[ingestion_sensors.landing_sensor, monitoring_sensors.prediction_log_sensor,
                  monitoring_sensors.feedback_sensor, monitoring_sensors.window_sensor,

@@ -179,11 +179,19 @@ class RetrainPolicyResource(dg.ConfigurableResource):
     trials: int = 20
     recent_periods: int | None = None
 
-    def run_config(self) -> dict:
-        config = {"n_trials": self.trials, "recent_periods": self.recent_periods}
+    def run_config(self, job: str = "retrain") -> dict:
+        config = ({"recalibrate": True} if job == "recalibrate"
+                  else {"n_trials": self.trials, "recent_periods": self.recent_periods})
         return {"ops": {"candidate_model": {"config": config}}}
 
     def policy(self):
         from mlops_assets.lib.retraining import RetrainPolicy
 
         return RetrainPolicy(cooldown_s=self.cooldown_s, min_new_rows=self.min_new_rows)
+
+    def rule(self):
+        """When a labelled window calls for recalibration or retraining (the defaults of
+        ``lib/retraining.LossPolicy``, the same the backtest uses)."""
+        from mlops_assets.lib.retraining import LossPolicy
+
+        return LossPolicy()

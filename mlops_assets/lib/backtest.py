@@ -103,16 +103,6 @@ def _cost(y: np.ndarray, flagged: np.ndarray, spec: training.TrainingSpec) -> di
     return {"cost_per_row": (ratio * missed + alarms) / max(len(y), 1)}
 
 
-def _calibration_window(rows: pd.DataFrame, labelled: list[str], min_rows: int) -> pd.DataFrame:
-    """The latest labelled period, with earlier ones added until it has ``min_rows``."""
-    take = []
-    for period in reversed(labelled):
-        take.append(period)
-        if (rows[PERIOD].isin(take)).sum() >= min_rows:
-            break
-    return rows[rows[PERIOD].isin(take)]
-
-
 def _evidence(model: Model, part: pd.DataFrame, p: np.ndarray, y: np.ndarray,
               contract: DatasetContract, period: str) -> Evidence:
     current = part[contract.features].copy()
@@ -186,7 +176,8 @@ def run(
             if action == "retrain":
                 model, last_retrain = retrained(period), i
             elif action == "recalibrate":
-                window = _calibration_window(rows, periods[:i + 1], policy.rule.calibration_rows)
+                window = calibration.latest_rows(rows[rows[PERIOD] <= period],
+                                                 policy.rule.calibration_rows)
                 model = recalibrate(model, features.to_matrix(window, contract),
                                     window[TARGET].to_numpy(int), period, spec)
         log(f"policy {name}: {time.perf_counter() - started:.1f} s")

@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
+
+from mlops_assets.config import PERIOD
 
 METHODS = ("platt", "isotonic")
 _EPS = 1e-6
@@ -92,3 +95,14 @@ def cross_fitted(p: np.ndarray, y: np.ndarray, method: str = "platt",
             continue
         out[held] = fit(p[rest], y[rest], method).apply(p[held])
     return out
+
+
+def latest_rows(rows: pd.DataFrame, min_rows: int) -> pd.DataFrame:
+    """The rows of the latest period, with earlier periods added until there are at least
+    ``min_rows`` (or no more periods): the window a recalibration is fitted on."""
+    take: list[str] = []
+    for period in sorted(rows[PERIOD].unique(), reverse=True):
+        take.append(period)
+        if rows[PERIOD].isin(take).sum() >= min_rows:
+            break
+    return rows[rows[PERIOD].isin(take)]

@@ -25,6 +25,26 @@ def _metrics_table(m: dict, lo: float, hi: float) -> str:
     return "| metric | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
 
 
+def _threshold_rows(model: dict) -> str:
+    if model.get("recalibrated_from"):
+        return f"the {model['calibration_rows']} recalibration rows"
+    return "validation rows"
+
+
+def _recalibration(model: dict) -> str:
+    """A recalibrated version: its base model and the calibrator, in a paragraph."""
+    if not model.get("recalibrated_from"):
+        return ""
+    cal = model["calibration"]
+    window = model.get("calibration_window_log_loss", {})
+    return (f"\n**Recalibrated** from `{model['recalibrated_from']}` (same trees, same ranking): "
+            f"a {cal['method']} calibrator fitted on {cal['rows']} labelled rows of "
+            f"{cal['fitted_on']} (observed positive rate {cal['positive_rate']:.3f}); log loss "
+            f"there {window.get('base', float('nan')):.4f} -> "
+            f"{window.get('recalibrated', float('nan')):.4f}. The training facts below are "
+            "the base model's.\n")
+
+
 def model_card(model: dict, evaluation: dict, contract: DatasetContract) -> str:
     m = evaluation["metrics"]
     lo, hi = evaluation["roc_auc_ci95"]
@@ -37,8 +57,8 @@ def model_card(model: dict, evaluation: dict, contract: DatasetContract) -> str:
 Scores how likely a record of *{contract.title}* is positive for `{contract.target.column}`
 (positive = {', '.join(map(repr, contract.target.positive))}), to rank and select records.
 The decision threshold is {model['threshold']:.4f} (rule `{model['threshold_rule']}`,
-chosen on validation rows). Not for decisions about individuals without human review.
-
+chosen on {_threshold_rows(model)}). Not for decisions about individuals without human review.
+{_recalibration(model)}
 ## Data
 Trained on {model['train_rows']} rows, early-stopped on {model['validation_rows']} validation
 rows; evaluated on {m['rows']} sealed test rows (never seen by training or tuning), periods

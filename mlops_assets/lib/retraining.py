@@ -12,76 +12,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class RetrainPolicy:
-    cooldown_s: float = 3600.0
+    cooldown_s: float = 3600.0  # between retrainings; recalibrations have none
     min_new_rows: int = 5000
-
-
-@dataclass(frozen=True)
-class FailedCheck:
-    record_id: int
-    check: str
-    window: str | None
-    description: str
-
-
-@dataclass
-class RetrainState:
-    handled_check_id: int = 0  # failed check records up to this id have been seen
-    handled: list[str] = field(default_factory=list)  # "check@window" already retrained for
-    rows_after: int = 0  # labelled rows stored after this event id count as new
-    last_launch: float | None = None
-
-    def as_dict(self) -> dict:
-        return {**self.__dict__, "handled": list(self.handled)}
-
-
-@dataclass(frozen=True)
-class Decision:
-    run_key: str | None
-    reason: str
-    state: RetrainState
-    causes: list[str] = field(default_factory=list)
-
-
-def decide(
-    now: float,
-    state: RetrainState,
-    failed: list[FailedCheck],
-    new_rows: int,
-    rows_marker: int,
-    policy: RetrainPolicy,
-) -> Decision:
-    """``failed``: failed trigger checks (any age); ``new_rows``: labelled rows stored after
-    ``state.rows_after``, the newest of them at event id ``rows_marker``."""
-    # A window re-monitored (new labels, a new champion) and failing again is the same cause.
-    fresh = sorted((f for f in failed if f.record_id > state.handled_check_id
-                    and f"{f.check}@{f.window}" not in state.handled),
-                   key=lambda f: f.record_id)
-    causes, keys = [], []
-    if fresh:
-        last = fresh[-1]
-        causes.append(f"{last.check} failed on window {last.window}: {last.description}"
-                      + (f" (+{len(fresh) - 1} more failures)" if len(fresh) > 1 else ""))
-        keys.append(f"check-{last.record_id}")
-    if new_rows >= policy.min_new_rows:
-        causes.append(f"{new_rows} new labelled rows (>= {policy.min_new_rows})")
-        keys.append(f"rows-{rows_marker}")
-    if not causes:
-        return Decision(None, (
-            f"no failed drift or live-performance check after record {state.handled_check_id}; "
-            f"{new_rows} new labelled rows (< {policy.min_new_rows})"), state)
-    if state.last_launch is not None and now - state.last_launch < policy.cooldown_s:
-        left = policy.cooldown_s - (now - state.last_launch)
-        return Decision(None, (f"cooldown: last retraining launched {now - state.last_launch:.0f}"
-                               f" s ago, {left:.0f} s left; waiting: {'; '.join(causes)}"),
-                        state, causes)
-    new_state = RetrainState(
-        handled_check_id=max([state.handled_check_id, *(f.record_id for f in fresh)]),
-        handled=[*state.handled, *(f"{f.check}@{f.window}" for f in fresh)][-500:],
-        rows_after=max(rows_marker, state.rows_after),  # a retrain uses every row so far
-        last_launch=now,
-    )
-    return Decision("retrain:" + "+".join(keys), "; ".join(causes), new_state, causes)
 
 
 # --- what the labels say: hold, recalibrate or retrain -----------------------------------
@@ -164,8 +96,15 @@ class Evidence:
             float(recal.mean()), float(gain.std() / np.sqrt(n)), drift_share)
 
     def as_dict(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else v)
+        """Plain JSON: rounded, NaN as None."""
+        return {k: (None if v != v else round(v, 4)) if isinstance(v, float) else v
                 for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, raw: dict, drift_share: float | None = None) -> Evidence:
+        values = {k: (float("nan") if raw.get(k) is None else raw[k])
+                  for k in cls.__dataclass_fields__ if k not in ("window", "drift_share")}
+        return cls(window=raw["window"], drift_share=drift_share, **values)
 
 
 @dataclass(frozen=True)
@@ -226,11 +165,104 @@ def choose_action(evidence: Evidence, reference: Reference, policy: LossPolicy) 
     needed = policy.min_recalibration_gain + policy.recalibration_z * e.recalibration_gain_se
     if gain > needed:
         return Action("recalibrate", (
-            f"window {e.window}: calibration off (mean prediction {e.calibration_gap:+.3f} vs "
-            f"observed rate {e.positive_rate:.3f}) while ranking holds (AUC {e.auc:.3f} vs "
+            f"window {e.window}: calibration off (mean prediction "
+            f"{e.positive_rate + e.calibration_gap:.3f} vs observed rate {e.positive_rate:.3f}) "
+            f"while ranking holds (AUC {e.auc:.3f} vs "
             f"validation {reference.auc:.3f}): a refit calibrator cuts log loss "
             f"{e.log_loss:.3f} -> {e.recalibrated_log_loss:.3f} (> {needed:.3f} needed)"
             f"{warning}"), facts)
     return Action("hold", (f"window {e.window}: AUC {e.auc:.3f} (validation "
                            f"{reference.auc:.3f}), log loss {e.log_loss:.3f}, recalibration "
                            f"would remove {gain:.3f} (< {needed:.3f}){warning}"), facts)
+
+
+# --- launching runs for what the windows call for ------------------------------------
+
+
+@dataclass(frozen=True)
+class Judged:
+    """The action one labelled window calls for (``choose_action``), from its live-metrics
+    record ``record_id``."""
+
+    record_id: int
+    window: str
+    action: Action
+
+
+@dataclass
+class RetrainState:
+    handled_event_id: int = 0  # judged windows up to this record id have been seen
+    handled: list[str] = field(default_factory=list)  # "action@window" already launched
+    rows_after: int = 0  # labelled rows stored after this event id count as new
+    last_launch: float | None = None  # of a retraining (the cooldown is for retraining)
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "handled": list(self.handled)}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> RetrainState:
+        """A cursor, ignoring fields of older versions (a drift-check cursor starts over)."""
+        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Decision:
+    run_key: str | None
+    reason: str
+    state: RetrainState
+    causes: list[str] = field(default_factory=list)
+    job: str | None = None  # "retrain" or "recalibrate"
+
+
+def decide(
+    now: float,
+    state: RetrainState,
+    judged: list[Judged],
+    new_rows: int,
+    rows_marker: int,
+    policy: RetrainPolicy,
+) -> Decision:
+    """``judged``: what the labelled windows call for (any age; the newest acts);
+    ``new_rows``: labelled rows stored after ``state.rows_after``, the newest of them at event
+    id ``rows_marker``. A retraining inside the cooldown becomes a recalibration when a
+    window called for it (cheap, and the loss is what it fixes first); rows alone wait."""
+    unseen = sorted((j for j in judged if j.record_id > state.handled_event_id),
+                    key=lambda j: j.record_id)
+    # A window re-judged (new labels, a new champion) calling for the same action: one run.
+    fresh = [j for j in unseen if j.action.kind != "hold"
+             and f"{j.action.kind}@{j.window}" not in state.handled]
+    causes, keys, job = [], [], None
+    if fresh:
+        last = fresh[-1]
+        job = last.action.kind
+        causes.append(last.action.why + (f" (+{len(fresh) - 1} earlier windows)"
+                                         if len(fresh) > 1 else ""))
+        keys.append(f"{job}-{last.record_id}")
+    if new_rows >= policy.min_new_rows:
+        causes.append(f"{new_rows} new labelled rows (>= {policy.min_new_rows})")
+        keys.append(f"rows-{rows_marker}")
+        job = "retrain"
+    seen_id = max([state.handled_event_id, *(j.record_id for j in unseen)])
+    if not causes:
+        newest = unseen[-1].action.why if unseen else "no newly judged labelled window"
+        return Decision(None, (f"hold: {newest}; {new_rows} new labelled rows "
+                               f"(< {policy.min_new_rows})"),
+                        RetrainState(seen_id, state.handled, state.rows_after,
+                                     state.last_launch))
+    cooling = (state.last_launch is not None and now - state.last_launch < policy.cooldown_s)
+    if job == "retrain" and cooling:
+        left = policy.cooldown_s - (now - state.last_launch)
+        if not fresh:
+            return Decision(None, (f"cooldown: last retraining launched "
+                                   f"{now - state.last_launch:.0f} s ago, {left:.0f} s left; "
+                                   f"waiting: {'; '.join(causes)}"), state, causes)
+        job, keys = "recalibrate", [f"recalibrate-{fresh[-1].record_id}"]
+        causes = [f"retraining held by the cooldown ({left:.0f} s left), recalibrating "
+                  f"instead: {causes[0]}"]
+    new_state = RetrainState(
+        handled_event_id=seen_id,
+        handled=[*state.handled, *(f"{job}@{j.window}" for j in fresh)][-500:],
+        rows_after=max(rows_marker, state.rows_after) if job == "retrain" else state.rows_after,
+        last_launch=now if job == "retrain" else state.last_launch,
+    )
+    return Decision(f"{job}:" + "+".join(keys), "; ".join(causes), new_state, causes, job)

@@ -1,5 +1,6 @@
 """The closed loop on a real instance: logged traffic -> window sensor -> drift and live
-performance checks -> retraining sensor (trigger, dedup, cooldown, skip reasons)."""
+performance -> retraining sensor (hold / recalibrate / retrain from the labels, dedup,
+cooldown, skip reasons) -> the recalibrate and retrain jobs."""
 
 from __future__ import annotations
 
@@ -80,14 +81,14 @@ def looped(tmp_path, monkeypatch, bank_batches):
     project.instance.dispose()
 
 
-def test_drift_triggers_one_retraining_then_cooldown(looped, bank_batches):
+def test_the_labels_decide_recalibrate_or_retrain_and_drift_only_warns(looped, bank_batches):
     project = looped
     defs = build_definitions(str(project.home), "bank",
                              retrain_policy=RetrainPolicyResource(cooldown_s=3600,
                                                                   min_new_rows=10**9))
     instance = project.instance
     first = _tick(defs, instance, "retrain_sensor")
-    assert not first.run_requests and "no failed drift or live-performance check" in \
+    assert not first.run_requests and "no newly judged labelled window" in \
         first.skip_reason.skip_message
     cursor = first.cursor
 
@@ -104,34 +105,63 @@ def test_drift_triggers_one_retraining_then_cooldown(looped, bank_batches):
     checks = check_results(run)
     drift_check = checks["drift_report:drift_within_limit"]
     assert not drift_check.passed and "features drifted" in drift_check.description
-    live = checks["live_performance:live_performance_above_floors"]
-    assert not live.passed and "calibration gap" in live.description
     report = run.output_for_node("drift_report")
     assert report["rows_current"] > 300 and report["drifted_share"] > 0.5
-    assert run.output_for_node("live_performance")["labelled"] == report["rows_current"]
+    live = run.output_for_node("live_performance")
+    assert live["labelled"] == report["rows_current"]
+    evidence = live["evidence"]
+    assert live["judged_version"] == Registry(project.home).champion()
+    assert evidence["labelled"] == live["labelled"] and evidence["auc_se"] > 0
 
+    # The labels say: ranking holds, the scores are far under the observed rate.
+    assert evidence["positive_rate"] > 0.5 and evidence["calibration_gap"] < -0.2
     trigger = _tick(defs, instance, "retrain_sensor", cursor)
     assert len(trigger.run_requests) == 1
-    run_key = trigger.run_requests[0].run_key
-    assert run_key.startswith("retrain:check-")
-    state = json.loads(trigger.cursor)
-    assert state["last_launch"] is not None
+    request = trigger.run_requests[0]
+    assert request.job_name == request.tags["retrain/action"] == "recalibrate"
+    assert request.run_key.startswith("recalibrate:recalibrate-")
+    cause = request.tags["retrain/cause"]
+    assert "window 2010-05: calibration off" in cause and "ranking holds" in cause
+    assert "drift warning" in cause  # drift is named, it did not decide
     again = _tick(defs, instance, "retrain_sensor", trigger.cursor)  # same cause: no new run
-    assert not again.run_requests and "after record" in again.skip_reason.skip_message
+    assert not again.run_requests
 
-    # Another failing window inside the cooldown waits, and says so.
+    # The recalibrate job on the real instance, with the month's labelled batches ingested:
+    # a new version with lineage to the champion, through the same evaluation and gate.
+    registry = Registry(project.home)
+    champion = registry.champion()
+    for key in ("2010-05", "2010-06"):
+        project.land(key, bank_batches[key])
+    assert all(r.success for r in project.ingest()[1])
+    run = orchestration.run_job(defs, instance, request.job_name,
+                                run_config=request.run_config, raise_on_error=False)
+    candidate = run.output_for_node("candidate_model")
+    assert candidate["recalibrated_from"] == champion
+    assert set(candidate["calibration_periods"]) >= {"2010-06"}
+    assert candidate["calibration_rows"] >= 400
+    new = registry.load(candidate["tag"])
+    assert new.calibrator is not None and registry.get(candidate["tag"]).info.metadata[
+        "recalibrated_from"] == champion
+    report = run.output_for_node("gate_report")  # the same gate, on its periods' test rows
+    assert report["challenger"] == candidate["tag"] and report["champion"] == champion
+    assert report["recent_periods"] == sorted(candidate["calibration_periods"])
+    assert report["comparison"]["auc_delta"] == pytest.approx(0, abs=1e-9)  # same ranking
+    assert all(rule["passed"] for rule in report["rules"].values()), report["rules"]
+    assert registry.champion() == candidate["tag"]  # promoted: it serves from now on
+
+    # The next window is judged against the model that answered it.
     _serve(project, bank_batches["2010-07"], "2010-07")
     _read_traffic(defs, instance, log_cursor)
     # New labels arrived, but 2010-05 already had a label for every prediction: only the
     # new window is due.
     due = _tick(defs, instance, "window_sensor", windows.cursor).run_requests
     assert [r.partition_key for r in due] == ["2010-07"]
-    defs.resolve_job_def("monitor_window").execute_in_process(
+    run = defs.resolve_job_def("monitor_window").execute_in_process(
         instance=instance, partition_key="2010-07", raise_on_error=False)
-    cooling = _tick(defs, instance, "retrain_sensor", trigger.cursor)
-    assert not cooling.run_requests
-    assert cooling.skip_reason.skip_message.startswith("cooldown:")
-    assert "window 2010-07" in cooling.skip_reason.skip_message
+    assert run.output_for_node("live_performance")["judged_version"] == registry.champion()
+    later = _tick(defs, instance, "retrain_sensor", trigger.cursor)
+    assert [r.job_name for r in later.run_requests] == ["recalibrate"]
+    assert "window 2010-07" in later.run_requests[0].tags["retrain/cause"]
 
 
 def test_enough_new_labelled_rows_trigger_retraining(looped, bank_batches):

@@ -8,7 +8,7 @@ import pytest
 
 from mlops_assets.config import load_contract
 from mlops_assets.lib import data, drift, features, monitoring
-from mlops_assets.lib.retraining import FailedCheck, RetrainPolicy, RetrainState, decide
+from mlops_assets.lib.retraining import Action, Judged, RetrainPolicy, RetrainState, decide
 
 BANK = load_contract("bank")
 
@@ -100,26 +100,41 @@ def test_feedback_errors_name_file_and_value(tmp_path):
 POLICY = RetrainPolicy(cooldown_s=100, min_new_rows=1000)
 
 
-def test_retrain_decision_triggers_once_per_cause_with_cooldown():
+def _judged(record_id: int, window: str, kind: str, why: str = "") -> Judged:
+    return Judged(record_id, window, Action(kind, why or f"window {window}: {kind}", {}))
+
+
+def test_retrain_decision_launches_once_per_cause_with_cooldown():
     state = RetrainState()
     quiet = decide(0, state, [], 10, 5, POLICY)
     assert quiet.run_key is None and "10 new labelled rows (< 1000)" in quiet.reason
-    drifted = [FailedCheck(7, "drift_within_limit", "2009-08", "12 of 19 features drifted")]
-    first = decide(10, state, drifted, 10, 5, POLICY)
-    assert first.run_key == "retrain:check-7" and "window 2009-08" in first.reason
-    again = decide(20, first.state, drifted, 10, 5, POLICY)  # same failure: handled
-    assert again.run_key is None and "after record 7" in again.reason
-    more = [*drifted, FailedCheck(9, "live_performance_above_floors", "2009-09", "F1 0.1")]
+    held = decide(0, state, [_judged(3, "2009-07", "hold", "AUC as at validation")], 10, 5,
+                  POLICY)
+    assert held.run_key is None and "AUC as at validation" in held.reason
+    fell = [_judged(7, "2009-08", "retrain", "window 2009-08: ranking fell")]
+    first = decide(10, held.state, fell, 10, 5, POLICY)
+    assert (first.run_key, first.job) == ("retrain:retrain-7", "retrain")
+    assert "ranking fell" in first.reason
+    again = decide(20, first.state, fell, 10, 5, POLICY)  # the same judgement: handled
+    assert again.run_key is None
+    # Inside the cooldown a window that calls for retraining is recalibrated instead.
+    more = [*fell, _judged(9, "2009-09", "retrain", "window 2009-09: loss beyond recal.")]
     cooling = decide(50, first.state, more, 10, 5, POLICY)
-    assert cooling.run_key is None and cooling.reason.startswith("cooldown") and \
-        "60 s left" in cooling.reason and "2009-09" in cooling.reason
-    later = decide(111, first.state, more, 10, 5, POLICY)
-    assert later.run_key == "retrain:check-9"
-    rows = decide(500, later.state, more, 1500, 42, POLICY)
+    assert (cooling.run_key, cooling.job) == ("recalibrate:recalibrate-9", "recalibrate")
+    assert "held by the cooldown (60 s left)" in cooling.reason
+    assert cooling.state.last_launch == 10  # a recalibration does not restart the cooldown
+    recal = [*more, _judged(11, "2009-10", "recalibrate", "calibration off")]
+    assert decide(60, cooling.state, recal, 10, 5, POLICY).job == "recalibrate"
+    # Rows alone inside the cooldown wait; after it, they retrain.
+    waiting = decide(60, cooling.state, more, 1500, 42, POLICY)
+    assert waiting.run_key is None and waiting.reason.startswith("cooldown")
+    rows = decide(500, cooling.state, more, 1500, 42, POLICY)
     assert rows.run_key == "retrain:rows-42" and rows.state.rows_after == 42
-    # The same window failing again (re-monitored with new labels) is not a new cause.
-    repeat = [FailedCheck(12, "drift_within_limit", "2009-08", "still drifted")]
+    # The same window judged again (re-monitored with new labels), same action: no new run.
+    repeat = [_judged(12, "2009-08", "retrain", "still fell")]
     assert decide(900, rows.state, repeat, 0, 42, POLICY).run_key is None
+    # An old cursor (failed-check fields) starts over instead of failing the sensor.
+    assert RetrainState.from_dict({"handled_check_id": 4, "rows_after": 3}).rows_after == 3
 
 
 def test_window_reads_only_the_days_it_touches():

@@ -155,10 +155,11 @@ def test_error_rate_disparity_beyond_sampling_error_blocks():
 
 
 def test_the_pipeline_trains_with_the_one_training_definition():
-    # The launchpad's defaults are TrainingSpec's: the backtest, the benchmarks and the
-    # fixtures (TrainingSpec) train exactly as the pipeline (TrainingConfig) does.
+    # The launchpad's defaults are spec_for's (TrainingSpec + the contract's budget and
+    # threshold rule): the backtest and the CLI train exactly as the pipeline does.
     from mlops_assets.defs.training.assets import TrainingConfig
 
-    assert TrainingConfig().spec(BANK) == training.TrainingSpec(n_trials=BANK.training.n_trials)
-    assert TrainingConfig(objective_metric="auc").spec(BANK) != training.TrainingSpec(
-        n_trials=BANK.training.n_trials)
+    assert TrainingConfig().spec(BANK) == training.spec_for(BANK)
+    assert training.spec_for(BANK).threshold_rule == BANK.training.threshold_rule == "cost:5"
+    assert TrainingConfig(objective_metric="auc").spec(BANK) != training.spec_for(BANK)
+    assert TrainingConfig(threshold_rule="max_f1").spec(BANK).threshold_rule == "max_f1"

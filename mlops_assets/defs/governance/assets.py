@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from mlops_assets.config import TARGET
+from mlops_assets.config import PERIOD, TARGET
 from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.resources import GateResource, ProjectResource
 from mlops_assets.lib import evaluation, features, gate
@@ -30,7 +30,16 @@ def gate_report(
     # Each model scores the sealed test set once: the recent rows (the paired comparison)
     # and the slices (against the champion's same slices; the protected columns' error rates
     # against each other) are parts of it.
-    recent = gate.recent_rows(test_features, policy.recent_periods, policy.min_comparison_rows)
+    calibrated_on = candidate_model.get("calibration_periods")
+    if calibrated_on:  # a recalibration claims the periods it was fitted on: judged there
+        recent = test_features[test_features[PERIOD].isin(calibrated_on)]
+        basis = (f"recalibrated version: the sealed test rows of its calibration periods "
+                 f"{calibrated_on} (it was fitted on their train and validation rows)")
+    else:
+        recent = gate.recent_rows(test_features, policy.recent_periods,
+                                  policy.min_comparison_rows)
+        basis = (f"the latest {policy.recent_periods} periods, back to at least "
+                 f"{policy.min_comparison_rows} rows")
     is_recent = test_features.index.isin(recent.index)
     y_all = test_features[TARGET].to_numpy().astype(int)
     p_chal = challenger.predict_matrix(features.to_matrix(test_features, challenger.contract))
@@ -82,6 +91,7 @@ def gate_report(
         "challenger": challenger.version,
         "champion": champion_tag,
         "recent_periods": sorted(recent["_period"].unique()),
+        "comparison_basis": basis,
         "comparison": comparison.__dict__ if comparison else None,
         "rules": {name: {"passed": ok, "why": why,
                          "values": {k: round(float(v), 4) for k, v in values[name].items()}}
@@ -98,6 +108,7 @@ def gate_report(
             "challenger": challenger.version,
             "champion": champion_tag or "none",
             "comparison_rows": len(recent),
+            "comparison_basis": basis,
             "rules": markdown_table(table),
             "thresholds": markdown_table(pd.DataFrame(
                 [{"setting": k, "value": v} for k, v in policy.__dict__.items()])),

@@ -11,6 +11,7 @@ from mlops_assets.config import TARGET
 from mlops_assets.defs.metadata import frame_metadata, markdown_table, report_link
 from mlops_assets.defs.resources import MonitoringResource, ProjectResource
 from mlops_assets.lib import drift, evaluation, monitoring, predlog
+from mlops_assets.lib.retraining import Evidence
 
 prediction_days = dg.DynamicPartitionsDefinition(name="prediction_days")
 windows = dg.DynamicPartitionsDefinition(name="monitoring_windows")
@@ -159,6 +160,16 @@ def live_performance(context: dg.AssetExecutionContext, window_traffic: pd.DataF
     m = monitoring.live_metrics(window_traffic, labels)
     meta = {}
     joined = monitoring.labelled(window_traffic, labels)
+    # What the labels say about the model that answered (the champion variant's most used
+    # version): the retraining sensor turns it into hold / recalibrate / retrain.
+    answered = joined[joined["variant"] == "champion"]
+    if len(answered):
+        version = answered["model_version"].mode().iloc[0]
+        answered = answered[answered["model_version"] == version]
+        evidence = Evidence.from_labels(context.partition_key, answered[TARGET].to_numpy(int),
+                                        answered["probability"].to_numpy(float))
+        m |= {"judged_version": version, "evidence": evidence.as_dict()}
+        meta["evidence"] = dg.MetadataValue.json(evidence.as_dict())
     if joined[TARGET].nunique() == 2:
         window = _window(context, project)
         versions = sorted(joined["model_version"].unique())
@@ -169,10 +180,10 @@ def live_performance(context: dg.AssetExecutionContext, window_traffic: pd.DataF
             tags=["live", f"window:{context.partition_key}", *(f"model:{v}" for v in versions)],
             timestamp=datetime.fromtimestamp(window.end, UTC), calibration=True)
         path = project.paths.reports / "live" / f"{context.partition_key}.html"
-        meta = report_link(project.report_store().publish(snapshot, contract.name, path))
+        meta |= report_link(project.report_store().publish(snapshot, contract.name, path))
     return dg.Output(m, metadata={**meta, **{
         k: (round(float(v), 4) if isinstance(v, int | float) else str(v))
-        for k, v in m.items()}})
+        for k, v in m.items() if k != "evidence"}})
 
 
 @dg.asset_check(asset=live_performance, partitions_def=windows, blocking=False)

@@ -9,14 +9,21 @@ import dagster as dg
 
 from mlops_assets.defs.metadata import latest_metadata
 from mlops_assets.defs.monitoring.assets import (
-    drift_report,
-    live_performance,
     prediction_days,
     windows,
 )
 from mlops_assets.defs.resources import SENSOR_INTERVAL, ProjectResource, RetrainPolicyResource
 from mlops_assets.lib import monitoring
-from mlops_assets.lib.retraining import FailedCheck, RetrainState, decide
+from mlops_assets.lib.registry import Registry, RegistryError
+from mlops_assets.lib.retraining import (
+    Evidence,
+    Judged,
+    LossPolicy,
+    Reference,
+    RetrainState,
+    choose_action,
+    decide,
+)
 
 log_job = dg.define_asset_job(
     "ingest_prediction_log", selection=["prediction_log"], partitions_def=prediction_days,
@@ -32,12 +39,19 @@ window_job = dg.define_asset_job(
     partitions_def=windows,
     description="Drift, live performance and serving health of one monitoring window.",
 )
+_MODEL_GROUPS = dg.AssetSelection.groups("dataset", "features", "training", "evaluation",
+                                         "governance", "deployment")
 retrain_job = dg.define_asset_job(
-    "retrain",
-    selection=dg.AssetSelection.groups("dataset", "features", "training", "evaluation",
-                                       "governance", "deployment"),
+    "retrain", selection=_MODEL_GROUPS,
     description="Rebuild the dataset from every batch so far, train a challenger, gate it, "
                 "and package the champion.",
+)
+recalibrate_job = dg.define_asset_job(
+    "recalibrate", selection=_MODEL_GROUPS,
+    config={"ops": {"candidate_model": {"config": {"recalibrate": True}}}},
+    description="Rebuild the dataset from every batch so far, refit the champion's calibrator "
+                "on the latest labelled rows as a new version (no training), gate it against "
+                "the champion, and package the champion.",
 )
 
 
@@ -136,25 +150,44 @@ def _fully_labelled(instance: dg.DagsterInstance, window: str) -> bool:
     return bool(last) and last.get("labelled", 0) >= last.get("volume", 1)
 
 
-TRIGGER_CHECKS = [
-    dg.AssetCheckKey(drift_report.key, "drift_within_limit"),
-    dg.AssetCheckKey(live_performance.key, "live_performance_above_floors"),
-]
+def _reference(registry: Registry, version: str) -> Reference | None:
+    """A version's own validation figures (a recalibrated version carries its base's)."""
+    try:
+        meta = registry.get(version).info.metadata
+    except RegistryError:
+        return None
+    valid = meta.get("validation_metrics") or {}
+    if "auc" not in valid or "log_loss" not in valid:
+        return None
+    # Versions from before validation_positive_rate was recorded: no label-shift correction.
+    rate = meta.get("validation_positive_rate")
+    return Reference(valid["auc"], valid["log_loss"], rate if rate is not None else float("nan"))
 
 
-def failed_trigger_checks(instance: dg.DagsterInstance, limit: int = 50) -> list[FailedCheck]:
-    from dagster._core.storage.asset_check_execution_record import (
-        AssetCheckExecutionRecordStatus,
-    )
-
+def judged_windows(instance: dg.DagsterInstance, registry: Registry, rule: LossPolicy,
+                   limit: int = 50) -> list[Judged]:
+    """What the newest live-metrics records call for: each window's evidence against its
+    answering version's validation figures, its drift share as a warning."""
+    records = instance.fetch_materializations(dg.AssetKey("live_performance"),
+                                              limit=limit).records
+    references: dict[str, Reference | None] = {}
     out = []
-    for key in TRIGGER_CHECKS:
-        records = instance.event_log_storage.get_asset_check_execution_history(
-            key, limit=limit, status={AssetCheckExecutionRecordStatus.FAILED})
-        for r in records:
-            evaluation = r.event.dagster_event.event_specific_data if r.event else None
-            description = getattr(evaluation, "description", None) or ""
-            out.append(FailedCheck(r.id, key.name, r.partition, description))
+    for r in records:
+        meta = {k: v.value for k, v in r.asset_materialization.metadata.items()}
+        raw, version = meta.get("evidence"), meta.get("judged_version")
+        window = r.asset_materialization.partition
+        if not raw or not version or not window:
+            continue
+        if version not in references:
+            references[version] = _reference(registry, version)
+        reference = references[version]
+        if reference is None:
+            continue
+        if reference.positive_rate != reference.positive_rate:  # not recorded: the window's
+            reference = Reference(reference.auc, reference.log_loss, raw["positive_rate"])
+        drifted = latest_metadata(instance, "drift_report", window)[1].get("drifted_share")
+        out.append(Judged(r.storage_id, window, choose_action(
+            Evidence.from_dict(raw, drifted), reference, rule)))
     return out
 
 
@@ -174,34 +207,39 @@ def last_training_event(instance: dg.DagsterInstance) -> int:
     return record[0].storage_id if record else 0
 
 
-@dg.sensor(job=retrain_job, minimum_interval_seconds=SENSOR_INTERVAL,
+@dg.sensor(jobs=[retrain_job, recalibrate_job], minimum_interval_seconds=SENSOR_INTERVAL,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Launches retraining when a drift or live-performance check fails or "
-                       "enough new labelled rows arrived, with a cooldown.")
+           description="Recalibrates or retrains when a labelled window's live loss, "
+                       "calibration or ranking calls for it (drift is a warning, not a "
+                       "trigger), or retrains when enough new labelled rows arrived; a "
+                       "cooldown spaces retrainings.")
 def retrain_sensor(context: dg.SensorEvaluationContext, retrain_policy: RetrainPolicyResource,
                    project: ProjectResource):
-    """Launches retraining when a drift or live-performance check fails or enough new
-    labelled rows arrived; a cooldown spaces runs and run keys make one cause one run."""
-    if project.registry().champion() is None:
+    """Turns each newly judged monitoring window into hold, recalibrate or retrain
+    (``lib/retraining.py``: live metrics against the answering version's validation figures,
+    with sampling error), and enough new labelled rows into retrain; run keys make one cause
+    one run, and every run says which evidence fired it."""
+    registry = project.registry()
+    if registry.champion() is None:
         return dg.SkipReason("no champion yet: the first model comes from train_and_promote "
                              "(make demo, or the job in the UI); retraining follows it")
+    judged = judged_windows(context.instance, registry, retrain_policy.rule())
     if context.cursor:
-        state = RetrainState(**json.loads(context.cursor))
-    else:  # first tick: rows before the current model and old failures are not new
-        failed = failed_trigger_checks(context.instance)
-        state = RetrainState(handled_check_id=max([0, *(f.record_id for f in failed)]),
+        state = RetrainState.from_dict(json.loads(context.cursor))
+    else:  # first tick: rows before the current model and older judgements are not new
+        state = RetrainState(handled_event_id=max([0, *(j.record_id for j in judged)]),
                              rows_after=last_training_event(context.instance))
     new_rows, marker = new_labelled_rows(context.instance, state.rows_after)
-    decision = decide(time.time(), state, failed_trigger_checks(context.instance), new_rows,
-                      marker, retrain_policy.policy())
+    decision = decide(time.time(), state, judged, new_rows, marker, retrain_policy.policy())
     cursor = json.dumps(decision.state.as_dict())
     if decision.run_key is None:
         return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason), cursor=cursor)
-    context.log.info(f"retraining: {decision.reason}")
+    context.log.info(f"{decision.job}: {decision.reason}")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=decision.run_key,
-                                    run_config=retrain_policy.run_config(),
-                                    tags={"retrain/cause": decision.reason[:200]})],
+        run_requests=[dg.RunRequest(run_key=decision.run_key, job_name=decision.job,
+                                    run_config=retrain_policy.run_config(decision.job),
+                                    tags={"retrain/action": decision.job,
+                                          "retrain/cause": decision.reason[:1000]})],
         cursor=cursor,
     )
 

@@ -8,8 +8,9 @@ from mlops_assets.config import PERIOD, TARGET, DatasetContract
 from mlops_assets.defs.ingestion.assets import raw_batch
 from mlops_assets.defs.metadata import markdown_table, report_link
 from mlops_assets.defs.resources import ProjectResource
-from mlops_assets.lib import drift, evaluation, features, io, training
+from mlops_assets.lib import calibration, drift, evaluation, features, io, training
 from mlops_assets.lib.registry import provenance
+from mlops_assets.lib.retraining import LossPolicy
 
 _SPEC = training.TrainingSpec()
 
@@ -28,6 +29,12 @@ class TrainingConfig(dg.Config):
     threshold_rule: str | None = None  # None: the contract's training.threshold_rule
     reference_rows: int = 20_000  # drift reference kept with the model (deterministic sample)
     recent_periods: int | None = None  # train on the latest N periods only; None: all data
+    # The `recalibrate` job: no training; the champion's base model gets a calibrator refit on
+    # the latest labelled (train + validation) rows, as a new version that goes through the
+    # same evaluation and gate.
+    recalibrate: bool = False
+    calibration_rows: int = LossPolicy().calibration_rows
+    calibration_method: str = "platt"  # or "isotonic"
     learning_rate: list[float] = list(training.SearchSpace.learning_rate)
     num_leaves: list[int] = list(training.SearchSpace.num_leaves)
     min_child_samples: list[int] = list(training.SearchSpace.min_child_samples)
@@ -67,9 +74,13 @@ def candidate_model(
     validation_features: pd.DataFrame,
     project: ProjectResource,
 ) -> dg.Output[dict]:
-    """A LightGBM model tuned with Optuna, saved as a new version in the BentoML model store."""
+    """A LightGBM model tuned with Optuna, saved as a new version in the BentoML model store
+    (or, in the `recalibrate` job, the champion's model recalibrated on the latest rows)."""
     contract = project.contract()
     spec = config.spec(contract)
+    if config.recalibrate:
+        return _recalibrated(context, config, spec,
+                             pd.concat([train_features, validation_features]), project)
     if config.recent_periods:
         keep = sorted(train_features[PERIOD].unique())[-config.recent_periods:]
         train_features = train_features[train_features[PERIOD].isin(keep)]
@@ -89,6 +100,7 @@ def candidate_model(
         "features": contract.features,
         "categorical": {k: v.categories for k, v in contract.categorical.items()},
         "validation_metrics": trained.validation_metrics,
+        "validation_positive_rate": float(validation_features[TARGET].mean()),
         "train_rows": len(train_features),
         "validation_rows": len(validation_features),
         "data_versions": _data_versions(context.instance, train_features),
@@ -120,6 +132,56 @@ def candidate_model(
             "batches": ", ".join(info["data_versions"]),
         },
     )
+
+
+def _recalibrated(context: dg.AssetExecutionContext, config: TrainingConfig,
+                  spec: training.TrainingSpec, labelled: pd.DataFrame,
+                  project: ProjectResource) -> dg.Output[dict]:
+    """The champion's base model (a recalibrated champion is recalibrated again from its base,
+    never stacked) with a calibrator fitted on the latest labelled rows and the threshold
+    re-derived there by the contract's rule."""
+    registry = project.registry()
+    champion = registry.champion()
+    if champion is None:
+        raise ValueError("recalibrate: there is no champion to recalibrate yet; train one "
+                         "first (the train_and_promote job, or `make demo`)")
+    base = registry.get(champion).info.metadata.get("recalibrated_from") or champion
+    model = registry.load(base)
+    window = calibration.latest_rows(labelled, config.calibration_rows)
+    periods = sorted(window[PERIOD].unique())
+    y = window[TARGET].to_numpy(int)
+    raw = model.predict_matrix(features.to_matrix(window, model.contract))
+    cal = calibration.fit(raw, y, config.calibration_method,
+                          fitted_on=f"periods {periods[0]}..{periods[-1]}")
+    p = cal.apply(raw)
+    threshold = training.choose_threshold(y, p, spec.threshold_rule)
+    before = evaluation.metrics(y, raw, model.threshold)
+    after = evaluation.metrics(y, p, threshold)
+    info = {
+        **registry.get(base).info.metadata,
+        "threshold": threshold, "threshold_rule": spec.threshold_rule,
+        "calibration_periods": periods, "calibration_rows": len(y),
+        "calibration_window_log_loss": {"base": before["log_loss"],
+                                        "recalibrated": after["log_loss"]},
+        "dagster_run_id": context.run.run_id, **provenance(),
+    }
+    tag = registry.save_recalibrated(base, cal, threshold, info)
+    context.log.info(f"{tag}: {base} recalibrated ({cal.method}) on {len(y)} rows of "
+                     f"{periods}: log loss {before['log_loss']:.4f} -> {after['log_loss']:.4f} "
+                     f"there; threshold {threshold:.4f} ({spec.threshold_rule})")
+    return dg.Output({"tag": tag, **registry.get(tag).info.metadata}, metadata={
+        "bentoml_tag": tag,
+        "recalibrated_from": base,
+        "model_path": dg.MetadataValue.path(str(registry.get(tag).path)),
+        "threshold": round(threshold, 4),
+        "calibration": f"{cal.method} {cal.params}" if cal.method == "platt" else cal.method,
+        "calibration_rows": len(y),
+        "calibration_periods": ", ".join(periods),
+        "window_log_loss_base": round(before["log_loss"], 4),
+        "window_log_loss_recalibrated": round(after["log_loss"], 4),
+        "window_calibration_gap_base": round(before["mean_prediction"] - before["positive_rate"],
+                                             4),
+    })
 
 
 @dg.asset(group_name="evaluation", kinds={"evidently", "html"})
