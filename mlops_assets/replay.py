@@ -20,8 +20,10 @@ import pandas as pd
 
 from mlops_assets.config import PROJECT_ROOT, TARGET, DatasetContract, Paths
 from mlops_assets.defs.metadata import latest_metadata
+from mlops_assets.defs.monitoring.sensors import judged_windows
 from mlops_assets.lib import data, io, monitoring
 from mlops_assets.lib.registry import Registry
+from mlops_assets.lib.retraining import LossPolicy
 from mlops_assets.procs import free_port, server
 
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
@@ -77,20 +79,25 @@ def settle(instance: dg.DagsterInstance, window: str, quiet_s: float, timeout_s:
     raise TimeoutError(f"window {window}: runs did not settle within {timeout_s:.0f} s")
 
 
-def outcome(instance: dg.DagsterInstance, since: float) -> tuple[bool, str]:
-    runs = [r for r in instance.get_runs(dg.RunsFilter(job_name="retrain"))
+def outcome(instance: dg.DagsterInstance, since: float) -> tuple[str, str, str]:
+    """What the retraining sensor launched since ``since``: (action, why, result)."""
+    runs = [r for job in ("retrain", "recalibrate")
+            for r in instance.get_runs(dg.RunsFilter(job_name=job))
             if instance.get_run_record_by_id(r.run_id).create_timestamp.timestamp() >= since]
     if not runs:
-        return False, "-"
-    results = []
-    for run in runs:
+        return "hold", "", "-"
+    actions, causes, results = [], [], []
+    for run in sorted(runs, key=lambda r: instance.get_run_record_by_id(
+            r.run_id).create_timestamp):
+        actions.append(run.job_name)
+        causes.append(run.tags.get("retrain/cause", ""))
         if run.status == dg.DagsterRunStatus.SUCCESS:
             results.append("promoted")
             continue
         failed_checks = _failed_checks(instance, run.run_id)
         results.append(f"blocked ({', '.join(failed_checks)})" if failed_checks
                        else f"run {run.status.value.lower()}")
-    return True, "; ".join(results)
+    return " + ".join(actions), " | ".join(causes), "; ".join(results)
 
 
 def _failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
@@ -144,14 +151,18 @@ def run(home: Path, contract: DatasetContract, settings: ReplaySettings,
             data.write_batch(rows, paths.landing, month, contract.source.separator)
             settle(instance, month, quiet_s=3 * settings.sensor_interval_s,
                    timeout_s=settings.timeout_per_month_s)
-            triggered, result = outcome(instance, started)
+            action, why, result = outcome(instance, started)
+            if action == "hold":  # what the sensor read in the month's labels
+                judged = [j for j in judged_windows(instance, registry, LossPolicy())
+                          if j.window == month]
+                why = judged[0].action.why if judged else "no labelled window judged"
             live = latest_metadata(instance, "live_performance", month)[1]
             drifted = latest_metadata(instance, "drift_report", month)[1]
             row = {"month": month, "requests": len(ids), "champion": before,
                    "live_auc": live.get("roc_auc"), "live_f1": live.get("f1"),
                    "calibration_gap": live.get("calibration_gap"),
                    "drift_share": drifted.get("drifted_share"),
-                   "retrain_triggered": triggered, "result": result,
+                   "action": action, "why": why, "result": result,
                    "champion_after": registry.champion(),
                    "seconds": round(time.time() - started, 1)}
             timeline.append(row)

@@ -4,7 +4,6 @@ cooldown, skip reasons) -> the recalibrate and retrain jobs."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import dagster as dg

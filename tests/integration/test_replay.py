@@ -30,13 +30,18 @@ def test_two_month_replay_retrains_through_the_sensor(tmp_path):
     timeline = json.loads((home / "reports" / "replay" / "timeline.json").read_text())
     assert [row["month"] for row in timeline] == ["2009-08", "2009-09"]
     assert all(row["requests"] > 0 and row["drift_share"] is not None for row in timeline)
-    assert any(row["retrain_triggered"] for row in timeline)
+    # Every month says whether the loop recalibrated, retrained or held, and why.
+    assert all(row["action"] in ("hold", "recalibrate", "retrain", "recalibrate + retrain",
+                                 "retrain + recalibrate") and row["why"] for row in timeline)
+    assert any(row["action"] != "hold" for row in timeline), timeline
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        retrains = instance.get_runs(dg.RunsFilter(
-            job_name="retrain", tags={"dagster/sensor_name": "retrain_sensor"}))
+        retrains = [r for job in ("retrain", "recalibrate") for r in instance.get_runs(
+            dg.RunsFilter(job_name=job, tags={"dagster/sensor_name": "retrain_sensor"}))]
         monitored = instance.get_runs(dg.RunsFilter(job_name="monitor_window"))
         demo = instance.get_runs(dg.RunsFilter(job_name="train_and_promote"))
-    assert retrains, "no retraining run was launched by retrain_sensor"
+    assert retrains, "no retrain or recalibrate run was launched by retrain_sensor"
+    assert all(r.tags["retrain/action"] == r.job_name and r.tags["retrain/cause"]
+               for r in retrains)
     assert {r.tags["dagster/partition"] for r in monitored} == {"2009-08", "2009-09"}
     # The demo's own runs were launched through the instance: they carry their job's origin.
     assert demo and demo[-1].remote_job_origin is not None
