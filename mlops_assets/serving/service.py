@@ -113,14 +113,25 @@ def _shadow_scores(shadow: ServingModel | None, model: ServingModel, matrix, col
         return None
 
 
-def _score_table(body: bytes, fmt: str) -> Response:
-    """The batch route's work, off the event loop: read, validate, predict, log, answer."""
-    started = time.perf_counter()
-    runtime, log = HEALTH.runtime, HEALTH.log
+def _choose() -> tuple[tuple | None, Response | None]:
+    """The request's (variant, model, shadow) from one snapshot, or the 503 saying why there
+    is no model to answer with."""
+    runtime = HEALTH.runtime
     variant, model, shadow = runtime.choose() if runtime else ("champion", None, None)
     if model is None:
         reason = runtime.not_ready_reason if runtime else "the service is still starting"
-        return _error(HTTPStatus.SERVICE_UNAVAILABLE, reason)
+        return None, _error(HTTPStatus.SERVICE_UNAVAILABLE, reason)
+    return (variant, model, shadow), None
+
+
+def _score_table(body: bytes, fmt: str) -> Response:
+    """The batch route's work, off the event loop: read, validate, predict, log, answer."""
+    started = time.perf_counter()
+    chosen, unavailable = _choose()
+    if unavailable is not None:
+        return unavailable
+    variant, model, shadow = chosen
+    log = HEALTH.log
     try:
         frame = scoring.validate(scoring.read_request_table(body, fmt, CONTRACT), CONTRACT,
                                  SETTINGS.max_batch_rows)
@@ -151,11 +162,11 @@ def _score_records(records: list) -> Response:
     """The single-record route's work: encode, predict, log, answer (on the event loop: it
     is about 0.2 ms for one record)."""
     started = time.perf_counter()
-    runtime, log = HEALTH.runtime, HEALTH.log
-    variant, model, shadow = runtime.choose() if runtime else ("champion", None, None)
-    if model is None:
-        reason = runtime.not_ready_reason if runtime else "the service is still starting"
-        return _error(HTTPStatus.SERVICE_UNAVAILABLE, reason)
+    chosen, unavailable = _choose()
+    if unavailable is not None:
+        return unavailable
+    variant, model, shadow = chosen
+    log = HEALTH.log
     columns = read_columns(records)
     matrix = features.encode(columns, model.contract)
     probabilities = model.predict_matrix(matrix).tolist()
