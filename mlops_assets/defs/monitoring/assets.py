@@ -1,5 +1,6 @@
 """Monitoring: the prediction log, delayed labels, and per-window drift, live performance
-and serving health, each with the checks the retraining sensor listens to."""
+and serving health with their checks; live_performance also records the evidence the
+retraining sensor decides on (hold, recalibrate or retrain)."""
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
