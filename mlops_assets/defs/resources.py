@@ -179,8 +179,20 @@ class RetrainPolicyResource(dg.ConfigurableResource):
     trials: int = 20
     recent_periods: int | None = None
 
+    # When a labelled window calls for recalibration or retraining: lib/retraining.LossPolicy,
+    # the same defaults the backtest measured (README, Offline backtest).
+    min_labelled: int = 150
+    z: float = 2.0
+    auc_tolerance: float = 0.03
+    skill_tolerance: float = 0.05
+    min_recalibration_gain: float = 0.005
+    recalibration_z: float = 1.0
+    max_drift_share: float = 0.5
+    calibration_rows: int = 400
+
     def run_config(self, job: str = "retrain") -> dict:
-        config = ({"recalibrate": True} if job == "recalibrate"
+        config = ({"recalibrate": True, "calibration_rows": self.calibration_rows}
+                  if job == "recalibrate"
                   else {"n_trials": self.trials, "recent_periods": self.recent_periods})
         return {"ops": {"candidate_model": {"config": config}}}
 
@@ -190,8 +202,6 @@ class RetrainPolicyResource(dg.ConfigurableResource):
         return RetrainPolicy(cooldown_s=self.cooldown_s, min_new_rows=self.min_new_rows)
 
     def rule(self):
-        """When a labelled window calls for recalibration or retraining (the defaults of
-        ``lib/retraining.LossPolicy``, the same the backtest uses)."""
         from mlops_assets.lib.retraining import LossPolicy
 
-        return LossPolicy()
+        return LossPolicy(**{f: getattr(self, f) for f in LossPolicy.__dataclass_fields__})

@@ -141,3 +141,13 @@ def test_cost_threshold_follows_the_cost_ratio():
     assert dear < cheap  # missed positives dearer: flag more
     with pytest.raises(ValueError, match="cost ratio"):
         training.choose_threshold(y, p, "cost:0")
+
+
+def test_the_sensor_and_the_backtest_use_the_same_rule():
+    from mlops_assets.defs.resources import RetrainPolicyResource
+
+    assert RetrainPolicyResource().rule() == LossPolicy()
+    tuned = RetrainPolicyResource(auc_tolerance=0.1, calibration_rows=800)
+    assert tuned.rule().auc_tolerance == 0.1
+    assert tuned.run_config("recalibrate")["ops"]["candidate_model"]["config"] == {
+        "recalibrate": True, "calibration_rows": 800}
