@@ -17,7 +17,9 @@ Settings: see ``settings.py``.
 from __future__ import annotations
 
 import errno
+import functools
 import gc
+import inspect
 import json
 import logging
 import time
@@ -209,32 +211,27 @@ async def predict(request: Request) -> Response:
 
 
 class LeanRoute(APIRoute):
-    """A route that FastAPI documents from a typed signature (so the OpenAPI schema at
-    /docs.json and the Swagger UI show its body, answer and errors) but that is served by a
-    plain ``handler(request) -> Response``: no dependency solving and no response validation
-    on the hot path. FastAPI's documented extension point for this is ``get_route_handler``."""
+    """A route that FastAPI documents from ``signature`` (so the OpenAPI schema at /docs.json
+    and the Swagger UI show its body, answer and errors) but that is served by the plain
+    ``handler(request) -> Response``: no dependency solving and no response validation on the
+    hot path. FastAPI's documented extension point for this is ``get_route_handler``."""
 
-    def __init__(self, path: str, documented, handler, **kwargs):
+    def __init__(self, path: str, handler, signature: inspect.Signature, description: str,
+                 **kwargs):
         self.handler = handler
-        super().__init__(path, documented, methods=["POST"], **kwargs)
+        documented = functools.partial(handler)  # FastAPI reads its signature, never calls it
+        documented.__signature__ = signature
+        super().__init__(path, documented, methods=["POST"], name=handler.__name__,
+                         description=description, **kwargs)
 
     def get_route_handler(self):
         return self.handler
 
 
-def _predict_doc(
-    records: Annotated[list[Record], Body(embed=True, min_length=1,
-                                          max_length=SETTINGS.max_records)],
-) -> list[Prediction]:
-    """One probability, label, model version, variant and request id per record."""
-    raise NotImplementedError  # never called: served by ``predict``
-
-
-def _predict_batch_doc() -> None:
-    """A CSV or Parquet table in, a table of the same format out, one row per row."""
-    raise NotImplementedError  # never called: served by ``predict_batch``
-
-
+_RECORDS = inspect.Parameter(
+    "records", inspect.Parameter.KEYWORD_ONLY,
+    annotation=Annotated[list[Record], Body(embed=True, min_length=1,
+                                            max_length=SETTINGS.max_records)])
 _ERRORS = {400: {"description": "a field, value or body that is not valid, named"},
            401: {"description": "missing or wrong bearer token"},
            413: {"description": "too many bytes or rows"},
@@ -243,8 +240,13 @@ _ERRORS = {400: {"description": "a field, value or body that is not valid, named
            507: {"description": "the prediction log's disk is full"}}
 api = FastAPI(title="mlops_classifier", openapi_url=None, docs_url=None, redoc_url=None)
 api.router.routes += [
-    LeanRoute("/predict", _predict_doc, predict, responses=_ERRORS),
-    LeanRoute("/predict_batch", _predict_batch_doc, predict_batch, responses={
+    LeanRoute("/predict", predict,
+              inspect.Signature([_RECORDS], return_annotation=list[Prediction]),
+              "One probability, label, model version, variant and request id per record.",
+              responses=_ERRORS),
+    LeanRoute("/predict_batch", predict_batch, inspect.Signature(),
+              "A CSV or Parquet table in, a table of the same format out, one row per row.",
+              responses={
         **_ERRORS, 422: {"description": "cells that break the schema: row, column, value"}},
         response_class=Response, openapi_extra={"requestBody": {"required": True, "content": {
             media: {"schema": {"type": "string", "format": "binary"}}

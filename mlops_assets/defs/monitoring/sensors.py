@@ -165,11 +165,13 @@ def _reference(registry: Registry, version: str) -> Reference | None:
 
 
 def judged_windows(instance: dg.DagsterInstance, registry: Registry, rule: LossPolicy,
-                   limit: int = 50) -> list[Judged]:
-    """What the newest live-metrics records call for: each window's evidence against its
-    answering version's validation figures, its drift share as a warning."""
-    records = instance.fetch_materializations(dg.AssetKey("live_performance"),
-                                              limit=limit).records
+                   after: int = 0, limit: int = 50) -> list[Judged]:
+    """What the newest live-metrics records after event ``after`` call for: each window's
+    evidence against its answering version's validation figures, its drift share as a
+    warning."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("live_performance"), after_storage_id=after),
+        limit=limit).records
     references: dict[str, Reference | None] = {}
     out = []
     for r in records:
@@ -223,12 +225,16 @@ def retrain_sensor(context: dg.SensorEvaluationContext, retrain_policy: RetrainP
     if registry.champion() is None:
         return dg.SkipReason("no champion yet: the first model comes from train_and_promote "
                              "(make demo, or the job in the UI); retraining follows it")
-    judged = judged_windows(context.instance, registry, retrain_policy.rule())
     if context.cursor:
         state = RetrainState.from_dict(json.loads(context.cursor))
     else:  # first tick: rows before the current model and older judgements are not new
-        state = RetrainState(handled_event_id=max([0, *(j.record_id for j in judged)]),
+        latest = context.instance.fetch_materializations(dg.AssetKey("live_performance"),
+                                                         limit=1).records
+        state = RetrainState(handled_event_id=latest[0].storage_id if latest else 0,
                              rows_after=last_training_event(context.instance))
+    # Only windows judged since the cursor: each tick reads no old record twice.
+    judged = judged_windows(context.instance, registry, retrain_policy.rule(),
+                            after=state.handled_event_id)
     new_rows, marker = new_labelled_rows(context.instance, state.rows_after)
     decision = decide(time.time(), state, judged, new_rows, marker, retrain_policy.policy())
     cursor = json.dumps(decision.state.as_dict())

@@ -166,13 +166,14 @@ def _recalibrated(context: dg.AssetExecutionContext, config: TrainingConfig,
         "dagster_run_id": context.run.run_id, **provenance(),
     }
     tag = registry.save_recalibrated(base, cal, threshold, info)
+    saved = registry.get(tag)
     context.log.info(f"{tag}: {base} recalibrated ({cal.method}) on {len(y)} rows of "
                      f"{periods}: log loss {before['log_loss']:.4f} -> {after['log_loss']:.4f} "
                      f"there; threshold {threshold:.4f} ({spec.threshold_rule})")
-    return dg.Output({"tag": tag, **registry.get(tag).info.metadata}, metadata={
+    return dg.Output({"tag": tag, **saved.info.metadata}, metadata={
         "bentoml_tag": tag,
         "recalibrated_from": base,
-        "model_path": dg.MetadataValue.path(str(registry.get(tag).path)),
+        "model_path": dg.MetadataValue.path(str(saved.path)),
         "threshold": round(threshold, 4),
         "calibration": f"{cal.method} {cal.params}" if cal.method == "platt" else cal.method,
         "calibration_rows": len(y),
