@@ -22,6 +22,7 @@ from mlops_assets.defs.resources import (
     ParquetIOManager,
     ProjectResource,
     RetrainPolicyResource,
+    TrainingClusterResource,
 )
 from mlops_assets.defs.scoring import assets as scoring
 from mlops_assets.defs.training import assets as training
@@ -141,6 +142,7 @@ def build_definitions(
             "gate_policy": gate or GateResource(),
             "monitor": monitor or MonitoringResource(),
             "retrain_policy": retrain_policy or _retrain_policy_from_env(),
+            "training_cluster": TrainingClusterResource(),
         },
         executor=executor_from_env(),
     )

@@ -18,6 +18,7 @@ from mlops_assets.lib.report_store import ReportStore
 
 # How often sensors look, in seconds (read when the code location loads): 30 by default;
 # the replay sets MLOPS_SENSOR_INTERVAL lower.
+TRAINING_SCHEDULER_ENV = "MLOPS_TRAINING_SCHEDULER"
 SENSOR_INTERVAL = int(os.environ.get("MLOPS_SENSOR_INTERVAL", "30"))
 
 # Every arriving batch is one partition. Sensors add keys; nothing else does.
@@ -157,6 +158,24 @@ class StoredPartitions(Mapping):
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+class TrainingClusterResource(dg.ConfigurableResource):
+    """The Dask cluster a large training set is fitted on (lib/dask_training.py; when, is
+    TrainingConfig.distributed_min_rows): a running scheduler's ``address``
+    ($MLOPS_TRAINING_SCHEDULER, tcp://host:port), or by default a LocalCluster of
+    ``local_workers`` worker processes on this machine, started for the fit. Not the
+    production profile's step executor cluster: a step waiting on its own workers would
+    deadlock them."""
+
+    address: str | None = None
+    local_workers: int = 2
+
+    def spec(self):
+        from mlops_assets.lib.dask_training import ClusterSpec
+
+        return ClusterSpec(address=self.address or os.environ.get(TRAINING_SCHEDULER_ENV),
+                           local_workers=self.local_workers)
 
 
 class MonitoringResource(dg.ConfigurableResource):

@@ -141,3 +141,4 @@ def test_crash_inside_training_leaves_the_registry_untouched(trained, monkeypatc
     assert "candidate_model" not in materialized(run)
     assert registry.champion() == champion
     assert registry.versions() == versions and registry.history() == history
+

@@ -7,8 +7,9 @@ import pandas as pd
 from mlops_assets.config import PERIOD, TARGET, DatasetContract
 from mlops_assets.defs.ingestion.assets import raw_batch
 from mlops_assets.defs.metadata import markdown_table, report_link
-from mlops_assets.defs.resources import ProjectResource
+from mlops_assets.defs.resources import ProjectResource, TrainingClusterResource
 from mlops_assets.lib import calibration, drift, evaluation, features, io, training
+from mlops_assets.lib.dask_training import Distributed
 from mlops_assets.lib.registry import provenance
 from mlops_assets.lib.retraining import LossPolicy
 
@@ -29,6 +30,11 @@ class TrainingConfig(dg.Config):
     threshold_rule: str | None = None  # None: the contract's training.threshold_rule
     reference_rows: int = 20_000  # drift reference kept with the model (deterministic sample)
     recent_periods: int | None = None  # train on the latest N periods only; None: all data
+    # A training set of at least this many rows is fitted on the Dask cluster
+    # (TrainingClusterResource) with lightgbm.dask, after a local search on a deterministic
+    # sample of search_rows rows; None: always local. 0: always on the cluster.
+    distributed_min_rows: int | None = 2_000_000
+    search_rows: int = 500_000
     # The `recalibrate` job: no training; the champion's base model gets a calibrator refit on
     # the latest labelled (train + validation) rows, as a new version that goes through the
     # same evaluation and gate.
@@ -73,6 +79,7 @@ def candidate_model(
     train_features: pd.DataFrame,
     validation_features: pd.DataFrame,
     project: ProjectResource,
+    training_cluster: TrainingClusterResource,
 ) -> dg.Output[dict]:
     """A LightGBM model tuned with Optuna, saved as a new version in the BentoML model store
     (or, in the `recalibrate` job, the champion's model recalibrated on the latest rows)."""
@@ -86,10 +93,15 @@ def candidate_model(
         train_features = train_features[train_features[PERIOD].isin(keep)]
         validation_features = validation_features[validation_features[PERIOD].isin(keep)]
         context.log.info(f"training window: the latest {config.recent_periods} periods {keep}")
+    distributed = None
+    if config.distributed_min_rows is not None and \
+            len(train_features) >= config.distributed_min_rows:
+        distributed = Distributed(training_cluster.spec(), config.search_rows)
     trained = training.train(
         features.to_matrix(train_features, contract), train_features[TARGET].to_numpy(),
         features.to_matrix(validation_features, contract),
         validation_features[TARGET].to_numpy(), contract, spec, log=context.log.info,
+        distributed=distributed,
     )
     info = {
         "dataset": contract.name,
@@ -103,6 +115,7 @@ def candidate_model(
         "validation_positive_rate": float(validation_features[TARGET].mean()),
         "train_rows": len(train_features),
         "validation_rows": len(validation_features),
+        "trained_on": trained.trained_on,
         "data_versions": _data_versions(context.instance, train_features),
         "search": {"trials": len(trained.trials), "seed": spec.seed,
                    "objective": spec.objective_metric, "seconds": round(trained.seconds, 2)},
@@ -129,6 +142,7 @@ def candidate_model(
             "best_iteration": trained.best_iteration,
             "trials": markdown_table(trials),
             "training_seconds": round(trained.seconds, 2),
+            "trained_on": ", ".join(f"{k} {v}" for k, v in trained.trained_on.items()),
             "batches": ", ".join(info["data_versions"]),
         },
     )

@@ -1,0 +1,105 @@
+"""Training on a Dask cluster with ``lightgbm.dask`` when the training set is large.
+
+The hyperparameter search stays local and seeded (Optuna over early-stopped fits, as for
+a small training set) on a deterministic sample of the training rows; the chosen parameters
+and round count are then fitted on every training row by LightGBM's own data-parallel
+learner across the cluster's workers. ``lightgbm.dask`` does not support early stopping
+(each worker would judge its own share of the validation rows and stop at a different
+round), so the round count comes from the search. The result is a plain ``lgb.Booster``
+(``to_local()``), the same kind of object a local fit gives, so the registry, the Bento and
+the service do not change.
+
+The cluster is a ``LocalCluster`` of worker processes on 127.0.0.1 (tests, one machine) or a
+running scheduler's address. It is separate from the production profile's step executor:
+a step running on a single-threaded executor worker that waited for LightGBM tasks on the
+same workers would wait for itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    from distributed import Client
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where distributed fits run: ``address`` of a running Dask scheduler, or None for a
+    LocalCluster of ``local_workers`` single-threaded worker processes started for the fit
+    and stopped after it."""
+
+    address: str | None = None
+    local_workers: int = 2
+    start_timeout_s: float = 120.0
+
+    def describe(self) -> str:
+        return self.address or f"LocalCluster of {self.local_workers} worker processes"
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Train on ``cluster`` (see ``training.train``): the search on a deterministic sample of
+    at most ``search_rows`` training rows, the final fit on all of them."""
+
+    cluster: ClusterSpec
+    search_rows: int = 500_000
+
+
+@contextmanager
+def client_for(spec: ClusterSpec) -> Iterator[Client]:
+    """A connected client, waiting (bounded) until at least one worker is up."""
+    from distributed import Client, LocalCluster
+
+    if spec.address:
+        with Client(spec.address, timeout=spec.start_timeout_s) as client:
+            client.wait_for_workers(1, timeout=spec.start_timeout_s)
+            yield client
+        return
+    with LocalCluster(n_workers=spec.local_workers, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address=None) as cluster, \
+            Client(cluster, timeout=spec.start_timeout_s) as client:
+        client.wait_for_workers(spec.local_workers, timeout=spec.start_timeout_s)
+        yield client
+
+
+def sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
+    """Positions of a deterministic sample of at most ``max_rows`` of ``n`` rows, in order
+    (all of them when ``n <= max_rows``)."""
+    if n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+
+def fit(client: Client, x: np.ndarray, y: np.ndarray, params: dict, rounds: int,
+        feature_names: list[str], categorical: list[int]) -> lgb.Booster:
+    """``rounds`` boosting rounds of ``params`` on the cluster's workers; the booster, brought
+    back local. Each worker holds a seeded random share of the rows (scattered once), not a
+    contiguous one: LightGBM's data-parallel learner takes each feature's bin boundaries from
+    one worker's rows, and a time-ordered table would give that worker only some periods'
+    values (Bank's economic indicators change by month)."""
+    import dask.array as da
+    from lightgbm.dask import DaskLGBMClassifier
+
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    if not workers:
+        raise RuntimeError("the Dask cluster has no workers to train on")
+    order = np.random.default_rng(params.get("seed", 0)).permutation(len(y))
+    shares = [np.sort(s) for s in np.array_split(order, len(workers)) if len(s)]
+    x_parts, y_parts = [], []
+    for worker, rows in zip(workers, shares, strict=False):
+        xf, yf = client.scatter([x[rows], y[rows]], workers=[worker], direct=True)
+        x_parts.append(da.from_delayed(xf, shape=(len(rows), x.shape[1]), dtype=x.dtype))
+        y_parts.append(da.from_delayed(yf, shape=(len(rows),), dtype=y.dtype))
+    # No eval set, so no metric; lightgbm.dask sets each worker's threads itself.
+    local = {k: v for k, v in params.items() if k not in ("metric", "num_threads")}
+    model = DaskLGBMClassifier(client=client, n_estimators=rounds, **local)
+    model.fit(da.concatenate(x_parts), da.concatenate(y_parts), feature_name=feature_names,
+              categorical_feature=categorical)
+    return model.to_local().booster_
