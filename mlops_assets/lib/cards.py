@@ -45,6 +45,19 @@ def _recalibration(model: dict) -> str:
             "the base model's.\n")
 
 
+def _scale_notes(model: dict, evaluation: dict) -> str:
+    """Where a large training set was fitted, and what ran on samples (empty otherwise)."""
+    notes = []
+    where = model.get("trained_on") or {"where": "local"}
+    if where["where"] != "local":
+        notes.append(f"Final fit on a Dask cluster ({where['where']}, {where['workers']} "
+                     f"workers, lightgbm.dask, {where['rounds']} rounds); the hyperparameter "
+                     f"search ran on {where['search_rows']} sampled training rows.")
+    if evaluation.get("sampled"):
+        notes.append(evaluation["sampled"][0].upper() + evaluation["sampled"][1:] + ".")
+    return "".join(f"\n{n}" for n in notes)
+
+
 def model_card(model: dict, evaluation: dict, contract: DatasetContract) -> str:
     m = evaluation["metrics"]
     lo, hi = evaluation["roc_auc_ci95"]
@@ -62,7 +75,7 @@ chosen on {_threshold_rows(model)}). Not for decisions about individuals without
 ## Data
 Trained on {model['train_rows']} rows, early-stopped on {model['validation_rows']} validation
 rows; evaluated on {m['rows']} sealed test rows (never seen by training or tuning), periods
-{evaluation['periods'][0]} to {evaluation['periods'][-1]}. Dropped for leakage:
+{evaluation['periods'][0]} to {evaluation['periods'][-1]}.{_scale_notes(model, evaluation)} Dropped for leakage:
 {', '.join(contract.drop_columns) or 'none'}. Batches and their content hashes:
 
 | batch | data version |

@@ -69,14 +69,6 @@ def client_for(spec: ClusterSpec) -> Iterator[Client]:
         yield client
 
 
-def sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
-    """Positions of a deterministic sample of at most ``max_rows`` of ``n`` rows, in order
-    (all of them when ``n <= max_rows``)."""
-    if n <= max_rows:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
-
-
 def fit(client: Client, x: np.ndarray, y: np.ndarray, params: dict, rounds: int,
         feature_names: list[str], categorical: list[int]) -> lgb.Booster:
     """``rounds`` boosting rounds of ``params`` on the cluster's workers; the booster, brought

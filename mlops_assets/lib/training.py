@@ -19,6 +19,7 @@ import numpy as np
 from mlops_assets.config import DatasetContract
 from mlops_assets.lib import dask_training
 from mlops_assets.lib.dask_training import Distributed
+from mlops_assets.lib.evaluation import sample_positions
 
 # LightGBM (which imports scikit-learn) and Optuna are imported where a model is trained or
 # loaded: 2.2 s of the 6 s every run process spent importing the code location, and most runs
@@ -186,7 +187,7 @@ def train(
     started = time.perf_counter()
     x_all, y_all = x_train, y_train
     if distributed is not None:
-        rows = dask_training.sample_rows(len(y_train), distributed.search_rows, spec.seed)
+        rows = sample_positions(len(y_train), distributed.search_rows, spec.seed)
         x_train, y_train = x_train[rows], y_train[rows]
     cats = [i for i, name in enumerate(contract.features) if name in contract.categorical]
     dataset_args = {

@@ -30,8 +30,9 @@ def test_training_on_a_dask_cluster_matches_the_local_fit(trained):
     project, first = trained
     config = {"n_trials": 3, "seed": 42, "distributed_min_rows": 0}
     run = orchestration.run_job(project.defs, project.instance, "train_and_promote",
-                                raise_on_error=False,
-                                run_config={"ops": {"candidate_model": {"config": config}}})
+                                raise_on_error=False, run_config={"ops": {
+                                    "candidate_model": {"config": config},
+                                    "model_evaluation": {"config": {"sample_rows": 2000}}}})
     assert "model_evaluation" in materialized(run), \
         orchestration.run_failure(project.instance, run.run_id)
     local, dask = first.output_for_node("candidate_model"), run.output_for_node("candidate_model")
@@ -47,6 +48,18 @@ def test_training_on_a_dask_cluster_matches_the_local_fit(trained):
     ev_local = first.output_for_node("model_evaluation")
     ev_dask = run.output_for_node("model_evaluation")
     assert ev_dask["metrics"]["rows"] == ev_local["metrics"]["rows"]  # the same sealed rows
+    # Above sample_rows, the CI and the Evidently report ran on a sample; the metrics did not.
+    assert ev_local["sampled"] is None
+    assert ev_dask["sampled"].startswith(
+        f"bootstrap CI and Evidently report on a deterministic sample of 2,000 of "
+        f"{ev_dask['metrics']['rows']:,} test rows")
+    lo, hi = ev_dask["roc_auc_ci95"]
+    assert lo < ev_dask["metrics"]["roc_auc"] < hi and hi - lo > ev_local["roc_auc_ci95"][1] \
+        - ev_local["roc_auc_ci95"][0]  # fewer rows, a wider interval
+    card = next(e for e in run.get_asset_materialization_events() if e.asset_key
+                .to_user_string() == "model_card").materialization.metadata["card"].value
+    assert "Final fit on a Dask cluster (LocalCluster of 2 worker processes, 2 workers" in card
+    assert "deterministic sample of 2,000" in card
     auc_local, auc_dask = ev_local["metrics"]["roc_auc"], ev_dask["metrics"]["roc_auc"]
     assert abs(auc_dask - auc_local) <= 0.005, (auc_local, auc_dask)
     assert auc_dask != auc_local  # a distributed fit, not the local booster again

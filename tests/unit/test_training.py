@@ -163,3 +163,12 @@ def test_the_pipeline_trains_with_the_one_training_definition():
     assert training.spec_for(BANK).threshold_rule == BANK.training.threshold_rule == "cost:5"
     assert TrainingConfig(objective_metric="auc").spec(BANK) != training.spec_for(BANK)
     assert TrainingConfig(threshold_rule="max_f1").spec(BANK).threshold_rule == "max_f1"
+
+
+def test_sample_positions_are_a_deterministic_ordered_subset():
+    from mlops_assets.lib.evaluation import sample_positions
+
+    a, b = sample_positions(10_000, 500, seed=3), sample_positions(10_000, 500, seed=3)
+    assert len(a) == 500 == len(set(a)) and (a == b).all() and (np.diff(a) > 0).all()
+    assert a.max() < 10_000 and not (a == sample_positions(10_000, 500, seed=4)).all()
+    assert (sample_positions(300, 500) == np.arange(300)).all()  # small: every row
