@@ -75,8 +75,9 @@ chosen on {_threshold_rows(model)}). Not for decisions about individuals without
 ## Data
 Trained on {model['train_rows']} rows, early-stopped on {model['validation_rows']} validation
 rows; evaluated on {m['rows']} sealed test rows (never seen by training or tuning), periods
-{evaluation['periods'][0]} to {evaluation['periods'][-1]}.{_scale_notes(model, evaluation)} Dropped for leakage:
-{', '.join(contract.drop_columns) or 'none'}. Batches and their content hashes:
+{evaluation['periods'][0]} to {evaluation['periods'][-1]}.{_scale_notes(model, evaluation)}
+Dropped for leakage: {', '.join(contract.drop_columns) or 'none'}. Batches and their content
+hashes:
 
 | batch | data version |
 |---|---|
