@@ -34,27 +34,39 @@ CONTRACT = load_contract("bank")
 
 
 class PeakRSS:
-    """Peak resident memory of this process while the block runs (sampled every 20 ms)."""
+    """Peak resident memory of this process and its child processes (a LocalCluster's
+    workers) while the block runs, sampled every 20 ms."""
 
     def __enter__(self):
         import psutil
 
         self._proc = psutil.Process()
-        self.start = self._proc.memory_info().rss
+        self.start = self._rss()
         self.peak = self.start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
 
+    def _rss(self) -> int:
+        import psutil
+
+        total = self._proc.memory_info().rss
+        for child in self._proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:  # exited between the listing and the reading
+                pass
+        return total
+
     def _sample(self):
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self.peak = max(self.peak, self._rss())
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
+        self.peak = max(self.peak, self._rss())
 
     @property
     def added_mb(self) -> float:
@@ -261,8 +273,11 @@ def bench_drift(rows: pd.DataFrame, quick: bool) -> dict:
 # --- pipeline --------------------------------------------------------------------------------
 
 
-def bench_pipeline(quick: bool, scales: list[int]) -> dict:
-    """End to end through Dagster on a real instance, per stage: wall time, peak memory."""
+def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = ("local",)
+                   ) -> dict:
+    """End to end through Dagster on a real instance, per stage: wall time, peak memory
+    (this process and its children). ``training``: the training stage run locally, and/or
+    with its final fit by lightgbm.dask on a 2-worker LocalCluster, on the same dataset."""
     import dagster as dg
 
     from mlops_assets import orchestration
@@ -286,10 +301,14 @@ def bench_pipeline(quick: bool, scales: list[int]) -> dict:
                     runs = orchestration.run_requests(defs, instance, tick)
                     assert all(r.success for r in runs)
                 stages["ingest_validate"] = (time.perf_counter() - started, mem.added_mb)
+                trainings = [
+                    ("train_evaluate_gate_bento" + ("" if where == "local" else "_dask"),
+                     "train_and_promote", {"ops": {"candidate_model": {"config": {
+                         "n_trials": 2,
+                         "distributed_min_rows": None if where == "local" else 0}}}})
+                    for where in training]
                 for name, job, config in [
-                    ("dataset_features_eda", "build_dataset", None),
-                    ("train_evaluate_gate_bento", "train_and_promote",
-                     {"ops": {"candidate_model": {"config": {"n_trials": 2}}}}),
+                    ("dataset_features_eda", "build_dataset", None), *trainings,
                 ]:
                     with PeakRSS() as mem:
                         started = time.perf_counter()
@@ -297,6 +316,12 @@ def bench_pipeline(quick: bool, scales: list[int]) -> dict:
                                                        run_config=config, raise_on_error=False)
                     stages[name] = (time.perf_counter() - started, mem.added_mb)
                     stages[name + "_ok"] = bool(result.success)
+                    if job == "train_and_promote":  # judged even if the gate then blocked it
+                        evaluated = {e.asset_key.to_user_string(): e for e in
+                                     result.get_asset_materialization_events()}
+                        if "model_evaluation" in evaluated:
+                            stages[name + "_test_auc"] = evaluated["model_evaluation"] \
+                                .materialization.metadata["roc_auc"].value
             rows = sum(len(df) for df in batches.values()) * scale
             out[f"x{scale}"] = {"rows": rows, **{
                 k: ({"seconds": v[0], "peak_added_mb": v[1]} if isinstance(v, tuple) else v)
@@ -404,6 +429,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results"))
     parser.add_argument("--scales", default=None, help="pipeline data scales, e.g. 1,10,100")
+    parser.add_argument("--training", default="local",
+                        help="pipeline training stage: local, dask or local,dask")
     parser.add_argument("--only", choices=["serving", "drift", "pipeline", "profiles"],
                         default=None,
                         help="run one benchmark group")
@@ -427,7 +454,8 @@ def main(argv=None) -> int:
         if "drift" in wanted:
             results["drift"] = bench_drift(rows, args.quick)
     if "pipeline" in wanted:
-        results["pipeline"] = bench_pipeline(args.quick, scales)
+        results["pipeline"] = bench_pipeline(args.quick, scales,
+                                             tuple(args.training.split(",")))
     if "profiles" in wanted:
         results["profiles"] = bench_profiles()
     results["seconds"] = time.perf_counter() - started

@@ -158,3 +158,25 @@ def test_window_reads_only_the_days_it_touches():
     assert sorted(Days.read) == ["2026-01-01", "2026-01-02"]  # 2026-01-09 never read
     empty = monitoring.window_rows({}, window)
     assert len(empty) == 0 and "probability" in empty.columns
+
+
+def test_a_logged_table_reads_back_with_its_missing_text_as_none(tmp_path):
+    """Text inputs are written dictionary-encoded; a missing value (or a column of them)
+    comes back as None, numbers as numbers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlops_assets.lib import predlog
+
+    inputs = pd.DataFrame({"job": ["admin.", None, "admin.", "retired"],
+                           "poutcome": [None] * 4, "age": [30.0, np.nan, 41.0, 62.0]})
+    answer = pa.table({"request_id": ["r-0", "r-1", "r-2", "r-3"],
+                       "probability": [0.1, 0.2, 0.3, 0.4], "label": [0, 0, 1, 1],
+                       "model_version": ["m:1"] * 4, "variant": ["champion"] * 4})
+    path = predlog.PredictionLog(tmp_path).write_table(inputs, answer, 1.5)
+    stored = pq.read_table(path).schema
+    assert pa.types.is_dictionary(stored.field("inputs.job").type)
+    logged = predlog.read(tmp_path)
+    assert [r["job"] for r in logged["inputs"]] == ["admin.", None, "admin.", "retired"]
+    assert [r["poutcome"] for r in logged["inputs"]] == [None] * 4
+    assert logged["inputs"][1]["age"] is None and logged["inputs"][3]["age"] == 62.0
