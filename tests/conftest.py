@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,17 @@ def trained_project(tmp_path: Path, bank_batches, batches, trials: int = 3):
     first = project.train(trials=trials)
     assert first.success, orchestration.run_failure(project.instance, first.run_id)
     return project, first
+
+
+@contextmanager
+def trained_home(tmp_path: Path, monkeypatch, bank_batches, batches):
+    """``trained_project`` with its own DAGSTER_HOME, its instance disposed after."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
+    project, first = trained_project(tmp_path, bank_batches, batches)
+    try:
+        yield project, first
+    finally:
+        project.instance.dispose()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import lightgbm as lgb
 import pytest
 
 from mlops_assets import orchestration
-from tests.conftest import materialized, trained_project
+from tests.conftest import materialized, trained_home
 
 # 36k rows (25k to train on, 5k sealed test rows), so that two fits of the same parameters
 # are compared rather than the noise of a small test set: on the 12k rows of
@@ -17,10 +17,8 @@ BATCHES = ("2008-05", "2008-06", "2008-07", "2008-08", "2008-11", "2009-04", "20
 
 @pytest.fixture
 def trained(tmp_path, monkeypatch, bank_batches):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
-    project, first = trained_project(tmp_path, bank_batches, BATCHES)
-    yield project, first
-    project.instance.dispose()
+    with trained_home(tmp_path, monkeypatch, bank_batches, BATCHES) as trained:
+        yield trained
 
 
 def test_training_on_a_dask_cluster_matches_the_local_fit(trained):

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from mlops_assets import orchestration
-from tests.conftest import check_results, materialized, trained_project
+from tests.conftest import check_results, materialized, trained_home
 
 BATCHES = ("2008-11", "2009-04", "2009-05", "2009-06", "2009-07")
 GATE_CHECKS = ("meets_absolute_thresholds", "not_worse_than_champion", "slices_hold_up",
@@ -23,10 +23,8 @@ GATE_CHECKS = ("meets_absolute_thresholds", "not_worse_than_champion", "slices_h
 
 @pytest.fixture
 def trained(tmp_path, monkeypatch, bank_batches):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
-    project, first = trained_project(tmp_path, bank_batches, BATCHES)
-    yield project, first
-    project.instance.dispose()
+    with trained_home(tmp_path, monkeypatch, bank_batches, BATCHES) as trained:
+        yield trained
 
 
 def test_train_evaluate_promote_and_card(trained):
