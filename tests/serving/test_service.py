@@ -262,3 +262,45 @@ def test_a_recalibrated_version_is_served_like_any_other(client, served):
     while time.monotonic() < deadline and post(client, {"records": records[:1]}).json()[0][
             "model_version"] != served["champion"]:
         time.sleep(0.1)
+
+
+def test_the_request_timeout_leaves_no_timer_behind_and_still_answers_504(served):
+    """BentoML's TimeoutMiddleware as the service patches it: a request that is answered
+    cancels its timer (BentoML's own left one alive per request for the whole timeout), and a
+    request slower than the timeout still gets BentoML's 504."""
+    import asyncio
+
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    import mlops_assets.serving.service  # noqa: F401  (applies the patch)
+
+    async def app(scope, receive, send):
+        if scope["path"] == "/slow":
+            await asyncio.sleep(1)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def run(path: str, timeout: float) -> list[dict]:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        scope = {"type": "http", "path": path, "method": "GET", "headers": []}
+        await TimeoutMiddleware(app, timeout=timeout)(scope, receive, send)
+        return sent
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        for _ in range(100):
+            assert (await run("/fast", 30))[0]["status"] == 200
+        live = [h for h in loop._scheduled if not h.cancelled()]  # asyncio's timer heap
+        slow = await run("/slow", 0.05)
+        return live, slow
+
+    live, slow = asyncio.run(main())
+    assert live == []  # 100 answered requests, no 30-s timer left armed
+    assert slow[0]["status"] == 504 and b"0.05 seconds" in slow[1]["body"]
