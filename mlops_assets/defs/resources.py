@@ -16,9 +16,10 @@ from mlops_assets.lib.registry import Registry
 from mlops_assets.lib.report_store import DEFAULT_URL as DEFAULT_REPORTS_URL
 from mlops_assets.lib.report_store import ReportStore
 
+# The Dask scheduler large training sets are fitted on (TrainingClusterResource).
+TRAINING_SCHEDULER_ENV = "MLOPS_TRAINING_SCHEDULER"
 # How often sensors look, in seconds (read when the code location loads): 30 by default;
 # the replay sets MLOPS_SENSOR_INTERVAL lower.
-TRAINING_SCHEDULER_ENV = "MLOPS_TRAINING_SCHEDULER"
 SENSOR_INTERVAL = int(os.environ.get("MLOPS_SENSOR_INTERVAL", "30"))
 
 # Every arriving batch is one partition. Sensors add keys; nothing else does.

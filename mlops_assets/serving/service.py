@@ -16,6 +16,7 @@ Settings: see ``settings.py``.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import gc
@@ -58,7 +59,8 @@ Record = record_model(CONTRACT)
 PredictRequest = request_model(CONTRACT, SETTINGS.max_records)
 read_columns = ColumnReader(CONTRACT)
 
-def _timer_cancelling_timeout(self, scope, receive, send):
+
+async def _timer_cancelling_timeout(self, scope, receive, send):
     """BentoML 1.4's ``TimeoutMiddleware.__call__`` (bentoml/_internal/server/http/
     traffic.py), with one change: the timer is cancelled when the request is done. BentoML's
     arms a ``loop.call_later`` per request and never cancels it, so every answered request
@@ -66,34 +68,29 @@ def _timer_cancelling_timeout(self, scope, receive, send):
     at ~2,000 req/s and 30 s, ~60,000 of each, which the collector scans at every full
     collection (pauses growing to 40-150 ms under load: the concurrency-32 tail; README,
     Benchmarks). The timeout itself is unchanged: a 504 after traffic.timeout."""
-    import asyncio
+    if scope["type"] not in ("http", "websocket"):
+        return await self.app(scope, receive, send)
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
 
-    async def call():
-        if scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
+    async def _send(message):
+        if not waiter.done():
+            waiter.set_result(None)
+        await send(message)
 
-        async def _send(message):
-            if not waiter.done():
-                waiter.set_result(None)
-            await send(message)
-
-        fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
-        try:
-            await waiter
-        except TimeoutError:  # what _set_timer_out sets (asyncio.TimeoutError)
-            if fut.cancel():
-                await JSONResponse(
-                    {"error": f"Not able to process the request in {self.timeout} seconds"},
-                    status_code=504)(scope, receive, send)
-        else:
-            await fut
-        finally:
-            timer.cancel()
-
-    return call()
+    fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
+    try:
+        await waiter
+    except TimeoutError:  # what _set_timer_out sets (asyncio.TimeoutError)
+        if fut.cancel():
+            await JSONResponse(
+                {"error": f"Not able to process the request in {self.timeout} seconds"},
+                status_code=504)(scope, receive, send)
+    else:
+        await fut
+    finally:
+        timer.cancel()
 
 
 def _patch_timeout_middleware() -> None:
