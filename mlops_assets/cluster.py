@@ -16,6 +16,11 @@ from mlops_assets.procs import free_port, start
 # worker, a second start of a step Dagster has already logged as started. The run is then
 # re-executed from failure, like any failed run, from the UI or the CLI.
 SCHEDULER_CONFIG = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+# Worker processes that may start processes of their own: a training step that fits on a
+# LocalCluster (lib/dask_training.py) starts its workers from the executor worker it runs on,
+# and a daemonic process may have no children ("Nanny failed to start"). The workers still
+# stop with the profile: they are in the session it stops by PID.
+WORKER_CONFIG = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
 
 
 def start_scheduler(log: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
@@ -30,7 +35,7 @@ def start_workers(address: str, n: int, log: Path, env: dict, cwd: Path) -> subp
     nanny process, which starts a worker again when one dies (kill -9, out of memory)."""
     return start([str(Path(sys.executable).parent / "dask"), "worker", address,
                   "--nworkers", str(n), "--nthreads", "1", "--host", "127.0.0.1",
-                  "--no-dashboard", "--name", "mlops"], log, env, cwd)
+                  "--no-dashboard", "--name", "mlops"], log, {**WORKER_CONFIG, **env}, cwd)
 
 
 def wait_for_workers(address: str, n: int, procs: list[subprocess.Popen], log: Path,

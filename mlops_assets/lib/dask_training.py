@@ -17,6 +17,7 @@ same workers would wait for itself.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,6 +68,22 @@ def client_for(spec: ClusterSpec) -> Iterator[Client]:
             Client(cluster, timeout=spec.start_timeout_s) as client:
         client.wait_for_workers(spec.local_workers, timeout=spec.start_timeout_s)
         yield client
+
+
+def fit_on(spec: ClusterSpec, x: np.ndarray, y: np.ndarray, params: dict, rounds: int,
+           feature_names: list[str], categorical: list[int]) -> tuple[lgb.Booster, int]:
+    """``fit`` on the cluster of ``spec``, joined or started for it: the booster and the
+    number of workers it ran on. It runs in a fresh context: in a step of the production
+    profile, which runs on a Dask worker, distributed's client would take that worker for
+    its own (``Client.scatter`` and ``gather`` look up the worker of the running task) and
+    tell the wrong scheduler where the rows are."""
+
+    def run() -> tuple[lgb.Booster, int]:
+        with client_for(spec) as client:
+            workers = len(client.scheduler_info(n_workers=-1)["workers"])
+            return fit(client, x, y, params, rounds, feature_names, categorical), workers
+
+    return contextvars.Context().run(run)
 
 
 def fit(client: Client, x: np.ndarray, y: np.ndarray, params: dict, rounds: int,

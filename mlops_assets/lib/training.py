@@ -236,10 +236,8 @@ def train(
         where = distributed.cluster.describe()
         log(f"final fit on the Dask cluster ({where}): {len(y_all)} rows, {best_iteration} "
             f"rounds (the search ran on {len(y_train)} sampled rows)")
-        with dask_training.client_for(distributed.cluster) as client:
-            workers = len(client.scheduler_info(n_workers=-1)["workers"])
-            booster = dask_training.fit(client, x_all, y_all, params, best_iteration,
-                                        list(contract.features), cats)
+        booster, workers = dask_training.fit_on(distributed.cluster, x_all, y_all, params,
+                                                best_iteration, list(contract.features), cats)
         trained_on = {"where": where, "workers": workers, "search_rows": len(y_train),
                       "train_rows": len(y_all), "rounds": best_iteration}
     p_valid = booster.predict(x_valid, num_iteration=best_iteration)

@@ -61,3 +61,46 @@ def test_training_on_a_dask_cluster_matches_the_local_fit(trained):
     auc_local, auc_dask = ev_local["metrics"]["roc_auc"], ev_dask["metrics"]["roc_auc"]
     assert abs(auc_dask - auc_local) <= 0.005, (auc_local, auc_dask)
     assert auc_dask != auc_local  # a distributed fit, not the local booster again
+
+
+def test_a_training_step_on_the_production_executor_starts_its_local_cluster(tmp_path):
+    """A fit as a training step of the production profile makes it, from a task on one of
+    the profile's executor workers (started as the profile starts them): the worker may
+    start a LocalCluster's processes (a daemonic one could not: "Nanny failed to start"),
+    and the rows reach the LocalCluster's workers (scattered from inside a task, they were
+    announced to the wrong scheduler: KeyError on the worker's address)."""
+    from distributed import Client
+
+    from mlops_assets import cluster
+    from mlops_assets.config import PROJECT_ROOT
+    from mlops_assets.procs import stop_all
+
+    def fit_on_a_local_cluster(seed: int) -> tuple[int, float]:
+        # On an executor worker, as a training step starts it there (defined here, so that
+        # it travels by value: the worker cannot import this test module).
+        import numpy as np
+
+        from mlops_assets.lib.dask_training import ClusterSpec, fit_on
+
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=(4000, 3))
+        y = (x[:, 0] + rng.normal(scale=0.5, size=4000) > 0).astype(int)
+        booster, workers = fit_on(ClusterSpec(local_workers=2, start_timeout_s=60), x, y,
+                                  {"objective": "binary", "seed": seed, "verbose": -1}, 20,
+                                  ["a", "b", "c"], [])
+        assert workers == 2
+        p = booster.predict(x)
+        return booster.num_trees(), float(np.corrcoef(p, y)[0, 1])
+
+    log = tmp_path / "dask.log"
+    scheduler, address = cluster.start_scheduler(tmp_path / "scheduler.log", tmp_path)
+    procs = [scheduler]
+    try:
+        procs.append(cluster.start_workers(address, 1, log, {}, PROJECT_ROOT))
+        cluster.wait_for_workers(address, 1, procs, log, timeout=90)
+        with Client(address, timeout=60) as client:
+            trees, corr = client.submit(fit_on_a_local_cluster, 0, pure=False).result(180)
+        assert trees == 20
+        assert corr > 0.5  # it learned the signal
+    finally:
+        stop_all(procs)

@@ -5,6 +5,7 @@ the demo's runs on their job's page."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -82,6 +83,7 @@ def test_demo_then_the_ui_in_a_browser(tmp_path):
 
 
 def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -92,6 +94,22 @@ def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path
             button = page.get_by_role("button", name="Skip")
             if button.count():
                 button.first.click()
+
+        def click_through_overlays(target):
+            # A dialog of the UI (its welcome, a notice) can open after the page went idle, and
+            # its backdrop then takes the click: close it with Escape and click again.
+            for attempt in range(4):
+                try:
+                    target.click(timeout=7_500)
+                    return
+                except PlaywrightTimeout:
+                    if attempt == 3:
+                        raise
+                    skip_welcome()
+                    page.keyboard.press("Escape")
+                    backdrop = page.locator(".bp5-overlay-backdrop, .bp4-overlay-backdrop")
+                    with contextlib.suppress(PlaywrightTimeout):
+                        backdrop.first.wait_for(state="detached", timeout=5_000)
 
         # The lineage: every stage's group.
         page.goto(f"{ui}/asset-groups", wait_until="networkidle")
@@ -107,7 +125,7 @@ def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path
         link = page.locator(f'a[href^="{reports_url}/projects/"]').first
         link.wait_for(timeout=30_000)
         with page.context.expect_page() as opened:
-            link.click()
+            click_through_overlays(link)
         report = opened.value
         report.wait_for_load_state("networkidle")
         report.get_by_text("ROC AUC", exact=True).first.wait_for(timeout=30_000)
@@ -126,8 +144,8 @@ def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path
             before = {r.run_id for r in instance.get_runs()}
             page.goto(f"{ui}/assets/model_card", wait_until="networkidle")
             skip_welcome()
-            page.locator("button").filter(has_text=re.compile(r"^\s*Materialize\s*$")) \
-                .first.click()
+            click_through_overlays(
+                page.locator("button").filter(has_text=re.compile(r"^\s*Materialize\s*$")).first)
 
             def finished():
                 runs = [r for r in instance.get_runs(limit=5)
