@@ -20,6 +20,14 @@ def frame_metadata(df: pd.DataFrame, contract: DatasetContract | None = None) ->
     return {"dagster/row_count": len(df), "dagster/column_schema": column_schema(df, contract)}
 
 
+def file_metadata(path, rows: int, contract: DatasetContract | None = None) -> dict:
+    """``frame_metadata`` of a table stored as a Parquet file, without reading its rows."""
+    import pyarrow.parquet as pq
+
+    empty = pq.read_schema(path).empty_table().to_pandas()
+    return {"dagster/row_count": rows, "dagster/column_schema": column_schema(empty, contract)}
+
+
 def markdown_table(df: pd.DataFrame, max_rows: int = 50) -> dg.MetadataValue:
     shown = df.head(max_rows)
     note = f"\n\n({len(df) - max_rows} more rows)" if len(df) > max_rows else ""

@@ -81,37 +81,46 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def _path(self, key: dg.AssetKey, name: str, suffix=".parquet") -> Path:
         return Path(self.base_dir).joinpath(*key.path) / f"{name}{suffix}"
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | dict) -> None:
+    def handle_output(self, context: dg.OutputContext,
+                      obj: pd.DataFrame | dict | io.ParquetFile) -> None:
         if obj is None:
             return
         name = context.asset_partition_key if context.has_asset_partitions else context.run_id
         if isinstance(obj, dict):
             io.write_json(self._path(context.asset_key, name, ".json"), obj)
+        elif isinstance(obj, io.ParquetFile):  # written out of core by the step
+            io.move_into(self._path(context.asset_key, name), obj.path)
         else:
             io.write_parquet(self._path(context.asset_key, name), obj)
 
     def _exists(self, key: dg.AssetKey, name: str) -> bool:
         return self._path(key, name, ".json").is_file() or self._path(key, name).is_file()
 
-    def _read(self, key: dg.AssetKey, name: str) -> pd.DataFrame | dict | None:
+    def _read(self, key: dg.AssetKey, name: str,
+              as_path: bool = False) -> pd.DataFrame | dict | Path | None:
         json_path = self._path(key, name, ".json")
         if json_path.is_file():
             return io.read_json(json_path)
         path = self._path(key, name)
-        return pd.read_parquet(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        return path if as_path else pd.read_parquet(path)
 
     def _read_unpartitioned(self, context: dg.InputContext) -> tuple[str | None, object]:
         """From the run that produced it in this run (or the run re-executed); an asset from
         an earlier run has no producing run here, and its latest materialization says which."""
         key = context.asset_key
+        # A consumer that types its input as a Path gets the stored file: it reads the
+        # columns or the chunks it needs (out of core) instead of the whole table.
+        as_path = context.dagster_type.typing_type is Path
         try:
-            value = self._read(key, context.upstream_output.run_id)
+            value = self._read(key, context.upstream_output.run_id, as_path)
             if value is not None:
                 return context.upstream_output.run_id, value
         except (AttributeError, dg.DagsterInvariantViolationError):
             pass
         event = context.instance.get_latest_materialization_event(key)
-        return (event.run_id, self._read(key, event.run_id)) if event else (None, None)
+        return (event.run_id, self._read(key, event.run_id, as_path)) if event else (None, None)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict:
         key = context.asset_key
@@ -150,9 +159,16 @@ class StoredPartitions(Mapping):
         self._keys = [p for p in partitions if manager._exists(key, p)]
 
     def __getitem__(self, partition: str) -> pd.DataFrame | dict:
+        return self._manager._read(self._key, self._check(partition))
+
+    def path(self, partition: str) -> Path:
+        """Where the partition's table is stored, for a consumer that reads it out of core."""
+        return self._manager._path(self._key, self._check(partition))
+
+    def _check(self, partition: str) -> str:
         if partition not in self._keys:
             raise KeyError(partition)
-        return self._manager._read(self._key, partition)
+        return partition
 
     def __iter__(self):
         return iter(self._keys)

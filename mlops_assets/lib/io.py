@@ -7,11 +7,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -93,6 +95,72 @@ def write_parquet(target: Path | str, df: pd.DataFrame) -> Path:
     with atomic_path(target) as tmp:
         df.to_parquet(tmp, index=False)
     return Path(target)
+
+
+@dataclass(frozen=True)
+class ParquetFile:
+    """A table already written as a Parquet file: a step that writes its output out of core
+    hands the file to the IO manager, which moves it into place (``move_into``)."""
+
+    path: Path
+
+
+def move_into(target: Path | str, src: Path | str) -> Path:
+    """Move the file ``src`` to ``target`` atomically (a rename on one file system, a copy
+    beside ``target`` then a rename across two)."""
+    return write_with(target, lambda tmp: shutil.move(src, tmp))
+
+
+def read_parquet_chunks(path: Path | str, rows: int) -> Iterator[pd.DataFrame]:
+    """A Parquet file as frames of at most ``rows`` rows, typed as ``pd.read_parquet`` types
+    the whole file; one empty frame (with the file's columns) if it has no rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as f:
+        empty = True
+        for batch in f.iter_batches(batch_size=rows):
+            empty = False
+            yield pa.Table.from_batches([batch], f.schema_arrow).to_pandas()
+        if empty:
+            yield f.schema_arrow.empty_table().to_pandas()
+
+
+def read_parquet_rows(paths: list[Path], positions: np.ndarray, rows: int) -> pd.DataFrame:
+    """The rows at ``positions`` (sorted, counted across ``paths`` one after another), read
+    ``rows`` at a time: a sample of files larger than memory."""
+    parts, start = [], 0
+    for path in paths:
+        for chunk in read_parquet_chunks(path, rows):
+            lo, hi = np.searchsorted(positions, [start, start + len(chunk)])
+            parts.append(chunk.iloc[positions[lo:hi] - start])
+            start += len(chunk)
+    return pd.concat(parts, ignore_index=True)
+
+
+class ParquetWriter:
+    """Frames appended to one Parquet file, the schema (and pandas types) of the first."""
+
+    def __init__(self, path: Path | str):
+        self.path, self._writer, self.rows = Path(path), None, 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            schema = pa.Schema.from_pandas(frame, preserve_index=False)
+            self._writer = pq.ParquetWriter(self.path, schema)
+        self._writer.write_table(pa.Table.from_pandas(frame, schema=self._writer.schema,
+                                                      preserve_index=False))
+        self.rows += len(frame)
+
+    def __enter__(self) -> ParquetWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 def write_with(target: Path | str, writer: Callable[[Path], None]) -> Path:

@@ -9,12 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mlops_assets.config import BATCH, KEY, ROW_KEY, SPLIT, SPLITS, TARGET, DatasetContract
 from mlops_assets.lib import io
 
 # pandas' hash_array wants a 16-byte key; changing it would reshuffle every sealed split.
 _SPLIT_HASH_KEY = "mlops-assets-spl"
+# The narrow table the cross-batch step reads: one row per labelled row.
+_KEYS_SCHEMA = pa.schema([("row_key", pa.string()), ("batch", pa.string()),
+                          ("rank", pa.int32()), ("position", pa.int64()),
+                          ("content", pa.uint64()), ("split", pa.string())])
 
 
 def assign_split(keys: pd.Series, fractions: Iterable[float]) -> pd.Series:
@@ -32,13 +38,7 @@ def apply_labels(rows: pd.DataFrame, labels: pd.DataFrame | None,
     """Fill missing labels from label files (``labels``: id + label, joined on the
     contract's key column) and keep the labelled rows: ``(labelled rows, rows still
     waiting for a label)``. A label in a file never overrides one the row carried."""
-    rows = rows.copy()
-    if contract.key_column and labels is not None and len(labels) and KEY in rows:
-        by_key = labels.drop_duplicates("request_id", keep="last").set_index("request_id")
-        arrived = rows[KEY].map(by_key[TARGET]).astype("Int8")
-        rows[TARGET] = rows[TARGET].fillna(arrived)
-    waiting = rows[TARGET].isna()
-    return rows[~waiting].reset_index(drop=True), int(waiting.sum())
+    return _labelled(rows, _label_map(labels, contract))
 
 
 def with_split(valid: pd.DataFrame, contract: DatasetContract) -> pd.DataFrame:
@@ -55,53 +55,178 @@ def content_keys(rows: pd.DataFrame, contract: DatasetContract) -> pd.Series:
                      index=rows.index)
 
 
-def split_duplicates(
-    rows: pd.DataFrame, contract: DatasetContract, batch_order: list[str], sealed: pd.Series
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows of one batch that repeat a row of another batch are set aside: ``(kept,
-    duplicates)``, each duplicate with a ``reason`` naming the row it repeats. Within a group
-    of twins the row kept is a sealed test row if there is one (the test set never moves),
-    else the one from the batch ingested first. Repeats inside one batch are left alone:
-    different people can share every value; a copy of a batch cannot."""
-    keys = content_keys(rows, contract)
-    rank = {b: i for i, b in enumerate(batch_order)}
-    order = pd.DataFrame({
-        "key": keys,
-        "sealed": ~rows[ROW_KEY].isin(sealed),  # False sorts first: sealed rows win
-        "batch_rank": rows[BATCH].map(rank).fillna(len(rank)),
-        "row": rows[ROW_KEY],
-    }).sort_values(["key", "sealed", "batch_rank", "row"])
-    first = order.groupby("key", sort=False).head(1)
-    keeper = pd.Series(first["row"].to_numpy(), index=first["key"].to_numpy())
-    keeper_batch = pd.Series(rows.loc[first.index, BATCH].to_numpy(), index=first["key"])
-    twin_of = keys.map(keeper)
-    is_dup = (twin_of != rows[ROW_KEY]) & (rows[BATCH] != keys.map(keeper_batch))
-    duplicates = rows[is_dup].copy()
-    duplicates["reason"] = "duplicate of row " + twin_of[is_dup] + " (batch " \
-        + keys[is_dup].map(keeper_batch) + ")"
-    return rows[~is_dup].reset_index(drop=True), duplicates.reset_index(drop=True)
-
-
 @dataclass(frozen=True)
 class Manifest:
     total: int
     added: int
 
 
+@dataclass(frozen=True)
+class SplitFiles:
+    """The sealed split of many batches, written as Parquet files (one per split)."""
+
+    paths: dict[str, Path]
+    rows: dict[str, int]
+    positives: dict[str, int]
+    duplicates: pd.DataFrame  # rows set aside, each with the row it repeats
+    unlabeled: int  # rows waiting for a label: kept in their batch, in no split
+    manifest: Manifest
+
+
+def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
+                  contract: DatasetContract, manifest: Path, out_dir: Path, *,
+                  memory_limit: str = "1GB", chunk_rows: int = 200_000) -> SplitFiles:
+    """Split the valid rows of ``batches`` (batch id, Parquet file; in the order they were
+    ingested) out of core: memory is bounded by ``chunk_rows`` rows and DuckDB's
+    ``memory_limit`` (it spills to ``out_dir`` past it), not by the number of rows.
+
+    Each row is labelled from ``labels`` if it has none (rows still without a label wait,
+    in no split), gets its split from its row key (``assign_split``) and a hash of its
+    content. The one step that needs every row, finding rows of one batch that repeat a row
+    of another, is a DuckDB window over the narrow (key, content hash) table: within a group
+    of twins the row kept is a sealed test row if there is one (the test set never moves),
+    else the one from the batch ingested first, else the smallest row key. Repeats inside
+    one batch are left alone: different people can share every value; a copy of a batch
+    cannot. New test keys are appended to the sealed ``manifest`` (atomically; keys are
+    only ever added). A second pass writes each split's rows, in batch order."""
+    import duckdb
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = _label_map(labels, contract)
+    keys_path = out_dir / "keys.parquet"
+    unlabeled = 0
+    with pq.ParquetWriter(keys_path, _KEYS_SCHEMA) as keys:
+        position = 0
+        for rank, (batch, path) in enumerate(batches):
+            for chunk in io.read_parquet_chunks(path, chunk_rows):
+                rows, waiting = _labelled(chunk, labels)
+                unlabeled += waiting
+                keys.write_table(pa.table({
+                    "row_key": rows[ROW_KEY].astype(str).to_numpy(),
+                    "batch": np.full(len(rows), batch, dtype=object),
+                    "rank": np.full(len(rows), rank, dtype=np.int32),
+                    "position": np.arange(position, position + len(rows), dtype=np.int64),
+                    "content": content_keys(rows, contract).to_numpy(np.uint64),
+                    "split": assign_split(rows[ROW_KEY], contract.split_fractions).to_numpy(),
+                }, schema=_KEYS_SCHEMA))
+                position += len(rows)
+    con = duckdb.connect(config={"memory_limit": memory_limit,
+                                 "temp_directory": str(out_dir / "spill"),
+                                 "preserve_insertion_order": False})
+    try:
+        con.execute(f"CREATE VIEW k AS SELECT * FROM read_parquet('{keys_path}')")
+        if Path(manifest).is_file():
+            con.execute(f"CREATE VIEW sealed AS SELECT \"{ROW_KEY}\" AS row_key, \"{BATCH}\" "
+                        f"AS batch, file_row_number AS n FROM read_parquet('{manifest}', "
+                        "file_row_number = true)")
+        else:
+            con.execute("CREATE VIEW sealed AS SELECT NULL::VARCHAR AS row_key, "
+                        "NULL::VARCHAR AS batch, NULL::BIGINT AS n WHERE false")
+        con.execute("""
+            CREATE TABLE decided AS
+            WITH flagged AS (
+                SELECT k.*, s.row_key IS NOT NULL AS sealed
+                FROM k LEFT JOIN (SELECT DISTINCT row_key FROM sealed) s USING (row_key))
+            SELECT row_key, batch, rank, position, split, sealed,
+                   first_value(row_key) OVER w AS keeper,
+                   first_value(batch) OVER w AS keeper_batch
+            FROM flagged
+            WINDOW w AS (PARTITION BY content ORDER BY NOT sealed, rank, row_key)""")
+        con.execute("""
+            CREATE TABLE duplicate AS SELECT row_key, rank, keeper, keeper_batch FROM decided
+            WHERE row_key <> keeper AND batch <> keeper_batch""")
+        added = con.execute("""
+            SELECT count(*) FROM decided WHERE split = 'test' AND NOT sealed
+              AND row_key NOT IN (SELECT row_key FROM duplicate)""").fetchone()[0]
+        total = con.execute("SELECT count(*) FROM sealed").fetchone()[0] + added
+        if added:
+            io.write_with(manifest, lambda tmp: con.execute(f"""
+                COPY (SELECT row_key AS "{ROW_KEY}", batch AS "{BATCH}" FROM (
+                    SELECT row_key, batch, 0 AS part, n FROM sealed
+                    UNION ALL
+                    SELECT row_key, batch, 1 AS part, position AS n FROM decided
+                    WHERE split = 'test' AND NOT sealed
+                      AND row_key NOT IN (SELECT row_key FROM duplicate))
+                  ORDER BY part, n) TO '{tmp}' (FORMAT parquet)"""))
+        schema = _split_schema([p for _, p in batches])
+        paths = {name: out_dir / f"{name}.parquet" for name in SPLITS}
+        rows_out = dict.fromkeys(SPLITS, 0)
+        positives = dict.fromkeys(SPLITS, 0)
+        duplicates = []
+        writers = {name: pq.ParquetWriter(paths[name], schema) for name in SPLITS}
+        try:
+            for rank, (_, path) in enumerate(batches):
+                twins = con.execute("SELECT row_key, keeper, keeper_batch FROM duplicate "
+                                    "WHERE rank = ?", [rank]).df().set_index("row_key")
+                for chunk in io.read_parquet_chunks(path, chunk_rows):
+                    rows, _ = _labelled(chunk, labels)
+                    is_dup = rows[ROW_KEY].isin(twins.index)
+                    if is_dup.any():
+                        dup = rows[is_dup].copy()
+                        twin = twins.loc[dup[ROW_KEY]]
+                        dup["reason"] = ("duplicate of row " + twin["keeper"] + " (batch "
+                                         + twin["keeper_batch"] + ")").to_numpy()
+                        duplicates.append(dup)
+                    kept = rows[~is_dup.to_numpy()]
+                    kept = kept.assign(**{SPLIT: assign_split(kept[ROW_KEY],
+                                                              contract.split_fractions)})
+                    for name in SPLITS:
+                        part = kept[kept[SPLIT] == name]
+                        writers[name].write_table(
+                            pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+                        rows_out[name] += len(part)
+                        positives[name] += int(part[TARGET].sum())
+        finally:
+            for writer in writers.values():
+                writer.close()
+    finally:
+        con.close()
+    return SplitFiles(paths, rows_out, positives, _duplicates_frame(duplicates, schema),
+                      unlabeled, Manifest(total=total, added=added))
+
+
+def _label_map(labels: pd.DataFrame | None, contract: DatasetContract) -> pd.Series | None:
+    if not contract.key_column or labels is None or not len(labels):
+        return None
+    return labels.drop_duplicates("request_id", keep="last").set_index("request_id")[TARGET]
+
+
+def _labelled(rows: pd.DataFrame, by_key: pd.Series | None) -> tuple[pd.DataFrame, int]:
+    if by_key is not None and KEY in rows:
+        rows = rows.copy()
+        rows[TARGET] = rows[TARGET].fillna(rows[KEY].map(by_key).astype("Int8"))
+    waiting = rows[TARGET].isna()
+    return rows[~waiting].reset_index(drop=True), int(waiting.sum())
+
+
+def _split_schema(files: list[Path]):
+    """The split files' schema: the batches' columns and the split. A column that is empty
+    in one batch (Arrow type null) takes its type from a batch where it is not."""
+    schemas = [pq.read_schema(f) for f in files]
+    types = {}
+    for schema in schemas:
+        for f in schema:
+            if types.get(f.name) is None or pa.types.is_null(types[f.name]):
+                types[f.name] = f.type
+    empty = schemas[0].empty_table().to_pandas().assign(**{SPLIT: pd.Series(dtype=object)})
+    base = pa.Schema.from_pandas(empty, preserve_index=False)
+    fields = [pa.field(f.name, pa.string() if f.name == SPLIT
+                       else types[f.name] if not pa.types.is_null(types[f.name])
+                       else pa.string()) for f in base]
+    return pa.schema(fields, metadata=base.metadata)
+
+
+def _duplicates_frame(parts: list[pd.DataFrame], schema) -> pd.DataFrame:
+    if parts:
+        return pd.concat(parts, ignore_index=True)
+    columns = [n for n in schema.names if n != SPLIT]
+    return schema.empty_table().to_pandas()[columns].assign(reason=pd.Series(dtype=object))
+
+
 def read_sealed(path: Path) -> pd.DataFrame:
     if not Path(path).is_file():
         return pd.DataFrame({ROW_KEY: pd.Series(dtype=object), BATCH: pd.Series(dtype=object)})
     return pd.read_parquet(path)
-
-
-def seal_test_keys(path: Path, assigned: pd.DataFrame) -> Manifest:
-    """Add the test rows' keys to the manifest. Keys are only ever added, never removed."""
-    sealed = read_sealed(path)
-    test = assigned.loc[assigned[SPLIT] == "test", [ROW_KEY, BATCH]]
-    new = test[~test[ROW_KEY].isin(sealed[ROW_KEY])]
-    if len(new):
-        io.write_parquet(path, pd.concat([sealed, new], ignore_index=True))
-    return Manifest(total=len(sealed) + len(new), added=len(new))
 
 
 @dataclass

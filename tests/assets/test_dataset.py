@@ -25,9 +25,9 @@ def test_split_features_and_eda_over_batches(project, bank_batches):
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
     assert {"test_set:test_set_is_sealed", "train_features:feature_schema",
             "train_features:no_sealed_test_rows", "test_features:feature_schema"} <= set(checks)
-    train = build.output_for_node("sealed_split", "train_set")
-    test = build.output_for_node("sealed_split", "test_set")
-    assert len(train) + len(test) + len(build.output_for_node("sealed_split", "validation_set")) \
+    train = project.output(build, "train_set")
+    test = project.output(build, "test_set")
+    assert len(train) + len(test) + len(project.output(build, "validation_set")) \
         == 282 + 715 + 10
     sealed = split.read_sealed(project.paths.sealed_test)
     assert set(sealed[ROW_KEY]) == set(test[ROW_KEY])
@@ -70,6 +70,6 @@ def test_adult_contract_materializes_the_same_assets(tmp_path, monkeypatch):
     build = adult.build_dataset()
     assert build.success and DATASET_ASSETS <= materialized(build)
     assert all(c.passed for c in check_results(build).values())
-    features = build.output_for_node("train_features")
+    features = adult.output(build, "train_features")
     assert "native-country" in features.columns and "income" not in features.columns
     adult.instance.dispose()

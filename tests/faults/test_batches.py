@@ -29,8 +29,8 @@ def _with_unseen_jobs(df: pd.DataFrame, share: float) -> pd.DataFrame:
     return bad
 
 
-def _splits(build) -> dict[str, pd.DataFrame]:
-    return {s: build.output_for_node("sealed_split", f"{s}_set")
+def _splits(project, build) -> dict[str, pd.DataFrame]:
+    return {s: project.output(build, f"{s}_set")
             for s in ("train", "validation", "test")}
 
 
@@ -45,13 +45,13 @@ def test_a_blocked_batch_reaches_nothing_downstream_until_it_passes(project, sma
     assert (project.paths.storage / "validated_batch" / "2008-07.parquet").is_file()
     build = project.build_dataset()
     assert build.success
-    parts = _splits(build)
+    parts = _splits(project, build)
     # ... but nothing of it reaches a split, the features, the sealed manifest.
     for name, part in parts.items():
         assert "2008-07" not in set(part[BATCH]), name
         assert set(part[BATCH]) <= set(GOOD)
     for name in ("train_features", "validation_features", "test_features"):
-        assert not build.output_for_node(name)[ROW_KEY].str.startswith("2008-07").any()
+        assert not project.output(build, name)[ROW_KEY].str.startswith("2008-07").any()
     sealed = split.read_sealed(project.paths.sealed_test)
     assert not sealed[BATCH].eq("2008-07").any() and len(sealed) == len(parts["test"])
     status = batch_eligibility(project.instance).set_index("batch")
@@ -62,11 +62,11 @@ def test_a_blocked_batch_reaches_nothing_downstream_until_it_passes(project, sma
                 if e.asset_key.to_user_string() == "train_set").materialization.metadata
     assert meta["excluded_batches"].value == 1 and "2008-07" in meta["batch_status"].value
     # A later build still leaves it out; re-landed clean, it passes and is included.
-    assert "2008-07" not in set(_splits(project.build_dataset())["train"][BATCH])
+    assert "2008-07" not in set(_splits(project, project.build_dataset())["train"][BATCH])
     project.land("2008-07", small["2008-07"])
     _, runs = project.ingest()
     assert len(runs) == 1 and runs[0].success
-    rebuilt = _splits(project.build_dataset())
+    rebuilt = _splits(project, project.build_dataset())
     assert "2008-07" in set(rebuilt["train"][BATCH]) | set(rebuilt["test"][BATCH])
 
 
@@ -74,13 +74,13 @@ def test_a_good_batch_re_landed_bad_is_excluded_not_served_stale(project, small)
     for key in GOOD:
         project.land(key, small[key])
     project.ingest()
-    assert "2008-06" in set(_splits(project.build_dataset())["train"][BATCH])
+    assert "2008-06" in set(_splits(project, project.build_dataset())["train"][BATCH])
     project.land("2008-06", _with_unseen_jobs(small["2008-06"], 0.5))
     _, runs = project.ingest()
     assert len(runs) == 1 and not runs[0].success
     build = project.build_dataset()
     # The earlier, passing rows of 2008-06 are still stored but are no longer the batch.
-    assert "2008-06" not in set(_splits(build)["train"][BATCH])
+    assert "2008-06" not in set(_splits(project, build)["train"][BATCH])
     reason = batch_eligibility(project.instance).set_index("batch").loc["2008-06", "reason"]
     assert reason.startswith("failed invalid_fraction_below_limit")
 
@@ -111,14 +111,14 @@ def test_the_same_rows_landed_again_with_crlf_are_quarantined_as_duplicates(proj
     for key in GOOD:
         project.land(key, small[key])
     project.ingest()
-    before = _splits(project.build_dataset())
+    before = _splits(project, project.build_dataset())
     copy = small["2008-05"].to_csv(sep=";", index=False, lineterminator="\r\n").encode()
     (project.paths.landing / "2008-05-resent.csv").write_bytes(copy)
     _, runs = project.ingest()
     assert len(runs) == 1 and runs[0].success  # new bytes: ingested as a batch ...
     build = project.build_dataset()
     assert build.success
-    parts = _splits(build)
+    parts = _splits(project, build)
     duplicates = build.output_for_node("sealed_split", "duplicate_rows")
     # ... whose every row is set aside, naming the row it repeats; none reaches a split.
     assert len(duplicates) == 1500 and set(duplicates[BATCH]) == {"2008-05-resent"}

@@ -1,7 +1,8 @@
 """Validation (row by row, with a quarantine) and the sealed train/validation/test split."""
 
 
-from collections.abc import Mapping
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -10,10 +11,10 @@ from dagster._core.storage.asset_check_execution_record import (  # no public ex
     AssetCheckExecutionRecordStatus,
 )
 
-from mlops_assets.config import BATCH, ROW_KEY, SPLIT, SPLITS, TARGET
-from mlops_assets.defs.metadata import frame_metadata, markdown_table
-from mlops_assets.defs.resources import ProjectResource, batches
-from mlops_assets.lib import data, split
+from mlops_assets.config import BATCH, ROW_KEY, SPLITS, TARGET
+from mlops_assets.defs.metadata import file_metadata, frame_metadata, markdown_table
+from mlops_assets.defs.resources import ProjectResource, StoredPartitions, batches
+from mlops_assets.lib import data, io, split
 
 # --- validation, one batch at a time --------------------------------------------------------
 
@@ -148,6 +149,15 @@ def _check_description(instance: dg.DagsterInstance, key: dg.AssetCheckKey, batc
 
 # --- the sealed split over every batch -------------------------------------------------------
 
+
+class SplitConfig(dg.Config):
+    """How much memory the split may use: rows read at a time, and DuckDB's limit for the
+    cross-batch step (it spills to disk past it; a DuckDB size such as "512MB", "2GB")."""
+
+    chunk_rows: int = 200_000
+    memory_limit: str = "1GB"
+
+
 @dg.multi_asset(
     group_name="dataset",
     outs={
@@ -164,19 +174,21 @@ def _check_description(instance: dg.DagsterInstance, key: dg.AssetCheckKey, batc
                         "set aside with the row they repeat: they reach no split.",
             kinds={"pandas"}),
     },
-    ins={"validated_batch": dg.AssetIn(dagster_type=dg.Any),  # a lazy mapping
+    ins={"validated_batch": dg.AssetIn(dagster_type=dg.Any),  # StoredPartitions
          # Labels that arrived apart from their rows (joined on the contract's key column).
          "feedback_labels": dg.AssetIn(metadata={"optional": True})},
 )
 def sealed_split(
     context: dg.AssetExecutionContext,
-    validated_batch: Mapping[str, pd.DataFrame],
+    config: SplitConfig,
+    validated_batch: StoredPartitions,
     feedback_labels: pd.DataFrame | None,
     project: ProjectResource,
 ):
     """Assign every valid row of every batch that passed its checks to train/validation/test
     by a hash of its row key, set cross-batch duplicates aside, and record the test row keys
-    in the append-only sealed manifest."""
+    in the append-only sealed manifest. Out of core (lib/split.split_batches): the batches
+    are read in chunks, the cross-batch step runs in DuckDB under ``memory_limit``."""
     contract = project.contract()
     eligibility = batch_eligibility(context.instance)
     included = [b for b in eligibility.loc[eligibility["included"], "batch"]
@@ -189,37 +201,38 @@ def sealed_split(
             "no batch has passed validation yet: land and ingest a batch first"
             + (f" (excluded: {dict(zip(excluded['batch'], excluded['reason'], strict=True))})"
                if len(excluded) else ""))
-    rows = pd.concat([validated_batch[b] for b in included], ignore_index=True)
-    rows, unlabeled = split.apply_labels(rows, feedback_labels, contract)
-    if unlabeled:
-        context.log.info(f"{unlabeled} rows have no label yet: kept, in no split until a "
-                         "label file supplies it (feedback/)")
-    sealed = split.read_sealed(project.paths.sealed_test)[ROW_KEY]
-    rows, duplicates = split.split_duplicates(rows, contract, included, sealed)
-    assigned = split.with_split(rows, contract)
-    manifest = split.seal_test_keys(project.paths.sealed_test, assigned)
-    batch_table = markdown_table(eligibility, max_rows=200) if len(eligibility) else "none"
-    for name in SPLITS:
-        part = assigned[assigned[SPLIT] == name].reset_index(drop=True)
-        yield dg.Output(
-            part,
-            output_name=f"{name}_set",
-            metadata={
-                **frame_metadata(part, contract),
-                "batches": ", ".join(included),
-                "excluded_batches": len(excluded),
-                "batch_status": batch_table,
-                "positive_rate": round(float(part["_target"].mean()), 4) if len(part) else 0.0,
-                "sealed_test_keys": manifest.total,
-                "unlabeled_rows_waiting": unlabeled,
-            },
-        )
+    project.paths.storage.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".sealed_split-", dir=project.paths.storage) as work:
+        result = split.split_batches(
+            [(b, validated_batch.path(b)) for b in included], feedback_labels, contract,
+            project.paths.sealed_test, Path(work), memory_limit=config.memory_limit,
+            chunk_rows=config.chunk_rows)
+        if result.unlabeled:
+            context.log.info(f"{result.unlabeled} rows have no label yet: kept, in no split "
+                             "until a label file supplies it (feedback/)")
+        batch_table = markdown_table(eligibility, max_rows=200) if len(eligibility) else "none"
+        for name in SPLITS:
+            rows = result.rows[name]
+            yield dg.Output(
+                io.ParquetFile(result.paths[name]),
+                output_name=f"{name}_set",
+                metadata={
+                    **file_metadata(result.paths[name], rows, contract),
+                    "batches": ", ".join(included),
+                    "excluded_batches": len(excluded),
+                    "batch_status": batch_table,
+                    "positive_rate": round(result.positives[name] / rows, 4) if rows else 0.0,
+                    "sealed_test_keys": result.manifest.total,
+                    "unlabeled_rows_waiting": result.unlabeled,
+                },
+            )
+    duplicates = result.duplicates
     yield dg.Output(duplicates, output_name="duplicate_rows", metadata={
         **frame_metadata(duplicates),
         "rows": markdown_table(duplicates[[ROW_KEY, "reason"]], max_rows=100)
         if len(duplicates) else "none",
     })
-    context.log.info(f"split {len(assigned)} rows from {len(included)} batches; "
+    context.log.info(f"split {sum(result.rows.values())} rows from {len(included)} batches; "
                      f"{len(duplicates)} duplicates set aside; {len(excluded)} batches excluded")
 
 
@@ -229,18 +242,17 @@ def sealed_split(
     additional_ins={"train_set": dg.AssetIn(), "validation_set": dg.AssetIn()},
 )
 def test_set_is_sealed(
-    test_set: pd.DataFrame,
-    train_set: pd.DataFrame,
-    validation_set: pd.DataFrame,
-    project: ProjectResource,
+    test_set: Path, train_set: Path, validation_set: Path, project: ProjectResource,
 ) -> dg.AssetCheckResult:
     """Train, validation and test are disjoint, and every row ever sealed to test still is."""
+    train, validation, test = (pd.read_parquet(p, columns=[ROW_KEY, BATCH])
+                               for p in (train_set, validation_set, test_set))
     report = split.audit(
         project.paths.sealed_test,
-        train=train_set[ROW_KEY],
-        validation=validation_set[ROW_KEY],
-        test=test_set[ROW_KEY],
-        batches_present=set(test_set[BATCH]) | set(train_set[BATCH]),
+        train=train[ROW_KEY],
+        validation=validation[ROW_KEY],
+        test=test[ROW_KEY],
+        batches_present=set(test[BATCH]) | set(train[BATCH]),
     )
     return dg.AssetCheckResult(
         passed=report.ok,

@@ -1,39 +1,55 @@
 """Features: the one feature function applied to each sealed split."""
 
 
+import tempfile
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 
 from mlops_assets.config import PERIOD, ROW_KEY, TARGET
-from mlops_assets.defs.metadata import frame_metadata, markdown_table
+from mlops_assets.defs.metadata import file_metadata, markdown_table
 from mlops_assets.defs.resources import ProjectResource
-from mlops_assets.lib import features, split
+from mlops_assets.lib import features, io, split
 from mlops_assets.schemas import failure_cases, feature_schema, summarize_failures
 
 FEATURE_META = [ROW_KEY, PERIOD, TARGET]
 
 
+class FeatureConfig(dg.Config):
+    """Rows built at a time: the split is read and its features written a chunk at a time."""
+
+    chunk_rows: int = 200_000
+
+
 def _feature_asset(split_name: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{split_name}_features",
-        ins={"rows": dg.AssetIn(f"{split_name}_set")},
+        ins={"rows": dg.AssetIn(f"{split_name}_set")},  # a Path: read a chunk at a time
         group_name="features",
         kinds={"pandas"},
         description=f"Model features of the {split_name} rows (lib/features.build_features).",
     )
-    def _asset(rows: pd.DataFrame, project: ProjectResource) -> dg.Output[pd.DataFrame]:
+    def _asset(context: dg.AssetExecutionContext, config: FeatureConfig, rows: Path,
+               project: ProjectResource):
         contract = project.contract()
-        frame = pd.concat(
-            [features.build_features(rows, contract), rows[FEATURE_META]], axis=1
-        )
-        return dg.Output(
-            frame,
-            metadata={
-                **frame_metadata(frame, contract),
-                "positive_rate": round(float(rows[TARGET].mean()), 4) if len(rows) else 0.0,
-                "periods": ", ".join(sorted(rows[PERIOD].unique())),
-            },
-        )
+        positives, periods = 0, set()
+        project.paths.storage.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".features-", dir=project.paths.storage) as work:
+            with io.ParquetWriter(Path(work) / "features.parquet") as out:
+                for chunk in io.read_parquet_chunks(rows, config.chunk_rows):
+                    out.write(pd.concat([features.build_features(chunk, contract),
+                                         chunk[FEATURE_META]], axis=1))
+                    positives += int(chunk[TARGET].sum())
+                    periods.update(chunk[PERIOD].unique())
+            yield dg.Output(
+                io.ParquetFile(out.path),
+                metadata={
+                    **file_metadata(out.path, out.rows, contract),
+                    "positive_rate": round(positives / out.rows, 4) if out.rows else 0.0,
+                    "periods": ", ".join(sorted(periods)),
+                },
+            )
 
     return _asset
 
@@ -47,9 +63,14 @@ def _schema_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="feature_schema", blocking=True,
                     description="The features match the contract's feature schema: every "
                                 "column, its category order and numeric bounds.")
-    def _check(frame: pd.DataFrame, project: ProjectResource) -> dg.AssetCheckResult:
+    def _check(stored: Path, project: ProjectResource) -> dg.AssetCheckResult:
         contract = project.contract()
-        failures = failure_cases(feature_schema(contract), frame[contract.features])
+        schema, parts, start = feature_schema(contract), [], 0
+        for chunk in io.read_parquet_chunks(stored, FeatureConfig().chunk_rows):
+            chunk.index += start  # failures name the row of the whole table
+            parts.append(failure_cases(schema, chunk[contract.features]))
+            start += len(chunk)
+        failures = pd.concat(parts, ignore_index=True)
         return dg.AssetCheckResult(
             passed=failures.empty,
             metadata={
@@ -65,13 +86,14 @@ def _schema_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
 def _no_test_rows_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="no_sealed_test_rows", blocking=True,
                     description="No row of this training input is a sealed test row.")
-    def _check(frame: pd.DataFrame, project: ProjectResource) -> dg.AssetCheckResult:
-        leaked = split.leaked_test_rows(project.paths.sealed_test, frame[ROW_KEY])
+    def _check(stored: Path, project: ProjectResource) -> dg.AssetCheckResult:
+        keys = pd.read_parquet(stored, columns=[ROW_KEY])
+        leaked = split.leaked_test_rows(project.paths.sealed_test, keys[ROW_KEY])
         return dg.AssetCheckResult(
             passed=leaked.empty,
-            metadata={"rows_checked": len(frame), "sealed_test_rows_found": len(leaked)},
+            metadata={"rows_checked": len(keys), "sealed_test_rows_found": len(leaked)},
             description=(
-                f"none of {len(frame)} rows is a sealed test row"
+                f"none of {len(keys)} rows is a sealed test row"
                 if leaked.empty
                 else f"{len(leaked)} sealed test rows, e.g. {leaked.head(5).tolist()}"
             ),
