@@ -306,7 +306,7 @@ def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = (
                      "train_and_promote", {"ops": {"candidate_model": {"config": {
                          "n_trials": 2,
                          "distributed_min_rows": None if where == "local" else 0}}}})
-                    for where in training]
+                    for where in training if where != "none"]
                 for name, job, config in [
                     ("dataset_features_eda", "build_dataset", None), *trainings,
                 ]:
@@ -430,7 +430,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results"))
     parser.add_argument("--scales", default=None, help="pipeline data scales, e.g. 1,10,100")
     parser.add_argument("--training", default="local",
-                        help="pipeline training stage: local, dask or local,dask")
+                        help="pipeline training stage: local, dask, local,dask or none (the "
+                             "data stages only)")
     parser.add_argument("--only", choices=["serving", "drift", "pipeline", "profiles"],
                         default=None,
                         help="run one benchmark group")
