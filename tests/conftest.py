@@ -54,10 +54,12 @@ class Project:
         event = self.instance.get_latest_materialization_event(dg.AssetKey(asset))
         return next((self.paths.storage / asset).glob(f"{event.run_id}.*"))
 
-    def output(self, run: dg.ExecuteInProcessResult, asset: str) -> pd.DataFrame:
-        """What ``run`` stored for an unpartitioned asset (a step may have handed the IO
-        manager a file rather than a frame)."""
-        return pd.read_parquet(self.paths.storage / asset / f"{run.run_id}.parquet")
+    def output(self, run: dg.ExecuteInProcessResult, asset: str,
+               partition: str | None = None) -> pd.DataFrame:
+        """What ``run`` stored for an asset (or its partition): steps that work out of core
+        hand the IO manager a file rather than a frame."""
+        name = partition or run.run_id
+        return pd.read_parquet(self.paths.storage / asset / f"{name}.parquet")
 
     def registry(self):
         from mlops_assets.lib.registry import Registry

@@ -28,9 +28,12 @@ def file_metadata(path, rows: int, contract: DatasetContract | None = None) -> d
     return {"dagster/row_count": rows, "dagster/column_schema": column_schema(empty, contract)}
 
 
-def markdown_table(df: pd.DataFrame, max_rows: int = 50) -> dg.MetadataValue:
+def markdown_table(df: pd.DataFrame, max_rows: int = 50,
+                   total: int | None = None) -> dg.MetadataValue:
+    """The first ``max_rows`` rows of ``df``, which may be the head of ``total`` rows."""
     shown = df.head(max_rows)
-    note = f"\n\n({len(df) - max_rows} more rows)" if len(df) > max_rows else ""
+    total = len(df) if total is None else total
+    note = f"\n\n({total - max_rows} more rows)" if total > max_rows else ""
     return dg.MetadataValue.md(shown.to_markdown(index=False) + note)
 
 

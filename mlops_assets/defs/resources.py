@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -67,6 +69,15 @@ class GateResource(dg.ConfigurableResource):
         return GatePolicy(**(contract.gate.model_dump() | overrides))
 
 
+@contextmanager
+def work_dir(project: ProjectResource, step: str) -> Iterator[Path]:
+    """A scratch directory for a step that writes its output out of core, beside the IO
+    manager's files (so that handing over a file is a rename); removed when the step ends."""
+    project.paths.storage.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{step}-", dir=project.paths.storage) as work:
+        yield Path(work)
+
+
 class ParquetIOManager(dg.ConfigurableIOManager):
     """Data frames as parquet (dicts as JSON), written atomically: a partition under
     ``base_dir/<asset key>/<partition>.parquet``, an unpartitioned asset once per run under
@@ -110,9 +121,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         """From the run that produced it in this run (or the run re-executed); an asset from
         an earlier run has no producing run here, and its latest materialization says which."""
         key = context.asset_key
-        # A consumer that types its input as a Path gets the stored file: it reads the
-        # columns or the chunks it needs (out of core) instead of the whole table.
-        as_path = context.dagster_type.typing_type is Path
+        as_path = _wants_path(context)
         try:
             value = self._read(key, context.upstream_output.run_id, as_path)
             if value is not None:
@@ -137,7 +146,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if context.has_partition_key and context.asset_partition_keys == [
             context.partition_key
         ]:
-            value = self._read(key, context.partition_key)
+            value = self._read(key, context.partition_key, _wants_path(context))
             if value is None:
                 raise FileNotFoundError(
                     f"{key.to_user_string()} partition {context.partition_key!r} is not "
@@ -148,6 +157,12 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             missing = sorted(set(context.asset_partition_keys) - set(stored))
             context.log.warning(f"{key.to_user_string()}: no stored data for {missing}")
         return stored
+
+
+def _wants_path(context: dg.InputContext) -> bool:
+    """A consumer that types its input as a Path gets the stored file: it reads the columns
+    or the chunks it needs (out of core) instead of the whole table."""
+    return context.dagster_type.typing_type is Path
 
 
 class StoredPartitions(Mapping):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,22 +185,31 @@ def land_labels(contract: DatasetContract, feedback_dir: Path,
 
 def read_batch(path: Path, contract: DatasetContract) -> pd.DataFrame:
     """A landed batch file as text, exactly as written. An empty file gives an empty frame."""
+    return pd.concat(read_batch_chunks(path, contract, 1 << 62), ignore_index=True)
+
+
+def read_batch_chunks(path: Path, contract: DatasetContract, rows: int) -> Iterator[pd.DataFrame]:
+    """``read_batch`` ``rows`` at a time (a file larger than memory). An empty file gives one
+    empty frame."""
     path = Path(path)
     if not path.is_file():
         raise BatchError(f"batch file {path} does not exist")
     if path.stat().st_size == 0:
-        return pd.DataFrame()
+        yield pd.DataFrame()
+        return
     try:
-        df = pd.read_csv(
-            path,
-            sep=contract.source.separator,
-            dtype=str,
-            keep_default_na=False,
-            skipinitialspace=True,
-        )
+        with pd.read_csv(path, sep=contract.source.separator, dtype=str,
+                         keep_default_na=False, skipinitialspace=True,
+                         chunksize=rows) as reader:
+            empty = True
+            for chunk in reader:
+                empty = False
+                yield chunk.apply(lambda s: s.str.strip())
+            if empty:  # a header and no rows
+                yield pd.read_csv(path, sep=contract.source.separator, dtype=str,
+                                  keep_default_na=False, skipinitialspace=True, nrows=0)
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise BatchError(f"batch file {path} cannot be parsed as CSV: {err}") from err
-    return df.apply(lambda s: s.str.strip())
 
 
 SEPARATORS = [",", ";", "\t", "|"]
@@ -223,17 +233,9 @@ def layout_problem(raw: pd.DataFrame, contract: DatasetContract, path: Path) -> 
     return None
 
 
-def null_fractions(raw: pd.DataFrame, contract: DatasetContract) -> dict[str, float]:
-    """Share of missing values (empty or a missing token) per column of a text batch."""
-    if raw.empty:
-        return {}
-    missing = {"", *contract.missing_tokens}
-    return {c: round(float(raw[c].isin(missing).mean()), 4) for c in raw.columns}
-
-
-def row_keys(batch_id: str, n: int) -> pd.Series:
+def row_keys(batch_id: str, n: int, start: int = 0) -> pd.Series:
     """Stable row keys: the batch id and the row's position in its immutable batch file."""
-    return pd.Series([f"{batch_id}:{i:06d}" for i in range(n)], dtype=object)
+    return pd.Series([f"{batch_id}:{i:06d}" for i in range(start, start + n)], dtype=object)
 
 
 def _hash_pii(values: pd.Series, salt: str) -> pd.Series:
@@ -246,9 +248,11 @@ class ParsedBatch:
     cell_errors: pd.DataFrame  # index, column, reason: values that did not parse
 
 
-def parse_batch(raw: pd.DataFrame, contract: DatasetContract, batch_id: str) -> ParsedBatch:
+def parse_batch(raw: pd.DataFrame, contract: DatasetContract, batch_id: str,
+                start: int = 0) -> ParsedBatch:
     """Type a text batch by the contract: missing tokens become NA, numbers parse, the target
     becomes 0/1, leakage columns go, PII is hashed or dropped, meta columns are added.
+    ``start``: the position in the batch file of ``raw``'s first row (a chunk of it).
 
     Values that do not parse are recorded (not dropped) so the rows can be quarantined.
     """
@@ -256,7 +260,7 @@ def parse_batch(raw: pd.DataFrame, contract: DatasetContract, batch_id: str) -> 
     text = raw.reset_index(drop=True)
     out = pd.DataFrame(index=text.index)
     errors: list[tuple[int, str, str]] = []
-    out[ROW_KEY] = row_keys(batch_id, len(text))
+    out[ROW_KEY] = row_keys(batch_id, len(text), start)
     out[BATCH] = batch_id
     out[PERIOD] = batch_id
     if contract.key_column:
@@ -345,15 +349,25 @@ def backup_batch(path: Path, backup_dir: Path, batch_id: str, sha256: str) -> Pa
     return target
 
 
-def batch_profile(raw: pd.DataFrame, contract: DatasetContract, batch_id: str) -> dict:
-    """What the UI shows of a landed batch: size, time range and missing values."""
-    return {
-        "rows": len(raw),
-        "columns": len(raw.columns),
-        "period_start": batch_id,
-        "period_end": batch_id,
-        "null_fractions": null_fractions(raw, contract),
-    }
+class BatchProfile:
+    """What the UI shows of a landed batch (size, time range, missing values), added up a
+    chunk of the text batch at a time."""
+
+    def __init__(self, contract: DatasetContract, batch_id: str):
+        self._missing = ["", *contract.missing_tokens]
+        self.batch_id, self.rows, self._counts = batch_id, 0, None
+
+    def add(self, raw: pd.DataFrame) -> None:
+        counts = raw.isin(self._missing).sum()
+        self._counts = counts if self._counts is None else self._counts + counts
+        self.rows += len(raw)
+
+    def as_dict(self) -> dict:
+        nulls = {} if not self.rows else {
+            str(c): round(int(n) / self.rows, 4) for c, n in self._counts.items()}
+        return {"rows": self.rows, "columns": 0 if self._counts is None else len(self._counts),
+                "period_start": self.batch_id, "period_end": self.batch_id,
+                "null_fractions": nulls}
 
 
 # --- what the landing directory holds that is not ingested yet ----------------------------

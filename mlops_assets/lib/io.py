@@ -139,7 +139,8 @@ def read_parquet_rows(paths: list[Path], positions: np.ndarray, rows: int) -> pd
 
 
 class ParquetWriter:
-    """Frames appended to one Parquet file, the schema (and pandas types) of the first."""
+    """Frames appended to one Parquet file, with the schema (and pandas types) of the first
+    (a frame with no rows still writes the file, with its columns)."""
 
     def __init__(self, path: Path | str):
         self.path, self._writer, self.rows = Path(path), None, 0
@@ -149,18 +150,26 @@ class ParquetWriter:
         import pyarrow.parquet as pq
 
         if self._writer is None:
+            # An object column with no value in the first frame has Arrow type null; every
+            # object column here is text, which later frames may hold.
             schema = pa.Schema.from_pandas(frame, preserve_index=False)
+            schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                                for f in schema], metadata=schema.metadata)
             self._writer = pq.ParquetWriter(self.path, schema)
         self._writer.write_table(pa.Table.from_pandas(frame, schema=self._writer.schema,
                                                       preserve_index=False))
         self.rows += len(frame)
 
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
     def __enter__(self) -> ParquetWriter:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        self.close()
 
 
 def write_with(target: Path | str, writer: Callable[[Path], None]) -> Path:

@@ -76,8 +76,8 @@ def test_out_of_range_rows_are_quarantined_with_reasons(project, bank_batches):
     run = _one_run(project)
     assert run.success and VALIDATED <= materialized(run)
     assert check_results(run)["validated_batch:invalid_fraction_below_limit"].passed
-    quarantined = run.output_for_node("validate_batch", "quarantined_rows")
-    valid = run.output_for_node("validate_batch", "validated_batch")
+    quarantined = project.output(run, "quarantined_rows", "2009-03")
+    valid = project.output(run, "validated_batch", "2009-03")
     assert len(quarantined) == 5 and len(valid) == 282 - 5
     assert quarantined["_row_key"].tolist() == [f"2009-03:{i:06d}" for i in (3, 50, 100, 150, 200)]
     assert quarantined["reason"].str.startswith("age: out of range (17.0, 120.0)").all()

@@ -99,7 +99,7 @@ def test_a_half_written_file_waits_and_a_part_file_is_ignored(project, small):
     torn.write_bytes(whole)  # the copy completes
     _, runs = project.ingest()
     assert len(runs) == 1 and runs[0].success
-    assert len(runs[0].output_for_node("raw_batch")) == 1500
+    assert len(project.output(runs[0], "raw_batch", "2008-05")) == 1500
 
 
 def _test_rows_with_a_twin_in_train(parts, contract) -> int:

@@ -1,19 +1,20 @@
 """Validation (row by row, with a quarantine) and the sealed train/validation/test split."""
 
 
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pyarrow.parquet as pq
 from dagster._core.event_api import PartitionKeyFilter  # no public export
 from dagster._core.storage.asset_check_execution_record import (  # no public export
     AssetCheckExecutionRecordStatus,
 )
 
 from mlops_assets.config import BATCH, ROW_KEY, SPLITS, TARGET
+from mlops_assets.defs.ingestion.assets import CHUNK_ROWS
 from mlops_assets.defs.metadata import file_metadata, frame_metadata, markdown_table
-from mlops_assets.defs.resources import ProjectResource, StoredPartitions, batches
+from mlops_assets.defs.resources import ProjectResource, StoredPartitions, batches, work_dir
 from mlops_assets.lib import data, io, split
 
 # --- validation, one batch at a time --------------------------------------------------------
@@ -33,35 +34,51 @@ from mlops_assets.lib import data, io, split
         ),
     },
 )
-def validate_batch(
-    context: dg.AssetExecutionContext, raw_batch: pd.DataFrame, project: ProjectResource
-):
-    """Type each row by the contract and quarantine the rows that break it, with reasons."""
+def validate_batch(context: dg.AssetExecutionContext, raw_batch: Path, project: ProjectResource):
+    """Type each row by the contract and quarantine the rows that break it, with reasons
+    (a chunk of the batch at a time)."""
     contract = project.contract()
-    parsed = data.parse_batch(raw_batch, contract, context.partition_key)
-    result = data.validate_rows(parsed, contract)
-    reasons = result.reasons_by_column()
-    yield dg.Output(
-        result.valid,
-        output_name="validated_batch",
-        metadata={
-            **frame_metadata(result.valid, contract),
-            "invalid_fraction": round(result.invalid_fraction, 6),
-            "quarantined": len(result.quarantined),
-            "unlabeled": int(result.valid[TARGET].isna().sum()),
-        },
-    )
-    yield dg.Output(
-        result.quarantined,
-        output_name="quarantined_rows",
-        metadata={
-            **frame_metadata(result.quarantined),
-            "reasons_by_column": markdown_table(reasons) if len(reasons) else "none",
-            "rows": markdown_table(result.quarantined[[ROW_KEY, "reason"]], max_rows=100)
-            if len(result.quarantined)
-            else "none",
-        },
-    )
+    batch_id, start, unlabeled = context.partition_key, 0, 0
+    reasons, first_quarantined = [], []
+    with work_dir(project, "validate_batch") as work, \
+            io.ParquetWriter(work / "valid.parquet") as valid, \
+            io.ParquetWriter(work / "quarantined.parquet") as quarantined:
+        for chunk in io.read_parquet_chunks(raw_batch, CHUNK_ROWS):
+            result = data.validate_rows(data.parse_batch(chunk, contract, batch_id, start),
+                                        contract)
+            start += len(chunk)
+            valid.write(result.valid)
+            quarantined.write(result.quarantined)
+            unlabeled += int(result.valid[TARGET].isna().sum())
+            reasons.append(result.reasons_by_column())
+            if sum(map(len, first_quarantined)) <= 100:
+                first_quarantined.append(result.quarantined[[ROW_KEY, "reason"]])
+        valid.close()
+        quarantined.close()
+        reasons = (pd.concat(reasons).groupby("column", sort=False)["rows"].sum()
+                   .sort_values(ascending=False, kind="stable").reset_index())
+        total = valid.rows + quarantined.rows
+        yield dg.Output(
+            io.ParquetFile(valid.path),
+            output_name="validated_batch",
+            metadata={
+                **file_metadata(valid.path, valid.rows, contract),
+                "invalid_fraction": round(quarantined.rows / total if total else 0.0, 6),
+                "quarantined": quarantined.rows,
+                "unlabeled": unlabeled,
+            },
+        )
+        yield dg.Output(
+            io.ParquetFile(quarantined.path),
+            output_name="quarantined_rows",
+            metadata={
+                **file_metadata(quarantined.path, quarantined.rows),
+                "reasons_by_column": markdown_table(reasons) if len(reasons) else "none",
+                "rows": markdown_table(pd.concat(first_quarantined), max_rows=100,
+                                       total=quarantined.rows)
+                if quarantined.rows else "none",
+            },
+        )
 
 
 @dg.asset_check(
@@ -71,22 +88,24 @@ def validate_batch(
     additional_ins={"quarantined_rows": dg.AssetIn()},
 )
 def invalid_fraction_below_limit(
-    validated_batch: pd.DataFrame, quarantined_rows: pd.DataFrame, project: ProjectResource
+    validated_batch: Path, quarantined_rows: Path, project: ProjectResource
 ) -> dg.AssetCheckResult:
     """No more than the contract's ``max_invalid_fraction`` of the batch is quarantined."""
     limit = project.contract().max_invalid_fraction
-    total = len(validated_batch) + len(quarantined_rows)
-    fraction = len(quarantined_rows) / total if total else 1.0
+    valid, quarantined = (pq.ParquetFile(p).metadata.num_rows
+                          for p in (validated_batch, quarantined_rows))
+    total = valid + quarantined
+    fraction = quarantined / total if total else 1.0
+    first = next(io.read_parquet_chunks(quarantined_rows, 20))
     return dg.AssetCheckResult(
         passed=total > 0 and fraction <= limit,
         metadata={
             "invalid_fraction": round(fraction, 6),
             "limit": limit,
-            "quarantined": len(quarantined_rows),
+            "quarantined": quarantined,
             "rows": total,
-            "first_reasons": markdown_table(quarantined_rows[[ROW_KEY, "reason"]], 20)
-            if len(quarantined_rows)
-            else "none",
+            "first_reasons": markdown_table(first[[ROW_KEY, "reason"]], 20)
+            if quarantined else "none",
         },
         description=f"{fraction:.2%} of {total} rows invalid (limit {limit:.2%})",
     )
@@ -201,11 +220,10 @@ def sealed_split(
             "no batch has passed validation yet: land and ingest a batch first"
             + (f" (excluded: {dict(zip(excluded['batch'], excluded['reason'], strict=True))})"
                if len(excluded) else ""))
-    project.paths.storage.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".sealed_split-", dir=project.paths.storage) as work:
+    with work_dir(project, "sealed_split") as work:
         result = split.split_batches(
             [(b, validated_batch.path(b)) for b in included], feedback_labels, contract,
-            project.paths.sealed_test, Path(work), memory_limit=config.memory_limit,
+            project.paths.sealed_test, work, memory_limit=config.memory_limit,
             chunk_rows=config.chunk_rows)
         if result.unlabeled:
             context.log.info(f"{result.unlabeled} rows have no label yet: kept, in no split "

@@ -1,7 +1,6 @@
 """Features: the one feature function applied to each sealed split."""
 
 
-import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -9,7 +8,7 @@ import pandas as pd
 
 from mlops_assets.config import PERIOD, ROW_KEY, TARGET
 from mlops_assets.defs.metadata import file_metadata, markdown_table
-from mlops_assets.defs.resources import ProjectResource
+from mlops_assets.defs.resources import ProjectResource, work_dir
 from mlops_assets.lib import features, io, split
 from mlops_assets.schemas import failure_cases, feature_schema, summarize_failures
 
@@ -34,14 +33,14 @@ def _feature_asset(split_name: str) -> dg.AssetsDefinition:
                project: ProjectResource):
         contract = project.contract()
         positives, periods = 0, set()
-        project.paths.storage.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".features-", dir=project.paths.storage) as work:
-            with io.ParquetWriter(Path(work) / "features.parquet") as out:
-                for chunk in io.read_parquet_chunks(rows, config.chunk_rows):
-                    out.write(pd.concat([features.build_features(chunk, contract),
-                                         chunk[FEATURE_META]], axis=1))
-                    positives += int(chunk[TARGET].sum())
-                    periods.update(chunk[PERIOD].unique())
+        with work_dir(project, split_name + "_features") as work, \
+                io.ParquetWriter(work / "features.parquet") as out:
+            for chunk in io.read_parquet_chunks(rows, config.chunk_rows):
+                out.write(pd.concat([features.build_features(chunk, contract),
+                                     chunk[FEATURE_META]], axis=1))
+                positives += int(chunk[TARGET].sum())
+                periods.update(chunk[PERIOD].unique())
+            out.close()
             yield dg.Output(
                 io.ParquetFile(out.path),
                 metadata={

@@ -1,13 +1,18 @@
 """Ingestion: each landed batch file becomes a partition of ``raw_batch``."""
 
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 
-from mlops_assets.defs.metadata import frame_metadata, markdown_table
-from mlops_assets.defs.resources import ProjectResource, batches
+from mlops_assets.defs.metadata import file_metadata, markdown_table
+from mlops_assets.defs.resources import ProjectResource, batches, work_dir
 from mlops_assets.lib import data, io
 from mlops_assets.schemas import failure_cases, raw_schema, summarize_failures
+
+# Rows read, typed and validated at a time: a batch larger than memory is ingested in chunks.
+CHUNK_ROWS = 200_000
 
 
 @dg.asset(
@@ -16,50 +21,60 @@ from mlops_assets.schemas import failure_cases, raw_schema, summarize_failures
     kinds={"pandas", "csv"},
     tags={"stage": "ingestion"},
 )
-def raw_batch(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.Output:
+def raw_batch(context: dg.AssetExecutionContext, project: ProjectResource):
     """A landed batch file, kept as text exactly as it arrived, with an immutable backup."""
     contract = project.contract()
     batch_id = context.partition_key
     path = project.paths.landing / f"{batch_id}{data.BATCH_SUFFIX}"
     sha = io.sha256_file(path)
     backup = data.backup_batch(path, project.paths.backup, batch_id, sha)
-    raw = data.read_batch(path, contract)
-    profile = data.batch_profile(raw, contract, batch_id)
-    nulls = pd.DataFrame(
-        list(profile["null_fractions"].items()), columns=["column", "null_fraction"]
-    )
-    return dg.Output(
-        raw,
-        data_version=dg.DataVersion(sha),
-        metadata={
-            **frame_metadata(raw, contract),
-            "data_version": sha,
-            "source_file": dg.MetadataValue.path(str(path)),
-            "backup_file": dg.MetadataValue.path(str(backup)),
-            "period_start": profile["period_start"],
-            "period_end": profile["period_end"],
-            "null_fractions": markdown_table(nulls) if len(nulls) else "no columns",
-        },
-    )
+    profile = data.BatchProfile(contract, batch_id)
+    with work_dir(project, "raw_batch") as work, io.ParquetWriter(work / "raw.parquet") as out:
+        for chunk in data.read_batch_chunks(path, contract, CHUNK_ROWS):
+            profile.add(chunk)
+            out.write(chunk)
+        out.close()
+        facts = profile.as_dict()
+        nulls = pd.DataFrame(list(facts["null_fractions"].items()),
+                             columns=["column", "null_fraction"])
+        yield dg.Output(
+            io.ParquetFile(out.path),
+            data_version=dg.DataVersion(sha),
+            metadata={
+                **file_metadata(out.path, out.rows, contract),
+                "data_version": sha,
+                "source_file": dg.MetadataValue.path(str(path)),
+                "backup_file": dg.MetadataValue.path(str(backup)),
+                "period_start": facts["period_start"],
+                "period_end": facts["period_end"],
+                "null_fractions": markdown_table(nulls) if len(nulls) else "no columns",
+            },
+        )
 
 
 @dg.asset_check(asset=raw_batch, blocking=True, partitions_def=batches)
 def raw_batch_schema(
-    context: dg.AssetCheckExecutionContext, raw_batch: pd.DataFrame, project: ProjectResource
+    context: dg.AssetCheckExecutionContext, raw_batch: Path, project: ProjectResource
 ) -> dg.AssetCheckResult:
     """The file has rows in the contract's layout, carries every contract column, and its
     numbers parse."""
     contract = project.contract()
     path = project.paths.landing / f"{context.partition_key}{data.BATCH_SUFFIX}"
-    problem = data.layout_problem(raw_batch, contract, path)
-    if problem:
-        return dg.AssetCheckResult(passed=False, description=problem,
-                                   metadata={"rows": len(raw_batch), "problem": problem})
-    failures = failure_cases(raw_schema(contract), raw_batch)
+    schema, parts, rows = raw_schema(contract), [], 0
+    for chunk in io.read_parquet_chunks(raw_batch, CHUNK_ROWS):
+        if rows == 0:
+            problem = data.layout_problem(chunk, contract, path)
+            if problem:
+                return dg.AssetCheckResult(passed=False, description=problem,
+                                           metadata={"rows": len(chunk), "problem": problem})
+        chunk.index += rows  # failures name the row of the whole batch
+        parts.append(failure_cases(schema, chunk))
+        rows += len(chunk)
+    failures = pd.concat(parts, ignore_index=True)
     return dg.AssetCheckResult(
         passed=failures.empty,
         metadata={
-            "rows": len(raw_batch),
+            "rows": rows,
             "failure_count": len(failures),
             "failure_cases": markdown_table(failures) if len(failures) else "none",
         },
