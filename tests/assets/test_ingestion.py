@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 
 import dagster as dg
+import pandas as pd
 
 from mlops_assets.lib import io
 from tests.conftest import check_results, materialized
@@ -108,3 +109,37 @@ def test_a_file_landed_twice_is_ingested_once(project, bank_batches):
     # New content under the same name is a new version of the batch, ingested once more.
     project.land("2008-12", bank_batches["2008-12"].head(5))
     assert len(project.ingest()[1]) == 1
+
+
+def test_a_batch_is_ingested_in_chunks_as_it_would_be_whole(project, bank_batches,
+                                                              monkeypatch):
+    """100-row chunks over a 282-row batch with bad values in the first and last chunks: the
+    same text, valid rows, row keys and quarantine (with reasons) as reading and validating
+    the batch at once, and the counts of the whole batch in the checks and metadata."""
+    from mlops_assets.defs.dataset import assets as dataset_assets
+    from mlops_assets.defs.ingestion import assets as ingestion_assets
+    from mlops_assets.lib import data
+
+    monkeypatch.setattr(ingestion_assets, "CHUNK_ROWS", 100)
+    monkeypatch.setattr(dataset_assets, "CHUNK_ROWS", 100)
+    df = bank_batches["2009-03"].copy()
+    df.loc[[3, 250, 281], "age"] = ["-4", "999", "old"]
+    path = project.land("2009-03", df)
+    run = _one_run(project)
+    assert run.success and VALIDATED <= materialized(run)
+    whole = data.validate_rows(data.parse_batch(data.read_batch(path, project.contract),
+                                                project.contract, "2009-03"), project.contract)
+    valid = project.output(run, "validated_batch", "2009-03")
+    quarantined = project.output(run, "quarantined_rows", "2009-03")
+    pd.testing.assert_frame_equal(valid, whole.valid)
+    pd.testing.assert_frame_equal(quarantined, whole.quarantined)
+    assert quarantined["_row_key"].tolist() == ["2009-03:000003", "2009-03:000250",
+                                                "2009-03:000281"]
+    assert quarantined["reason"].tolist()[2] == "age: not a number 'old'"
+    raw = project.output(run, "raw_batch", "2009-03")
+    pd.testing.assert_frame_equal(raw, data.read_batch(path, project.contract))
+    check = check_results(run)["raw_batch:raw_batch_schema"]
+    assert check.passed and check.metadata["rows"].value == 282  # every chunk was judged
+    meta = next(e for e in run.get_asset_materialization_events()
+                if e.asset_key.to_user_string() == "validated_batch").materialization.metadata
+    assert meta["dagster/row_count"].value == 279 and meta["quarantined"].value == 3
