@@ -1,6 +1,8 @@
 """Training and evaluation: a tuned LightGBM saved as a new version in the BentoML store,
 then judged on the sealed test rows."""
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 
@@ -62,6 +64,13 @@ class TrainingConfig(dg.Config):
         )
 
 
+def _training_rows(path: Path, contract: DatasetContract) -> pd.DataFrame:
+    """What training reads of a features file: the features, the label and the period (as a
+    category), not the row keys (at 100x they would take more memory than the features)."""
+    return pd.read_parquet(path, columns=[*contract.features, TARGET, PERIOD],
+                           read_dictionary=[PERIOD])
+
+
 def _data_versions(instance: dg.DagsterInstance, frame: pd.DataFrame) -> dict[str, str | None]:
     """The content hash of every batch the rows came from (raw_batch data versions)."""
     out = {}
@@ -76,8 +85,8 @@ def _data_versions(instance: dg.DagsterInstance, frame: pd.DataFrame) -> dict[st
 def candidate_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
-    train_features: pd.DataFrame,
-    validation_features: pd.DataFrame,
+    train_features: Path,
+    validation_features: Path,
     project: ProjectResource,
     training_cluster: TrainingClusterResource,
 ) -> dg.Output[dict]:
@@ -85,6 +94,8 @@ def candidate_model(
     (or, in the `recalibrate` job, the champion's model recalibrated on the latest rows)."""
     contract = project.contract()
     spec = config.spec(contract)
+    train_features, validation_features = (_training_rows(p, contract)
+                                           for p in (train_features, validation_features))
     if config.recalibrate:
         return _recalibrated(context, config, spec,
                              pd.concat([train_features, validation_features]), project)
