@@ -114,10 +114,10 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                                  "temp_directory": str(out_dir / "spill"),
                                  "preserve_insertion_order": False})
     try:
-        con.execute(f"CREATE VIEW k AS SELECT * FROM read_parquet('{keys_path}')")
+        con.execute(f"CREATE VIEW k AS SELECT * FROM read_parquet({_sql(keys_path)})")
         if Path(manifest).is_file():
             con.execute(f"CREATE VIEW sealed AS SELECT \"{ROW_KEY}\" AS row_key, \"{BATCH}\" "
-                        f"AS batch, file_row_number AS n FROM read_parquet('{manifest}', "
+                        f"AS batch, file_row_number AS n FROM read_parquet({_sql(manifest)}, "
                         "file_row_number = true)")
         else:
             con.execute("CREATE VIEW sealed AS SELECT NULL::VARCHAR AS row_key, "
@@ -147,7 +147,7 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                     SELECT row_key, batch, 1 AS part, position AS n FROM decided
                     WHERE split = 'test' AND NOT sealed
                       AND row_key NOT IN (SELECT row_key FROM duplicate))
-                  ORDER BY part, n) TO '{tmp}' (FORMAT parquet)"""))
+                  ORDER BY part, n) TO {_sql(tmp)} (FORMAT parquet)"""))
         schema = _split_schema([p for _, p in batches])
         paths = {name: out_dir / f"{name}.parquet" for name in SPLITS}
         rows_out = dict.fromkeys(SPLITS, 0)
@@ -183,6 +183,11 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
         con.close()
     return SplitFiles(paths, rows_out, positives, _duplicates_frame(duplicates, schema),
                       unlabeled, Manifest(total=total, added=added))
+
+
+def _sql(path: Path) -> str:
+    """A path as an SQL string literal (a home directory may have a quote in its name)."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _label_map(labels: pd.DataFrame | None, contract: DatasetContract) -> pd.Series | None:

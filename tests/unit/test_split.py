@@ -70,14 +70,15 @@ def test_the_out_of_core_split_is_the_in_memory_split(tmp_path, bank_batches):
         frames[name] = _landed_again(frame, name)
         files.append((name, io.write_parquet(tmp_path / f"{name}.parquet", frames[name])))
     order = [b for b, _ in files]
-    manifest = tmp_path / "sealed.parquet"
+    home = tmp_path / "o'clock"  # a quote in the path: DuckDB reads it as an SQL literal
+    manifest = home / "sealed.parquet"
     sealed_before = split.with_split(frames["copy"], keyed)  # the copy's rows were sealed
     sealed_before = sealed_before.loc[sealed_before[SPLIT] == "test", [ROW_KEY, BATCH]]
     io.write_parquet(manifest, sealed_before.reset_index(drop=True))
 
     expected, expected_dups = _in_memory([frames[b] for b in order], labels, keyed, order,
                                          sealed_before[ROW_KEY])
-    got = split.split_batches(files, labels, keyed, manifest, tmp_path / "out",
+    got = split.split_batches(files, labels, keyed, manifest, home / "out",
                               memory_limit="32MB", chunk_rows=1000)
 
     for s in SPLITS:
