@@ -20,12 +20,14 @@ def frame_metadata(df: pd.DataFrame, contract: DatasetContract | None = None) ->
     return {"dagster/row_count": len(df), "dagster/column_schema": column_schema(df, contract)}
 
 
-def file_metadata(path, rows: int, contract: DatasetContract | None = None) -> dict:
-    """``frame_metadata`` of a table stored as a Parquet file, without reading its rows."""
+def file_metadata(path, contract: DatasetContract | None = None) -> dict:
+    """``frame_metadata`` of a table stored as a Parquet file, from its footer (no rows read)."""
     import pyarrow.parquet as pq
 
-    empty = pq.read_schema(path).empty_table().to_pandas()
-    return {"dagster/row_count": rows, "dagster/column_schema": column_schema(empty, contract)}
+    stored = pq.ParquetFile(path)
+    empty = stored.schema_arrow.empty_table().to_pandas()
+    return {"dagster/row_count": stored.metadata.num_rows,
+            "dagster/column_schema": column_schema(empty, contract)}
 
 
 def markdown_table(df: pd.DataFrame, max_rows: int = 50,

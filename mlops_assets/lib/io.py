@@ -97,6 +97,10 @@ def write_parquet(target: Path | str, df: pd.DataFrame) -> Path:
     return Path(target)
 
 
+# Rows read, typed or written at a time by the steps that work out of core.
+CHUNK_ROWS = 200_000
+
+
 @dataclass(frozen=True)
 class ParquetFile:
     """A table already written as a Parquet file: a step that writes its output out of core

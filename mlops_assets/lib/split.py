@@ -75,7 +75,7 @@ class SplitFiles:
 
 def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                   contract: DatasetContract, manifest: Path, out_dir: Path, *,
-                  memory_limit: str = "1GB", chunk_rows: int = 200_000) -> SplitFiles:
+                  memory_limit: str = "1GB", chunk_rows: int = io.CHUNK_ROWS) -> SplitFiles:
     """Split the valid rows of ``batches`` (batch id, Parquet file; in the order they were
     ingested) out of core: memory is bounded by ``chunk_rows`` rows and DuckDB's
     ``memory_limit`` (it spills to ``out_dir`` past it), not by the number of rows.
@@ -135,31 +135,30 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
         con.execute("""
             CREATE TABLE duplicate AS SELECT row_key, rank, keeper, keeper_batch FROM decided
             WHERE row_key <> keeper AND batch <> keeper_batch""")
-        added = con.execute("""
-            SELECT count(*) FROM decided WHERE split = 'test' AND NOT sealed
-              AND row_key NOT IN (SELECT row_key FROM duplicate)""").fetchone()[0]
+        con.execute("""
+            CREATE TABLE new_test AS SELECT row_key, batch, position FROM decided
+            WHERE split = 'test' AND NOT sealed
+              AND row_key NOT IN (SELECT row_key FROM duplicate)""")
+        added = con.execute("SELECT count(*) FROM new_test").fetchone()[0]
         total = con.execute("SELECT count(*) FROM sealed").fetchone()[0] + added
         if added:
             io.write_with(manifest, lambda tmp: con.execute(f"""
                 COPY (SELECT row_key AS "{ROW_KEY}", batch AS "{BATCH}" FROM (
                     SELECT row_key, batch, 0 AS part, n FROM sealed
                     UNION ALL
-                    SELECT row_key, batch, 1 AS part, position AS n FROM decided
-                    WHERE split = 'test' AND NOT sealed
-                      AND row_key NOT IN (SELECT row_key FROM duplicate))
+                    SELECT row_key, batch, 1 AS part, position AS n FROM new_test)
                   ORDER BY part, n) TO {_sql(tmp)} (FORMAT parquet)"""))
-        schema = _split_schema([p for _, p in batches])
-        paths = {name: out_dir / f"{name}.parquet" for name in SPLITS}
-        rows_out = dict.fromkeys(SPLITS, 0)
         positives = dict.fromkeys(SPLITS, 0)
-        duplicates = []
-        writers = {name: pq.ParquetWriter(paths[name], schema) for name in SPLITS}
+        duplicates, no_duplicates = [], None
+        writers = {name: io.ParquetWriter(out_dir / f"{name}.parquet") for name in SPLITS}
         try:
             for rank, (_, path) in enumerate(batches):
                 twins = con.execute("SELECT row_key, keeper, keeper_batch FROM duplicate "
                                     "WHERE rank = ?", [rank]).df().set_index("row_key")
                 for chunk in io.read_parquet_chunks(path, chunk_rows):
                     rows, _ = _labelled(chunk, labels)
+                    if no_duplicates is None:  # the columns, should no row be set aside
+                        no_duplicates = rows.iloc[:0].assign(reason=pd.Series(dtype=object))
                     is_dup = rows[ROW_KEY].isin(twins.index)
                     if is_dup.any():
                         dup = rows[is_dup].copy()
@@ -172,16 +171,16 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                                                               contract.split_fractions)})
                     for name in SPLITS:
                         part = kept[kept[SPLIT] == name]
-                        writers[name].write_table(
-                            pa.Table.from_pandas(part, schema=schema, preserve_index=False))
-                        rows_out[name] += len(part)
+                        writers[name].write(part)
                         positives[name] += int(part[TARGET].sum())
         finally:
             for writer in writers.values():
                 writer.close()
     finally:
         con.close()
-    return SplitFiles(paths, rows_out, positives, _duplicates_frame(duplicates, schema),
+    return SplitFiles({n: w.path for n, w in writers.items()},
+                      {n: w.rows for n, w in writers.items()}, positives,
+                      pd.concat(duplicates, ignore_index=True) if duplicates else no_duplicates,
                       unlabeled, Manifest(total=total, added=added))
 
 
@@ -202,30 +201,6 @@ def _labelled(rows: pd.DataFrame, by_key: pd.Series | None) -> tuple[pd.DataFram
         rows[TARGET] = rows[TARGET].fillna(rows[KEY].map(by_key).astype("Int8"))
     waiting = rows[TARGET].isna()
     return rows[~waiting].reset_index(drop=True), int(waiting.sum())
-
-
-def _split_schema(files: list[Path]):
-    """The split files' schema: the batches' columns and the split. A column that is empty
-    in one batch (Arrow type null) takes its type from a batch where it is not."""
-    schemas = [pq.read_schema(f) for f in files]
-    types = {}
-    for schema in schemas:
-        for f in schema:
-            if types.get(f.name) is None or pa.types.is_null(types[f.name]):
-                types[f.name] = f.type
-    empty = schemas[0].empty_table().to_pandas().assign(**{SPLIT: pd.Series(dtype=object)})
-    base = pa.Schema.from_pandas(empty, preserve_index=False)
-    fields = [pa.field(f.name, pa.string() if f.name == SPLIT
-                       else types[f.name] if not pa.types.is_null(types[f.name])
-                       else pa.string()) for f in base]
-    return pa.schema(fields, metadata=base.metadata)
-
-
-def _duplicates_frame(parts: list[pd.DataFrame], schema) -> pd.DataFrame:
-    if parts:
-        return pd.concat(parts, ignore_index=True)
-    columns = [n for n in schema.names if n != SPLIT]
-    return schema.empty_table().to_pandas()[columns].assign(reason=pd.Series(dtype=object))
 
 
 def read_sealed(path: Path) -> pd.DataFrame:

@@ -116,12 +116,9 @@ def test_a_batch_is_ingested_in_chunks_as_it_would_be_whole(project, bank_batche
     """100-row chunks over a 282-row batch with bad values in the first and last chunks: the
     same text, valid rows, row keys and quarantine (with reasons) as reading and validating
     the batch at once, and the counts of the whole batch in the checks and metadata."""
-    from mlops_assets.defs.dataset import assets as dataset_assets
-    from mlops_assets.defs.ingestion import assets as ingestion_assets
     from mlops_assets.lib import data
 
-    monkeypatch.setattr(ingestion_assets, "CHUNK_ROWS", 100)
-    monkeypatch.setattr(dataset_assets, "CHUNK_ROWS", 100)
+    monkeypatch.setattr(io, "CHUNK_ROWS", 100)
     df = bank_batches["2009-03"].copy()
     df.loc[[3, 250, 281], "age"] = ["-4", "999", "old"]
     path = project.land("2009-03", df)

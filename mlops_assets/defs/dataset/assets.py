@@ -12,7 +12,6 @@ from dagster._core.storage.asset_check_execution_record import (  # no public ex
 )
 
 from mlops_assets.config import BATCH, ROW_KEY, SPLITS, TARGET
-from mlops_assets.defs.ingestion.assets import CHUNK_ROWS
 from mlops_assets.defs.metadata import file_metadata, frame_metadata, markdown_table
 from mlops_assets.defs.resources import ProjectResource, StoredPartitions, batches, work_dir
 from mlops_assets.lib import data, io, split
@@ -43,7 +42,7 @@ def validate_batch(context: dg.AssetExecutionContext, raw_batch: Path, project: 
     with work_dir(project, "validate_batch") as work, \
             io.ParquetWriter(work / "valid.parquet") as valid, \
             io.ParquetWriter(work / "quarantined.parquet") as quarantined:
-        for chunk in io.read_parquet_chunks(raw_batch, CHUNK_ROWS):
+        for chunk in io.read_parquet_chunks(raw_batch, io.CHUNK_ROWS):
             result = data.validate_rows(data.parse_batch(chunk, contract, batch_id, start),
                                         contract)
             start += len(chunk)
@@ -62,7 +61,7 @@ def validate_batch(context: dg.AssetExecutionContext, raw_batch: Path, project: 
             io.ParquetFile(valid.path),
             output_name="validated_batch",
             metadata={
-                **file_metadata(valid.path, valid.rows, contract),
+                **file_metadata(valid.path, contract),
                 "invalid_fraction": round(quarantined.rows / total if total else 0.0, 6),
                 "quarantined": quarantined.rows,
                 "unlabeled": unlabeled,
@@ -72,7 +71,7 @@ def validate_batch(context: dg.AssetExecutionContext, raw_batch: Path, project: 
             io.ParquetFile(quarantined.path),
             output_name="quarantined_rows",
             metadata={
-                **file_metadata(quarantined.path, quarantined.rows),
+                **file_metadata(quarantined.path),
                 "reasons_by_column": markdown_table(reasons) if len(reasons) else "none",
                 "rows": markdown_table(pd.concat(first_quarantined), max_rows=100,
                                        total=quarantined.rows)
@@ -173,7 +172,7 @@ class SplitConfig(dg.Config):
     """How much memory the split may use: rows read at a time, and DuckDB's limit for the
     cross-batch step (it spills to disk past it; a DuckDB size such as "512MB", "2GB")."""
 
-    chunk_rows: int = 200_000
+    chunk_rows: int = io.CHUNK_ROWS
     memory_limit: str = "1GB"
 
 
@@ -235,7 +234,7 @@ def sealed_split(
                 io.ParquetFile(result.paths[name]),
                 output_name=f"{name}_set",
                 metadata={
-                    **file_metadata(result.paths[name], rows, contract),
+                    **file_metadata(result.paths[name], contract),
                     "batches": ", ".join(included),
                     "excluded_batches": len(excluded),
                     "batch_status": batch_table,

@@ -18,7 +18,7 @@ class EdaConfig(dg.Config):
     deterministic sample of them (the metadata says so), read a chunk at a time."""
 
     sample_rows: int = 200_000
-    chunk_rows: int = 200_000
+    chunk_rows: int = io.CHUNK_ROWS
 
 
 @dg.asset(

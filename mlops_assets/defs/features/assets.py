@@ -18,7 +18,7 @@ FEATURE_META = [ROW_KEY, PERIOD, TARGET]
 class FeatureConfig(dg.Config):
     """Rows built at a time: the split is read and its features written a chunk at a time."""
 
-    chunk_rows: int = 200_000
+    chunk_rows: int = io.CHUNK_ROWS
 
 
 def _feature_asset(split_name: str) -> dg.AssetsDefinition:
@@ -44,7 +44,7 @@ def _feature_asset(split_name: str) -> dg.AssetsDefinition:
             yield dg.Output(
                 io.ParquetFile(out.path),
                 metadata={
-                    **file_metadata(out.path, out.rows, contract),
+                    **file_metadata(out.path, contract),
                     "positive_rate": round(positives / out.rows, 4) if out.rows else 0.0,
                     "periods": ", ".join(sorted(periods)),
                 },
@@ -65,7 +65,7 @@ def _schema_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     def _check(stored: Path, project: ProjectResource) -> dg.AssetCheckResult:
         contract = project.contract()
         schema, parts, start = feature_schema(contract), [], 0
-        for chunk in io.read_parquet_chunks(stored, FeatureConfig().chunk_rows):
+        for chunk in io.read_parquet_chunks(stored, io.CHUNK_ROWS):
             chunk.index += start  # failures name the row of the whole table
             parts.append(failure_cases(schema, chunk[contract.features]))
             start += len(chunk)

@@ -11,9 +11,6 @@ from mlops_assets.defs.resources import ProjectResource, batches, work_dir
 from mlops_assets.lib import data, io
 from mlops_assets.schemas import failure_cases, raw_schema, summarize_failures
 
-# Rows read, typed and validated at a time: a batch larger than memory is ingested in chunks.
-CHUNK_ROWS = 200_000
-
 
 @dg.asset(
     partitions_def=batches,
@@ -30,7 +27,7 @@ def raw_batch(context: dg.AssetExecutionContext, project: ProjectResource):
     backup = data.backup_batch(path, project.paths.backup, batch_id, sha)
     profile = data.BatchProfile(contract, batch_id)
     with work_dir(project, "raw_batch") as work, io.ParquetWriter(work / "raw.parquet") as out:
-        for chunk in data.read_batch_chunks(path, contract, CHUNK_ROWS):
+        for chunk in data.read_batch_chunks(path, contract, io.CHUNK_ROWS):
             profile.add(chunk)
             out.write(chunk)
         out.close()
@@ -41,7 +38,7 @@ def raw_batch(context: dg.AssetExecutionContext, project: ProjectResource):
             io.ParquetFile(out.path),
             data_version=dg.DataVersion(sha),
             metadata={
-                **file_metadata(out.path, out.rows, contract),
+                **file_metadata(out.path, contract),
                 "data_version": sha,
                 "source_file": dg.MetadataValue.path(str(path)),
                 "backup_file": dg.MetadataValue.path(str(backup)),
@@ -61,7 +58,7 @@ def raw_batch_schema(
     contract = project.contract()
     path = project.paths.landing / f"{context.partition_key}{data.BATCH_SUFFIX}"
     schema, parts, rows = raw_schema(contract), [], 0
-    for chunk in io.read_parquet_chunks(raw_batch, CHUNK_ROWS):
+    for chunk in io.read_parquet_chunks(raw_batch, io.CHUNK_ROWS):
         if rows == 0:
             problem = data.layout_problem(chunk, contract, path)
             if problem:
