@@ -115,7 +115,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         path = self._path(key, name)
         if not path.is_file():
             return None
-        return path if as_path else pd.read_parquet(path)
+        return path if as_path else io.read_parquet(path)
 
     def _read_unpartitioned(self, context: dg.InputContext) -> tuple[str | None, object]:
         """From the run that produced it in this run (or the run re-executed); an asset from
@@ -184,6 +184,9 @@ class StoredPartitions(Mapping):
         if partition not in self._keys:
             raise KeyError(partition)
         return partition
+
+    def __contains__(self, partition: object) -> bool:
+        return partition in self._keys  # not Mapping's, which would read the partition
 
     def __iter__(self):
         return iter(self._keys)

@@ -115,13 +115,32 @@ def move_into(target: Path | str, src: Path | str) -> Path:
     return write_with(target, lambda tmp: shutil.move(src, tmp))
 
 
+def read_parquet(path: Path | str) -> pd.DataFrame:
+    """A stored Parquet table; a damaged file is named in the error."""
+    with _naming(path):
+        return pd.read_parquet(path)
+
+
+@contextmanager
+def _naming(path: Path | str):
+    import pyarrow as pa
+
+    try:
+        yield
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(f"{path} is not a readable Parquet file (damaged, or not written "
+                         f"by this project): {err}") from err
+
+
 def read_parquet_chunks(path: Path | str, rows: int) -> Iterator[pd.DataFrame]:
     """A Parquet file as frames of at most ``rows`` rows, typed as ``pd.read_parquet`` types
     the whole file; one empty frame (with the file's columns) if it has no rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with pq.ParquetFile(path) as f:
+    with _naming(path):
+        f = pq.ParquetFile(path)
+    with f:
         empty = True
         for batch in f.iter_batches(batch_size=rows):
             empty = False

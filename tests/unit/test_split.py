@@ -4,12 +4,14 @@ row in memory, and memory bounded by its chunk and DuckDB's limit, not by the ro
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from mlops_assets.config import BATCH, KEY, ROW_KEY, SPLIT, SPLITS, TARGET, load_contract
 from mlops_assets.lib import data, io, split
@@ -152,3 +154,16 @@ def test_the_split_holds_a_chunk_not_the_dataset(tmp_path, bank_batches):
     assert sum(at_once) > 350  # MB: the scale at which the bound means something
     assert 0 < large["added_mb"] < sum(at_once) / 2, (large, sum(at_once))
     assert large["added_mb"] - small["added_mb"] < data_growth / 10, (small, large, data_growth)
+
+
+def test_a_damaged_batch_file_is_named_and_nothing_is_sealed(tmp_path, bank_batches):
+    files, _ = _valid_batch_files(bank_batches, list(bank_batches)[:2], tmp_path)
+    manifest = io.write_parquet(tmp_path / "sealed.parquet",
+                                pd.DataFrame({ROW_KEY: ["x:000001"], BATCH: ["x"]}))
+    before = manifest.read_bytes()
+    damaged = files[1][1]
+    damaged.write_bytes(damaged.read_bytes()[:3000])  # cut short, as by a full disk
+    with pytest.raises(ValueError, match=f"{re.escape(str(damaged))} is not a readable "
+                                         "Parquet file"):
+        split.split_batches(files, None, BANK, manifest, tmp_path / "out")
+    assert manifest.read_bytes() == before
