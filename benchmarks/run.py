@@ -273,11 +273,15 @@ def bench_drift(rows: pd.DataFrame, quick: bool) -> dict:
 # --- pipeline --------------------------------------------------------------------------------
 
 
-def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = ("local",)
-                   ) -> dict:
+def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = ("local",),
+                   keep: Path | None = None) -> dict:
     """End to end through Dagster on a real instance, per stage: wall time, peak memory
     (this process and its children). ``training``: the training stage run locally, and/or
-    with its final fit by lightgbm.dask on a 2-worker LocalCluster, on the same dataset."""
+    with its final fit by lightgbm.dask on a 2-worker LocalCluster, on the same dataset.
+
+    ``keep``: the pipeline's home for each scale is ``keep/x<scale>``, kept after the run, and
+    the stages already measured there (``stages.json``) are not run again: a 1000x run can be
+    taken in two sittings (the data stages, then training on the same instance)."""
     import dagster as dg
 
     from mlops_assets import orchestration
@@ -285,22 +289,36 @@ def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = (
 
     out = {}
     for scale in scales:
-        with tempfile.TemporaryDirectory() as tmp:
-            home = Path(tmp)
+        with contextlib.ExitStack() as stack:
+            if keep is None:
+                home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            else:
+                home = keep / f"x{scale}"
+                home.mkdir(parents=True, exist_ok=True)
+            done = home / "stages.json"
+            stages = json.loads(done.read_text()) if done.exists() else {}
+
+            def record(name, seconds, added_mb, stages=stages, done=done):
+                stages[name] = {"seconds": seconds, "peak_added_mb": added_mb,
+                                "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                if keep is not None:
+                    io.write_json(done, stages)
+
             dagster_home = orchestration.ensure_dagster_home(home / "dagster")
             batches = data.source_batches(CONTRACT)
-            for key, df in batches.items():
-                data.write_batch(pd.concat([df] * scale, ignore_index=True), home / "landing",
-                                 key, CONTRACT.source.separator)
+            if "ingest_validate" not in stages:
+                for key, df in batches.items():
+                    data.write_batch(pd.concat([df] * scale, ignore_index=True),
+                                     home / "landing", key, CONTRACT.source.separator)
             defs = build_definitions(str(home), "bank")
-            stages = {}
             with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-                with PeakRSS() as mem:
-                    started = time.perf_counter()
-                    tick = orchestration.tick_landing_sensor(defs, instance)
-                    runs = orchestration.run_requests(defs, instance, tick)
-                    assert all(r.success for r in runs)
-                stages["ingest_validate"] = (time.perf_counter() - started, mem.added_mb)
+                if "ingest_validate" not in stages:
+                    with PeakRSS() as mem:
+                        started = time.perf_counter()
+                        tick = orchestration.tick_landing_sensor(defs, instance)
+                        runs = orchestration.run_requests(defs, instance, tick)
+                        assert all(r.success for r in runs)
+                    record("ingest_validate", time.perf_counter() - started, mem.added_mb)
                 trainings = [
                     ("train_evaluate_gate_bento" + ("" if where == "local" else "_dask"),
                      "train_and_promote", {"ops": {"candidate_model": {"config": {
@@ -310,22 +328,24 @@ def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = (
                 for name, job, config in [
                     ("dataset_features_eda", "build_dataset", None), *trainings,
                 ]:
+                    if name in stages:
+                        continue
                     with PeakRSS() as mem:
                         started = time.perf_counter()
                         result = orchestration.run_job(defs, instance, job, quiet=True,
                                                        run_config=config, raise_on_error=False)
-                    stages[name] = (time.perf_counter() - started, mem.added_mb)
-                    stages[name + "_ok"] = bool(result.success)
+                    record(name, time.perf_counter() - started, mem.added_mb)
+                    stages[name]["ok"] = bool(result.success)
                     if job == "train_and_promote":  # judged even if the gate then blocked it
                         evaluated = {e.asset_key.to_user_string(): e for e in
                                      result.get_asset_materialization_events()}
                         if "model_evaluation" in evaluated:
-                            stages[name + "_test_auc"] = evaluated["model_evaluation"] \
+                            stages[name]["test_auc"] = evaluated["model_evaluation"] \
                                 .materialization.metadata["roc_auc"].value
+                    if keep is not None:
+                        io.write_json(done, stages)
             rows = sum(len(df) for df in batches.values()) * scale
-            out[f"x{scale}"] = {"rows": rows, **{
-                k: ({"seconds": v[0], "peak_added_mb": v[1]} if isinstance(v, tuple) else v)
-                for k, v in stages.items()}}
+            out[f"x{scale}"] = {"rows": rows, **stages}
     out["orchestration_overhead"] = bench_overhead()
     return out
 
@@ -432,6 +452,9 @@ def main(argv=None) -> int:
     parser.add_argument("--training", default="local",
                         help="pipeline training stage: local, dask, local,dask or none (the "
                              "data stages only)")
+    parser.add_argument("--keep", default=None,
+                        help="keep each scale's pipeline home under this directory and skip "
+                             "the stages already measured there")
     parser.add_argument("--only", choices=["serving", "drift", "pipeline", "profiles"],
                         default=None,
                         help="run one benchmark group")
@@ -456,7 +479,8 @@ def main(argv=None) -> int:
             results["drift"] = bench_drift(rows, args.quick)
     if "pipeline" in wanted:
         results["pipeline"] = bench_pipeline(args.quick, scales,
-                                             tuple(args.training.split(",")))
+                                             tuple(args.training.split(",")),
+                                             Path(args.keep) if args.keep else None)
     if "profiles" in wanted:
         results["profiles"] = bench_profiles()
     results["seconds"] = time.perf_counter() - started

@@ -39,4 +39,4 @@ def test_quick_benchmarks_produce_finite_numbers(tmp_path):
     for name in ("bentoml_c1", "bentoml_c8", "bare_starlette_c1", "bare_starlette_c8"):
         assert serving[name]["requests"] > 0 and serving[name]["errors"] == 0
     assert results["drift"]["rows_10000"]["same_verdicts"] is True
-    assert results["pipeline"]["x1"]["train_evaluate_gate_bento_ok"] is True
+    assert results["pipeline"]["x1"]["train_evaluate_gate_bento"]["ok"] is True
