@@ -49,10 +49,14 @@ def _scale_notes(model: dict, evaluation: dict) -> str:
     """Where a large training set was fitted, and what ran on samples (empty otherwise)."""
     notes = []
     where = model.get("trained_on") or {"where": "local"}
-    if where["where"] != "local":
+    if where.get("workers"):
         notes.append(f"Final fit on a Dask cluster ({where['where']}, {where['workers']} "
                      f"workers, lightgbm.dask, {where['rounds']} rounds); the hyperparameter "
                      f"search ran on {where['search_rows']} sampled training rows.")
+    elif where["where"] != "local":
+        notes.append(f"Final fit {where['where']} ({where['train_rows']} rows, "
+                     f"{where['rounds']} rounds); the hyperparameter search ran on "
+                     f"{where['search_rows']} sampled training rows.")
     if evaluation.get("sampled"):
         notes.append(evaluation["sampled"][0].upper() + evaluation["sampled"][1:] + ".")
     return "".join(f"\n{n}" for n in notes)

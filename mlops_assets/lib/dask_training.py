@@ -44,15 +44,6 @@ class ClusterSpec:
         return self.address or f"LocalCluster of {self.local_workers} worker processes"
 
 
-@dataclass(frozen=True)
-class Distributed:
-    """Train on ``cluster`` (see ``training.train``): the search on a deterministic sample of
-    at most ``search_rows`` training rows, the final fit on all of them."""
-
-    cluster: ClusterSpec
-    search_rows: int = 500_000
-
-
 @contextmanager
 def client_for(spec: ClusterSpec) -> Iterator[Client]:
     """A connected client, waiting (bounded) until at least one worker is up."""

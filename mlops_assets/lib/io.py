@@ -132,9 +132,11 @@ def _naming(path: Path | str):
                          f"by this project): {err}") from err
 
 
-def read_parquet_chunks(path: Path | str, rows: int) -> Iterator[pd.DataFrame]:
-    """A Parquet file as frames of at most ``rows`` rows, typed as ``pd.read_parquet`` types
-    the whole file; one empty frame (with the file's columns) if it has no rows."""
+def read_parquet_chunks(path: Path | str, rows: int, columns: list[str] | None = None
+                        ) -> Iterator[pd.DataFrame]:
+    """A Parquet file (``columns`` of it, or all) as frames of at most ``rows`` rows, typed as
+    ``pd.read_parquet`` types the whole file; one empty frame (with the file's columns) if it
+    has no rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -142,11 +144,13 @@ def read_parquet_chunks(path: Path | str, rows: int) -> Iterator[pd.DataFrame]:
         f = pq.ParquetFile(path)
     with f:
         empty = True
-        for batch in f.iter_batches(batch_size=rows):
+        schema = f.schema_arrow if columns is None else pa.schema(
+            [f.schema_arrow.field(c) for c in columns], metadata=f.schema_arrow.metadata)
+        for batch in f.iter_batches(batch_size=rows, columns=columns):
             empty = False
-            yield pa.Table.from_batches([batch], f.schema_arrow).to_pandas()
+            yield pa.Table.from_batches([batch], schema).to_pandas()
         if empty:
-            yield f.schema_arrow.empty_table().to_pandas()
+            yield schema.empty_table().to_pandas()
 
 
 def read_parquet_rows(paths: list[Path], positions: np.ndarray, rows: int) -> pd.DataFrame:

@@ -10,16 +10,19 @@ vs predicted rate). ``class_weight="balanced"`` is available and sets ``scale_po
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
-from mlops_assets.config import DatasetContract
-from mlops_assets.lib import dask_training
-from mlops_assets.lib.dask_training import Distributed
+from mlops_assets.config import PERIOD, TARGET, DatasetContract
+from mlops_assets.lib import dask_training, io
+from mlops_assets.lib.dask_training import ClusterSpec
 from mlops_assets.lib.evaluation import sample_positions
+from mlops_assets.lib.features import to_matrix
 
 # LightGBM (which imports scikit-learn) and Optuna are imported where a model is trained or
 # loaded: 2.2 s of the 6 s every run process spent importing the code location, and most runs
@@ -67,6 +70,80 @@ def spec_for(contract: DatasetContract, **overrides) -> TrainingSpec:
     threshold rule, then the caller's overrides."""
     return TrainingSpec(**{"n_trials": contract.training.n_trials,
                            "threshold_rule": contract.training.threshold_rule, **overrides})
+
+
+STREAMED = "local, streamed from the features file"
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """The rows of a features Parquet file that training reads (the features, the label, the
+    period; never the row keys), a chunk at a time: only ``periods``' rows when given. What
+    a training set larger than memory is read through: its labels, a deterministic sample,
+    and its feature matrix chunk by chunk (``lightgbm_sequence``)."""
+
+    path: Path
+    contract: DatasetContract
+    periods: tuple[str, ...] | None = None
+    chunk_rows: int = io.CHUNK_ROWS
+
+    def _chunks(self, columns: list[str]) -> Iterator[pd.DataFrame]:
+        read = columns if self.periods is None or PERIOD in columns else [*columns, PERIOD]
+        for chunk in io.read_parquet_chunks(self.path, self.chunk_rows, read):
+            yield chunk if self.periods is None else chunk[chunk[PERIOD].isin(self.periods)]
+
+    def chunks(self) -> Iterator[pd.DataFrame]:
+        return self._chunks([*self.contract.features, TARGET, PERIOD])
+
+    def only(self, periods: list[str]) -> FeatureRows:
+        return replace(self, periods=tuple(periods))
+
+    def frame(self) -> pd.DataFrame:
+        """Every row at once (a training set that fits in memory)."""
+        return pd.concat(list(self.chunks()), ignore_index=True)
+
+    def labels_and_periods(self) -> pd.DataFrame:
+        return pd.concat(list(self._chunks([TARGET, PERIOD])), ignore_index=True)
+
+    def sample(self, n: int, seed: int) -> pd.DataFrame:
+        """A deterministic sample of at most ``n`` rows, in file order
+        (``evaluation.sample_positions``)."""
+        positions = sample_positions(len(self.labels_and_periods()), n, seed)
+        parts, start = [], 0
+        for chunk in self.chunks():
+            lo, hi = np.searchsorted(positions, [start, start + len(chunk)])
+            parts.append(chunk.iloc[positions[lo:hi] - start])
+            start += len(chunk)
+        return pd.concat(parts, ignore_index=True)
+
+    def lightgbm_sequence(self, rows: int):
+        """The feature matrix as a ``lightgbm.Sequence`` of ``rows`` rows, read a chunk at a
+        time in order (LightGBM reads a Sequence front to back in ``batch_size`` slices)."""
+        import lightgbm as lgb
+
+        source = self
+
+        class Chunked(lgb.Sequence):
+            batch_size = source.chunk_rows
+
+            def __init__(self):
+                self._chunks = (to_matrix(c, source.contract) for c in source.chunks())
+                self._buffer = np.empty((0, len(source.contract.features)))
+                self._start = 0  # the file row the buffer starts at
+
+            def __len__(self) -> int:
+                return rows
+
+            def __getitem__(self, idx):
+                if not isinstance(idx, slice) or idx.start < self._start:
+                    raise TypeError(f"rows are read front to back in slices, not {idx!r}")
+                while self._start + len(self._buffer) < min(idx.stop, rows):
+                    self._buffer = np.concatenate([self._buffer, next(self._chunks)])
+                skip = idx.start - self._start
+                self._buffer, self._start = self._buffer[skip:], idx.start
+                return self._buffer[: idx.stop - idx.start]
+
+        return Chunked()
 
 
 @dataclass
@@ -168,13 +245,19 @@ def train(
     contract: DatasetContract,
     spec: TrainingSpec,
     log: Callable[[str], None] = print,
-    distributed: Distributed | None = None,
+    full: FeatureRows | None = None,
+    cluster: ClusterSpec | None = None,
 ) -> TrainedModel:
     """Search hyperparameters, refit the best, choose the threshold. Deterministic for the
     same data and spec (seeded sampler, deterministic LightGBM; the thread count does not
-    change the model). With ``distributed``, the search runs locally on a deterministic
-    sample of the training rows and the final fit (the best parameters, the best round
-    count) runs on all of them across a Dask cluster (lib/dask_training.py)."""
+    change the model).
+
+    ``full``: every training row, of which ``x_train`` is a deterministic sample (a training
+    set larger than memory): the search runs on the sample, and the final fit (the best
+    parameters, the best round count) on every row, streamed from the file into LightGBM's
+    binned dataset a chunk at a time (bins from the sample), so the full matrix is never
+    held. ``cluster``: the final fit runs on that Dask cluster with ``lightgbm.dask``
+    instead (lib/dask_training.py), on every row."""
     import lightgbm as lgb
     import optuna
 
@@ -185,10 +268,6 @@ def train(
             f"validation positives {int(y_valid.sum())}/{len(y_valid)}"
         )
     started = time.perf_counter()
-    x_all, y_all = x_train, y_train
-    if distributed is not None:
-        rows = sample_positions(len(y_train), distributed.search_rows, spec.seed)
-        x_train, y_train = x_train[rows], y_train[rows]
     cats = [i for i, name in enumerate(contract.features) if name in contract.categorical]
     dataset_args = {
         "feature_name": list(contract.features),
@@ -232,14 +311,24 @@ def train(
     booster = _fit(params, dtrain, dvalid, spec)
     best_iteration = int(booster.best_iteration)
     trained_on = {"where": "local"}
-    if distributed is not None:
-        where = distributed.cluster.describe()
-        log(f"final fit on the Dask cluster ({where}): {len(y_all)} rows, {best_iteration} "
-            f"rounds (the search ran on {len(y_train)} sampled rows)")
-        booster, workers = dask_training.fit_on(distributed.cluster, x_all, y_all, params,
-                                                best_iteration, list(contract.features), cats)
-        trained_on = {"where": where, "workers": workers, "search_rows": len(y_train),
-                      "train_rows": len(y_all), "rounds": best_iteration}
+    if full is not None or cluster is not None:
+        labels = full.labels_and_periods()[TARGET].to_numpy(np.float32) if full else y_train
+        log(f"final fit on {len(labels)} rows, {best_iteration} rounds "
+            f"({cluster.describe() if cluster else 'local, streamed from the features file'}; "
+            f"the search ran on {len(y_train)} rows)")
+        if cluster is not None:
+            x_all = to_matrix(full.frame(), contract) if full else x_train
+            booster, workers = dask_training.fit_on(cluster, x_all, labels, params,
+                                                    best_iteration, list(contract.features),
+                                                    cats)
+            trained_on = {"where": cluster.describe(), "workers": workers}
+        else:
+            rows = lgb.Dataset(full.lightgbm_sequence(len(labels)), labels, reference=dtrain,
+                               **{**dataset_args, "free_raw_data": True})
+            booster = lgb.train(params, rows, num_boost_round=best_iteration)
+            trained_on = {"where": STREAMED}
+        trained_on |= {"search_rows": len(y_train), "train_rows": len(labels),
+                       "rounds": best_iteration}
     p_valid = booster.predict(x_valid, num_iteration=best_iteration)
     threshold = choose_threshold(y_valid, p_valid, spec.threshold_rule)
     metrics = _validation_metrics(y_valid, p_valid, threshold)

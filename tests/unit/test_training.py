@@ -3,30 +3,74 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mlops_assets.config import TARGET, load_contract
-from mlops_assets.lib import data, evaluation, features, gate, split, training
+from mlops_assets.config import PERIOD, TARGET, load_contract
+from mlops_assets.lib import data, evaluation, features, gate, io, split, training
 
 BANK = load_contract("bank")
 
 
 @pytest.fixture(scope="module")
-def splits(bank_batches):
+def feature_frames(bank_batches):
+    """Each split's features, label and period, as the features assets store them."""
     frames = []
     for key in ("2008-11", "2009-04", "2009-05"):
         valid = data.validate_rows(data.parse_batch(bank_batches[key], BANK, key), BANK).valid
         frames.append(split.with_split(valid, BANK))
-    import pandas as pd
-
     rows = pd.concat(frames, ignore_index=True)
     out = {}
     for name in ("train", "validation", "test"):
-        part = rows[rows["_split"] == name]
-        out[name] = (features.to_matrix(features.build_features(part, BANK), BANK),
-                     part[TARGET].to_numpy().astype(int))
+        part = rows[rows["_split"] == name].reset_index(drop=True)
+        out[name] = features.build_features(part, BANK).assign(
+            **{TARGET: part[TARGET].astype("Int8"), PERIOD: part[PERIOD]})
     return out
+
+
+@pytest.fixture(scope="module")
+def splits(feature_frames):
+    return {name: (features.to_matrix(frame, BANK), frame[TARGET].to_numpy().astype(int))
+            for name, frame in feature_frames.items()}
+
+
+def test_a_final_fit_streamed_from_the_file_is_the_in_memory_fit(feature_frames, splits,
+                                                                tmp_path):
+    """A training set too large for memory is fitted from its file a chunk at a time. With
+    the whole set as the search "sample", that fit must be the in-memory fit exactly: the
+    same rows, bins and rounds give the same trees."""
+    path = io.write_parquet(tmp_path / "train_features.parquet", feature_frames["train"])
+    rows = training.FeatureRows(path, BANK, chunk_rows=1000)  # 9 chunks, LightGBM batches
+    (xt, yt), (xv, yv), (xs, _) = splits["train"], splits["validation"], splits["test"]
+    assert len(yt) > 8000
+    spec = training.TrainingSpec(n_trials=2, seed=7)
+    memory = training.train(xt, yt, xv, yv, BANK, spec, log=lambda _: None)
+    streamed = training.train(xt, yt, xv, yv, BANK, spec, log=lambda _: None, full=rows)
+    rounds = memory.best_iteration
+    assert streamed.trained_on == {"where": training.STREAMED, "search_rows": len(yt),
+                                   "train_rows": len(yt), "rounds": rounds}
+    assert streamed.booster.num_trees() == rounds == memory.booster.num_trees()
+    np.testing.assert_array_equal(memory.booster.predict(xs, num_iteration=rounds),
+                                  streamed.booster.predict(xs))
+    assert streamed.threshold == memory.threshold
+
+
+def test_feature_rows_sample_and_filter_a_chunk_at_a_time(feature_frames, tmp_path):
+    frame = feature_frames["train"]
+    path = io.write_parquet(tmp_path / "train_features.parquet", frame)
+    rows = training.FeatureRows(path, BANK, chunk_rows=700)
+    sample = rows.sample(1000, seed=3)
+    expected = frame.iloc[evaluation.sample_positions(len(frame), 1000, 3)]
+    pd.testing.assert_frame_equal(sample, expected[sample.columns].reset_index(drop=True))
+    recent = rows.only(["2009-05"])
+    kept = frame[frame[PERIOD] == "2009-05"].reset_index(drop=True)
+    assert len(recent.labels_and_periods()) == len(kept) > 0
+    matrix = np.concatenate([recent.lightgbm_sequence(len(kept))[i:i + 333]
+                             for i in range(0, len(kept), 333)])
+    np.testing.assert_array_equal(matrix, features.to_matrix(kept, BANK))
+    with pytest.raises(TypeError, match="front to back"):
+        recent.lightgbm_sequence(len(kept))[5]
 
 
 def test_same_data_and_config_give_identical_predictions(splits):
@@ -98,8 +142,6 @@ def test_calibration_table_bins_every_row():
 
 
 def test_recent_rows_reach_back_until_enough_rows():
-    import pandas as pd
-
     test = pd.DataFrame({"_period": ["a"] * 500 + ["b"] * 300 + ["c"] * 100 + ["d"] * 50})
     assert set(gate.recent_rows(test, 2, 0)["_period"]) == {"c", "d"}
     assert set(gate.recent_rows(test, 2, 400)["_period"]) == {"b", "c", "d"}

@@ -1,12 +1,14 @@
 """Governance: the challenger/champion gate, promotion of the champion, and rollback."""
 
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 
 from mlops_assets.config import PERIOD, TARGET
 from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.resources import GateResource, ProjectResource
-from mlops_assets.lib import evaluation, features, gate
+from mlops_assets.lib import evaluation, features, gate, training
 from mlops_assets.lib.registry import CANARY, PRODUCTION, SHADOW
 
 SMOKE_ROWS = 50
@@ -17,12 +19,13 @@ def gate_report(
     context: dg.AssetExecutionContext,
     candidate_model: dict,
     model_evaluation: dict,
-    test_features: pd.DataFrame,
+    test_features: Path,
     project: ProjectResource,
     gate_policy: GateResource,
 ) -> dg.Output[dict]:
     """The challenger against the champion on the same recent sealed test rows, plus the
     serving smoke test: the evidence the blocking gate checks judge."""
+    test_features = training.FeatureRows(test_features, project.contract()).frame()
     policy = gate_policy.policy(project.contract())
     registry = project.registry()
     challenger = registry.load(candidate_model["tag"])

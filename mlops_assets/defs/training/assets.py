@@ -11,7 +11,6 @@ from mlops_assets.defs.ingestion.assets import raw_batch
 from mlops_assets.defs.metadata import markdown_table, report_link
 from mlops_assets.defs.resources import ProjectResource, TrainingClusterResource
 from mlops_assets.lib import calibration, drift, evaluation, features, io, training
-from mlops_assets.lib.dask_training import Distributed
 from mlops_assets.lib.registry import provenance
 from mlops_assets.lib.retraining import LossPolicy
 
@@ -32,11 +31,15 @@ class TrainingConfig(dg.Config):
     threshold_rule: str | None = None  # None: the contract's training.threshold_rule
     reference_rows: int = 20_000  # drift reference kept with the model (deterministic sample)
     recent_periods: int | None = None  # train on the latest N periods only; None: all data
-    # A training set of at least this many rows is fitted on the Dask cluster
-    # (TrainingClusterResource) with lightgbm.dask, after a local search on a deterministic
-    # sample of search_rows rows; None: always local. 0: always on the cluster.
-    distributed_min_rows: int | None = 2_000_000
+    # Above in_memory_rows training rows, the search runs on deterministic samples of
+    # search_rows training and validation rows, and the final fit on every training row,
+    # streamed from the features file (lib/training.py FeatureRows): the matrix is never held.
+    in_memory_rows: int = 2_000_000
     search_rows: int = 500_000
+    # A training set of at least this many rows has its final fit on the Dask cluster
+    # (TrainingClusterResource) with lightgbm.dask; None (default): never. 0: always. On one
+    # machine a LocalCluster holds the rows twice (measured at 100x: +3.3 GB vs +1.8 GB).
+    distributed_min_rows: int | None = None
     # The `recalibrate` job: no training; the champion's base model gets a calibrator refit on
     # the latest labelled (train + validation) rows, as a new version that goes through the
     # same evaluation and gate.
@@ -64,17 +67,10 @@ class TrainingConfig(dg.Config):
         )
 
 
-def _training_rows(path: Path, contract: DatasetContract) -> pd.DataFrame:
-    """What training reads of a features file: the features, the label and the period (as a
-    category), not the row keys (at 100x they would take more memory than the features)."""
-    return pd.read_parquet(path, columns=[*contract.features, TARGET, PERIOD],
-                           read_dictionary=[PERIOD])
-
-
-def _data_versions(instance: dg.DagsterInstance, frame: pd.DataFrame) -> dict[str, str | None]:
+def _data_versions(instance: dg.DagsterInstance, batches) -> dict[str, str | None]:
     """The content hash of every batch the rows came from (raw_batch data versions)."""
     out = {}
-    for batch in sorted(frame[PERIOD].unique()):
+    for batch in sorted(batches):
         record = instance.get_latest_data_version_record(raw_batch.key, partition_key=batch)
         mat = record.asset_materialization if record else None
         out[batch] = mat.tags.get("dagster/data_version") if mat else None
@@ -94,26 +90,34 @@ def candidate_model(
     (or, in the `recalibrate` job, the champion's model recalibrated on the latest rows)."""
     contract = project.contract()
     spec = config.spec(contract)
-    train_features, validation_features = (_training_rows(p, contract)
-                                           for p in (train_features, validation_features))
+    train_rows, validation_rows = (training.FeatureRows(p, contract)
+                                   for p in (train_features, validation_features))
     if config.recalibrate:
-        return _recalibrated(context, config, spec,
-                             pd.concat([train_features, validation_features]), project)
+        return _recalibrated(context, config, spec, pd.concat([train_rows.frame(),
+                                                               validation_rows.frame()]),
+                             project)
+    train_index = train_rows.labels_and_periods()
     if config.recent_periods:
-        keep = sorted(train_features[PERIOD].unique())[-config.recent_periods:]
-        train_features = train_features[train_features[PERIOD].isin(keep)]
-        validation_features = validation_features[validation_features[PERIOD].isin(keep)]
+        keep = sorted(train_index[PERIOD].unique())[-config.recent_periods:]
+        train_rows, validation_rows = train_rows.only(keep), validation_rows.only(keep)
+        train_index = train_index[train_index[PERIOD].isin(keep)]
         context.log.info(f"training window: the latest {config.recent_periods} periods {keep}")
-    distributed = None
-    if config.distributed_min_rows is not None and \
-            len(train_features) >= config.distributed_min_rows:
-        distributed = Distributed(training_cluster.spec(), config.search_rows)
+    n_train = len(train_index)
+    cluster = None
+    if config.distributed_min_rows is not None and n_train >= config.distributed_min_rows:
+        cluster = training_cluster.spec()
+    if n_train > config.in_memory_rows:  # the search on samples, the final fit on every row
+        search, valid = (r.sample(config.search_rows, spec.seed)
+                         for r in (train_rows, validation_rows))
+        full = train_rows
+    else:
+        search, valid, full = train_rows.frame(), validation_rows.frame(), None
     trained = training.train(
-        features.to_matrix(train_features, contract), train_features[TARGET].to_numpy(),
-        features.to_matrix(validation_features, contract),
-        validation_features[TARGET].to_numpy(), contract, spec, log=context.log.info,
-        distributed=distributed,
+        features.to_matrix(search, contract), search[TARGET].to_numpy(),
+        features.to_matrix(valid, contract), valid[TARGET].to_numpy(), contract, spec,
+        log=context.log.info, full=full, cluster=cluster,
     )
+    validation_labels = validation_rows.labels_and_periods()[TARGET]
     info = {
         "dataset": contract.name,
         "params": trained.params,
@@ -123,18 +127,19 @@ def candidate_model(
         "features": contract.features,
         "categorical": {k: v.categories for k, v in contract.categorical.items()},
         "validation_metrics": trained.validation_metrics,
-        "validation_positive_rate": float(validation_features[TARGET].mean()),
-        "train_rows": len(train_features),
-        "validation_rows": len(validation_features),
+        "validation_positive_rate": float(validation_labels.mean()),
+        "train_rows": n_train,
+        "validation_rows": len(validation_labels),
         "trained_on": trained.trained_on,
-        "data_versions": _data_versions(context.instance, train_features),
+        "data_versions": _data_versions(context.instance, train_index[PERIOD].unique()),
         "search": {"trials": len(trained.trials), "seed": spec.seed,
                    "objective": spec.objective_metric, "seconds": round(trained.seconds, 2)},
         "dagster_run_id": context.run.run_id,
         **provenance(),
     }
-    reference = drift.sample(train_features[contract.features], config.reference_rows,
-                             seed=spec.seed).copy()
+    reference = (drift.sample(search[contract.features], config.reference_rows, seed=spec.seed)
+                 if full is None else train_rows.sample(config.reference_rows, spec.seed)
+                 [contract.features]).copy()
     reference[drift.PREDICTION] = trained.booster.predict(
         features.to_matrix(reference, contract), num_iteration=trained.best_iteration
     )
@@ -223,11 +228,12 @@ def model_evaluation(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,
     candidate_model: dict,
-    test_features: pd.DataFrame,
+    test_features: Path,
     project: ProjectResource,
 ) -> dg.Output[dict]:
     """The candidate's metrics on the sealed test rows: CI, calibration, slices, HTML report."""
     tag = candidate_model["tag"]
+    test_features = training.FeatureRows(test_features, project.contract()).frame()
     model = project.registry().load(tag)
     y = test_features[TARGET].to_numpy().astype(int)
     p = model.predict_matrix(features.to_matrix(test_features, model.contract))
