@@ -274,14 +274,15 @@ def bench_drift(rows: pd.DataFrame, quick: bool) -> dict:
 
 
 def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = ("local",),
-                   keep: Path | None = None) -> dict:
+                   keep: Path | None = None, max_rounds: int | None = None) -> dict:
     """End to end through Dagster on a real instance, per stage: wall time, peak memory
     (this process and its children). ``training``: the training stage run locally, and/or
     with its final fit by lightgbm.dask on a 2-worker LocalCluster, on the same dataset.
 
     ``keep``: the pipeline's home for each scale is ``keep/x<scale>``, kept after the run, and
     the stages already measured there (``stages.json``) are not run again: a 1000x run can be
-    taken in two sittings (the data stages, then training on the same instance)."""
+    taken in two sittings (the data stages, then training on the same instance).
+    ``max_rounds``: the training budget in boosting rounds (the spec's default if None)."""
     import dagster as dg
 
     from mlops_assets import orchestration
@@ -323,6 +324,7 @@ def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = (
                     ("train_evaluate_gate_bento" + ("" if where == "local" else "_dask"),
                      "train_and_promote", {"ops": {"candidate_model": {"config": {
                          "n_trials": 2,
+                         **({"max_rounds": max_rounds} if max_rounds else {}),
                          "distributed_min_rows": None if where == "local" else 0}}}})
                     for where in training if where != "none"]
                 for name, job, config in [
@@ -336,6 +338,8 @@ def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = (
                                                        run_config=config, raise_on_error=False)
                     record(name, time.perf_counter() - started, mem.added_mb)
                     stages[name]["ok"] = bool(result.success)
+                    if config:
+                        stages[name]["config"] = config["ops"]["candidate_model"]["config"]
                     if job == "train_and_promote":  # judged even if the gate then blocked it
                         evaluated = {e.asset_key.to_user_string(): e for e in
                                      result.get_asset_materialization_events()}
@@ -455,6 +459,9 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", default=None,
                         help="keep each scale's pipeline home under this directory and skip "
                              "the stages already measured there")
+    parser.add_argument("--max-rounds", type=int, default=None,
+                        help="pipeline training budget in boosting rounds (default: the "
+                             "training spec's)")
     parser.add_argument("--only", choices=["serving", "drift", "pipeline", "profiles"],
                         default=None,
                         help="run one benchmark group")
@@ -480,7 +487,8 @@ def main(argv=None) -> int:
     if "pipeline" in wanted:
         results["pipeline"] = bench_pipeline(args.quick, scales,
                                              tuple(args.training.split(",")),
-                                             Path(args.keep) if args.keep else None)
+                                             Path(args.keep) if args.keep else None,
+                                             args.max_rounds)
     if "profiles" in wanted:
         results["profiles"] = bench_profiles()
     results["seconds"] = time.perf_counter() - started

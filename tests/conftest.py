@@ -104,6 +104,14 @@ def trained_home(tmp_path: Path, monkeypatch, bank_batches, batches):
         project.instance.dispose()
 
 
+def pytest_collection_modifyitems(config, items):
+    """The long tests (real servers, whole pipelines) first: make test runs on two workers
+    (-n 2 --dist load, which hands out tests in this order), and a long test started last
+    would leave one worker idle while it ran."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                 item.get_closest_marker("integration") is None))
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))

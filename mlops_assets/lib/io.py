@@ -132,6 +132,14 @@ def _naming(path: Path | str):
                          f"by this project): {err}") from err
 
 
+def parquet_rows(path: Path | str) -> int:
+    """The row count of a Parquet file, from its footer (no rows read)."""
+    import pyarrow.parquet as pq
+
+    with _naming(path):
+        return pq.ParquetFile(path).metadata.num_rows
+
+
 def read_parquet_chunks(path: Path | str, rows: int, columns: list[str] | None = None
                         ) -> Iterator[pd.DataFrame]:
     """A Parquet file (``columns`` of it, or all) as frames of at most ``rows`` rows, typed as

@@ -102,13 +102,24 @@ class FeatureRows:
         """Every row at once (a training set that fits in memory)."""
         return pd.concat(list(self.chunks()), ignore_index=True)
 
-    def labels_and_periods(self) -> pd.DataFrame:
-        return pd.concat(list(self._chunks([TARGET, PERIOD])), ignore_index=True)
+    def __len__(self) -> int:
+        if self.periods is None:
+            return io.parquet_rows(self.path)
+        return sum(len(chunk) for chunk in self._chunks([PERIOD]))
+
+    def labels(self) -> np.ndarray:
+        return np.concatenate([chunk[TARGET].to_numpy(np.float32)
+                               for chunk in self._chunks([TARGET])])
+
+    def period_values(self) -> list[str]:
+        """The periods the rows come from, sorted."""
+        return sorted(set().union(*(chunk[PERIOD].unique() for chunk in
+                                    self._chunks([PERIOD]))))
 
     def sample(self, n: int, seed: int) -> pd.DataFrame:
         """A deterministic sample of at most ``n`` rows, in file order
         (``evaluation.sample_positions``)."""
-        positions = sample_positions(len(self.labels_and_periods()), n, seed)
+        positions = sample_positions(len(self), n, seed)
         parts, start = [], 0
         for chunk in self.chunks():
             lo, hi = np.searchsorted(positions, [start, start + len(chunk)])
@@ -312,7 +323,7 @@ def train(
     best_iteration = int(booster.best_iteration)
     trained_on = {"where": "local"}
     if full is not None or cluster is not None:
-        labels = full.labels_and_periods()[TARGET].to_numpy(np.float32) if full else y_train
+        labels = full.labels() if full else y_train
         log(f"final fit on {len(labels)} rows, {best_iteration} rounds "
             f"({cluster.describe() if cluster else 'local, streamed from the features file'}; "
             f"the search ran on {len(y_train)} rows)")

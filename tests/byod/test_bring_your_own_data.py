@@ -73,6 +73,7 @@ def test_integer_coded_csv_with_a_date_period(tmp_path):
     # ::test_the_loop_runs_on_postgres_with_separate_services): one demo for both.
 
 
+@pytest.mark.slow
 def test_parquet_with_a_year_period_and_labels_apart(tmp_path):
     rows, labels = datasets.parquet_years(tmp_path / "data")
     init = _cli("contract", "init", str(rows), "--target", "label", "--period", "year",

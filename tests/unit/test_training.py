@@ -65,7 +65,9 @@ def test_feature_rows_sample_and_filter_a_chunk_at_a_time(feature_frames, tmp_pa
     pd.testing.assert_frame_equal(sample, expected[sample.columns].reset_index(drop=True))
     recent = rows.only(["2009-05"])
     kept = frame[frame[PERIOD] == "2009-05"].reset_index(drop=True)
-    assert len(recent.labels_and_periods()) == len(kept) > 0
+    assert len(recent) == len(kept) > 0 and len(rows) == len(frame)
+    np.testing.assert_array_equal(recent.labels(), kept[TARGET].to_numpy(np.float32))
+    assert rows.period_values() == sorted(frame[PERIOD].unique())
     matrix = np.concatenate([recent.lightgbm_sequence(len(kept))[i:i + 333]
                              for i in range(0, len(kept), 333)])
     np.testing.assert_array_equal(matrix, features.to_matrix(kept, BANK))

@@ -96,13 +96,13 @@ def candidate_model(
         return _recalibrated(context, config, spec, pd.concat([train_rows.frame(),
                                                                validation_rows.frame()]),
                              project)
-    train_index = train_rows.labels_and_periods()
+    periods = train_rows.period_values()
     if config.recent_periods:
-        keep = sorted(train_index[PERIOD].unique())[-config.recent_periods:]
-        train_rows, validation_rows = train_rows.only(keep), validation_rows.only(keep)
-        train_index = train_index[train_index[PERIOD].isin(keep)]
-        context.log.info(f"training window: the latest {config.recent_periods} periods {keep}")
-    n_train = len(train_index)
+        periods = periods[-config.recent_periods:]
+        train_rows, validation_rows = train_rows.only(periods), validation_rows.only(periods)
+        context.log.info(f"training window: the latest {config.recent_periods} periods "
+                         f"{periods}")
+    n_train = len(train_rows)
     cluster = None
     if config.distributed_min_rows is not None and n_train >= config.distributed_min_rows:
         cluster = training_cluster.spec()
@@ -117,7 +117,7 @@ def candidate_model(
         features.to_matrix(valid, contract), valid[TARGET].to_numpy(), contract, spec,
         log=context.log.info, full=full, cluster=cluster,
     )
-    validation_labels = validation_rows.labels_and_periods()[TARGET]
+    validation_labels = validation_rows.labels()
     info = {
         "dataset": contract.name,
         "params": trained.params,
@@ -131,7 +131,7 @@ def candidate_model(
         "train_rows": n_train,
         "validation_rows": len(validation_labels),
         "trained_on": trained.trained_on,
-        "data_versions": _data_versions(context.instance, train_index[PERIOD].unique()),
+        "data_versions": _data_versions(context.instance, periods),
         "search": {"trials": len(trained.trials), "seed": spec.seed,
                    "objective": spec.objective_metric, "seconds": round(trained.seconds, 2)},
         "dagster_run_id": context.run.run_id,
