@@ -79,12 +79,12 @@ def start_server(data_dir: Path, port: int, log: Path, timeout: float = 60):
     """Start the server (its own session), wait until it accepts connections, create the
     ``dagster`` database once; returns (Popen, url)."""
     user = _owner()
-    sockets = Path(data_dir) / "sockets"
-    sockets.mkdir(exist_ok=True)
-    _own(sockets, user)
     log.parent.mkdir(parents=True, exist_ok=True)
+    # TCP on 127.0.0.1 only, no Unix-domain socket (`-k ''`): every client here connects by
+    # TCP, and a socket path under a deep home passes the kernel's 107-byte limit, which
+    # stopped the server from starting at all.
     cmd = [str(binaries() / "postgres"), "-D", str(data_dir), "-p", str(port),
-           "-h", "127.0.0.1", "-k", str(sockets), "-c", "fsync=off"]
+           "-h", "127.0.0.1", "-k", "", "-c", "fsync=off"]
     if user:
         cmd = ["runuser", "-u", user, "--", *cmd]
     proc = start(cmd, log, {}, Path(data_dir))

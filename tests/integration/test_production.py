@@ -159,3 +159,14 @@ def test_the_loop_runs_on_postgres_with_separate_services(tmp_path):
     assert not (home / "dagster" / "history" / "runs.db").exists()
     assert "postgres" in (home / "dagster" / "dagster.yaml").read_text()
 
+
+
+def test_postgres_starts_under_a_home_deeper_than_a_unix_socket_path_allows(tmp_path):
+    """A socket file under a deep home passes the kernel's 107-byte limit; the server listens
+    on TCP only, so the profile starts wherever the home is (it failed to start under the
+    deeper temp folders of a parallel test run)."""
+    data_dir = tmp_path / ("deep-" * 20) / "postgres"
+    assert len(str(data_dir / ".s.PGSQL.65535")) > 107
+    with postgres.server(data_dir, tmp_path / "pg.log") as url:
+        assert query(url, "SELECT 1") == [(1,)]
+    assert not list(data_dir.glob("**/.s.PGSQL.*"))
