@@ -323,22 +323,21 @@ def train(
     best_iteration = int(booster.best_iteration)
     trained_on = {"where": "local"}
     if full is not None or cluster is not None:
-        labels = full.labels() if full else y_train
-        log(f"final fit on {len(labels)} rows, {best_iteration} rounds "
-            f"({cluster.describe() if cluster else 'local, streamed from the features file'}; "
-            f"the search ran on {len(y_train)} rows)")
-        if cluster is not None:
-            x_all = to_matrix(full.frame(), contract) if full else x_train
-            booster, workers = dask_training.fit_on(cluster, x_all, labels, params,
-                                                    best_iteration, list(contract.features),
-                                                    cats)
+        n_rows = len(y_train) if full is None else len(full)
+        log(f"final fit on {n_rows} rows, {best_iteration} rounds "
+            f"({cluster.describe() if cluster else STREAMED}; the search ran on "
+            f"{len(y_train)} rows)")
+        if cluster is not None:  # from the file, each worker reads its own share of it
+            x, y = (x_train, y_train) if full is None else (full, None)
+            booster, workers = dask_training.fit_on(cluster, x, y, params, best_iteration,
+                                                    list(contract.features), cats)
             trained_on = {"where": cluster.describe(), "workers": workers}
         else:
-            rows = lgb.Dataset(full.lightgbm_sequence(len(labels)), labels, reference=dtrain,
+            rows = lgb.Dataset(full.lightgbm_sequence(n_rows), full.labels(), reference=dtrain,
                                **{**dataset_args, "free_raw_data": True})
             booster = lgb.train(params, rows, num_boost_round=best_iteration)
             trained_on = {"where": STREAMED}
-        trained_on |= {"search_rows": len(y_train), "train_rows": len(labels),
+        trained_on |= {"search_rows": len(y_train), "train_rows": n_rows,
                        "rounds": best_iteration}
     p_valid = booster.predict(x_valid, num_iteration=best_iteration)
     threshold = choose_threshold(y_valid, p_valid, spec.threshold_rule)

@@ -26,7 +26,10 @@ def test_training_on_a_dask_cluster_matches_the_local_fit(trained):
     the registry, judged on the same sealed test rows, test AUC within 0.005 of the local
     fit's."""
     project, first = trained
-    config = {"n_trials": 3, "seed": 42, "distributed_min_rows": 0}
+    # Past in_memory_rows, so the workers read their shares of the features file; the
+    # search "sample" is every row, so the search is the local fit's.
+    config = {"n_trials": 3, "seed": 42, "distributed_min_rows": 0, "in_memory_rows": 10_000,
+              "search_rows": 1_000_000}
     run = orchestration.run_job(project.defs, project.instance, "train_and_promote",
                                 raise_on_error=False, run_config={"ops": {
                                     "candidate_model": {"config": config},
