@@ -72,16 +72,36 @@ def test_split_is_a_pure_function_of_the_row_key():
     assert shares["test"] == pytest.approx(0.15, abs=0.015)
 
 
-def test_split_audit_catches_overlap_and_moved_sealed_rows(tmp_path):
+def test_split_audit_catches_overlap_and_moved_and_missing_sealed_rows(tmp_path):
     manifest = io.write_parquet(tmp_path / "sealed.parquet",
-                                pd.DataFrame({ROW_KEY: ["b", "c"], BATCH: "x"}))
-    ok = split.audit(manifest, train=pd.Series(["a"]), validation=pd.Series(["d"]),
-                     test=pd.Series(["b", "c"]), batches_present={"x"})
-    assert ok.ok
-    bad = split.audit(manifest, train=pd.Series(["a", "b"]), validation=pd.Series(["d"]),
-                      test=pd.Series(["c"]), batches_present={"x"})
+                                pd.DataFrame({ROW_KEY: ["b", "c", "e", "z"],
+                                              BATCH: ["x", "x", "y", "gone"]}))
+
+    def files(**splits):
+        return {name: io.write_parquet(tmp_path / f"{name}.parquet", pd.DataFrame(
+            {ROW_KEY: [k for k, _ in rows], BATCH: [b for _, b in rows]}))
+            for name, rows in splits.items()}
+
+    ok = split.audit(manifest, **files(train=[("a", "x")], validation=[("d", "x")],
+                                       test=[("b", "x"), ("c", "x"), ("e", "y")]))
+    assert ok.ok and ok.sealed_total == 3  # "z" is of a batch no longer in the data
+    assert split.leaked_test_rows(manifest, tmp_path / "train.parquet") == (1, 0, [])
+    bad = split.audit(manifest, **files(train=[("a", "x"), ("b", "x")],
+                                        validation=[("d", "x"), ("a", "x")],
+                                        test=[("c", "x"), ("a", "x")]))
     assert not bad.ok
-    assert bad.sealed_moved == 1 and "1 sealed test rows are outside test" in bad.summary
+    assert bad.overlaps == {"train & validation": 1, "train & test": 1,
+                            "validation & test": 1}
+    assert bad.sealed_moved == 1 and bad.sealed_examples == ["b"]
+    assert "1 sealed test rows are outside test" in bad.summary
+    assert bad.sealed_missing == 0  # "e": its batch y is in no split, so not judged
+    shrunk = split.audit(manifest, **files(train=[("a", "y")], validation=[("d", "x")],
+                                           test=[("b", "x"), ("c", "x")]))
+    assert shrunk.sealed_missing == 1 and shrunk.batches_shrunk == ["y"]
+    assert split.leaked_test_rows(manifest, tmp_path / "train.parquet") == (1, 0, [])
+    assert split.leaked_test_rows(manifest, tmp_path / "test.parquet") == (2, 2, ["b", "c"])
+    assert split.audit(tmp_path / "no-manifest-yet.parquet", **files(
+        train=[("a", "x")], validation=[("d", "x")], test=[("b", "x")])).ok
 
 
 def test_plan_ingestion_ingests_each_content_once():

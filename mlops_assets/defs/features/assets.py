@@ -86,16 +86,12 @@ def _no_test_rows_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="no_sealed_test_rows", blocking=True,
                     description="No row of this training input is a sealed test row.")
     def _check(stored: Path, project: ProjectResource) -> dg.AssetCheckResult:
-        keys = pd.read_parquet(stored, columns=[ROW_KEY])
-        leaked = split.leaked_test_rows(project.paths.sealed_test, keys[ROW_KEY])
+        rows, leaked, examples = split.leaked_test_rows(project.paths.sealed_test, stored)
         return dg.AssetCheckResult(
-            passed=leaked.empty,
-            metadata={"rows_checked": len(keys), "sealed_test_rows_found": len(leaked)},
-            description=(
-                f"none of {len(keys)} rows is a sealed test row"
-                if leaked.empty
-                else f"{len(leaked)} sealed test rows, e.g. {leaked.head(5).tolist()}"
-            ),
+            passed=not leaked,
+            metadata={"rows_checked": rows, "sealed_test_rows_found": leaked},
+            description=(f"none of {rows} rows is a sealed test row" if not leaked
+                         else f"{leaked} sealed test rows, e.g. {examples}"),
         )
 
     return _check
