@@ -299,8 +299,9 @@ def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = (
             done = home / "stages.json"
             stages = json.loads(done.read_text()) if done.exists() else {}
 
-            def record(name, seconds, added_mb, stages=stages, done=done):
-                stages[name] = {"seconds": seconds, "peak_added_mb": added_mb,
+            def record(name, seconds, mem, stages=stages, done=done):
+                stages[name] = {"seconds": seconds, "peak_added_mb": mem.added_mb,
+                                "peak_rss_mb": mem.peak / 2**20,
                                 "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 if keep is not None:
                     io.write_json(done, stages)
@@ -319,7 +320,7 @@ def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = (
                         tick = orchestration.tick_landing_sensor(defs, instance)
                         runs = orchestration.run_requests(defs, instance, tick)
                         assert all(r.success for r in runs)
-                    record("ingest_validate", time.perf_counter() - started, mem.added_mb)
+                    record("ingest_validate", time.perf_counter() - started, mem)
                 trainings = [
                     ("train_evaluate_gate_bento" + ("" if where == "local" else "_dask"),
                      "train_and_promote", {"ops": {"candidate_model": {"config": {
@@ -336,7 +337,7 @@ def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = (
                         started = time.perf_counter()
                         result = orchestration.run_job(defs, instance, job, quiet=True,
                                                        run_config=config, raise_on_error=False)
-                    record(name, time.perf_counter() - started, mem.added_mb)
+                    record(name, time.perf_counter() - started, mem)
                     stages[name]["ok"] = bool(result.success)
                     if config:
                         stages[name]["config"] = config["ops"]["candidate_model"]["config"]
