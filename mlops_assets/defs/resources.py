@@ -63,6 +63,7 @@ class GateResource(dg.ConfigurableResource):
     max_slice_gap: float | None = None
     max_slice_drop: float | None = None
     n_bootstrap: int | None = None
+    bootstrap_rows: int | None = None
 
     def policy(self, contract: DatasetContract) -> GatePolicy:
         overrides = {k: v for k, v in self.model_dump().items() if v is not None}

@@ -3,6 +3,7 @@ with a temporary BENTOML_HOME (the project home) and a small trial budget."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 import yaml
 
 from mlops_assets import orchestration
+from mlops_assets.definitions import build_definitions
+from mlops_assets.defs.resources import GateResource
 from tests.conftest import check_results, materialized, trained_home
 
 BATCHES = ("2008-11", "2009-04", "2009-05", "2009-06", "2009-07")
@@ -102,8 +105,18 @@ def test_degraded_challenger_is_blocked(trained):
 def test_rollback_restores_the_first_champion(trained):
     project, first = trained
     first_tag = first.output_for_node("candidate_model")["tag"]
-    second = project.train(seed=7)
+    assert first.output_for_node("gate_report")["sampled"] is None
+    # The comparisons on a sample past bootstrap_rows (as at 1000x), said in the report.
+    sampling = dataclasses.replace(project, defs=build_definitions(
+        str(project.home), "bank", GateResource(min_auc=0.6, bootstrap_rows=1000)))
+    second = sampling.train(seed=7)
     assert second.success
+    report = second.output_for_node("gate_report")
+    test_rows = second.output_for_node("model_evaluation")["metrics"]["rows"]
+    assert report["sampled"].startswith("comparison on a deterministic sample of 1,000 of ")
+    assert report["sampled"].endswith(f"slices on 1,000 of {test_rows:,} rows (seed 0; "
+                                      "bootstrap_rows 1,000)")
+    assert report["comparison"]["rows"] == 1000 < test_rows
     slices = check_results(second)["gate_report:slices_hold_up"]
     assert "worst slice vs the champion" in slices.description  # judged per slice, paired
     assert slices.metadata["worst_slice_delta_ci_high"].value >= -0.05

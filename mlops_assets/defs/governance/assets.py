@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from mlops_assets.config import PERIOD, TARGET
@@ -47,13 +48,22 @@ def gate_report(
     y_all = test_features[TARGET].to_numpy().astype(int)
     p_chal = challenger.predict_matrix(features.to_matrix(test_features, challenger.contract))
     groups = evaluation.slice_groups(test_features, challenger.contract)
-    comparison, regressions = None, None
+    comparison, regressions, sampled = None, None, None
     if champion_tag and champion_tag != challenger.version:
         champion = registry.load(champion_tag)
         p_champ = champion.predict_matrix(features.to_matrix(test_features, champion.contract))
+        recent_rows = np.flatnonzero(is_recent)
+        compared = recent_rows[evaluation.sample_positions(len(recent_rows),
+                                                           policy.bootstrap_rows)]
+        sliced = evaluation.sample_positions(len(y_all), policy.bootstrap_rows)
+        if len(compared) < len(recent_rows) or len(sliced) < len(y_all):
+            sampled = (f"comparison on a deterministic sample of {len(compared):,} of "
+                       f"{len(recent_rows):,} recent rows, slices on {len(sliced):,} of "
+                       f"{len(y_all):,} rows (seed 0; bootstrap_rows {policy.bootstrap_rows:,})")
         comparison = evaluation.paired_bootstrap(
-            y_all[is_recent], p_champ[is_recent], p_chal[is_recent], n=policy.n_bootstrap)
-        regressions = gate.slice_regressions(groups, y_all, p_champ, p_chal)
+            y_all[compared], p_champ[compared], p_chal[compared], n=policy.n_bootstrap)
+        regressions = gate.slice_regressions({k: v[sliced] for k, v in groups.items()},
+                                             y_all[sliced], p_champ[sliced], p_chal[sliced])
     protected = {k: v for k, v in groups.items() if k in challenger.contract.protected}
     gaps = gate.error_rate_gaps(protected, y_all, (p_chal >= challenger.threshold).astype(int))
     sample = features.to_frame(
@@ -95,6 +105,7 @@ def gate_report(
         "champion": champion_tag,
         "recent_periods": sorted(recent["_period"].unique()),
         "comparison_basis": basis,
+        "sampled": sampled,
         "comparison": comparison.__dict__ if comparison else None,
         "rules": {name: {"passed": ok, "why": why,
                          "values": {k: round(float(v), 4) for k, v in values[name].items()}}
@@ -112,6 +123,7 @@ def gate_report(
             "champion": champion_tag or "none",
             "comparison_rows": len(recent),
             "comparison_basis": basis,
+            "sampled": sampled or "no: every row",
             "rules": markdown_table(table),
             "thresholds": markdown_table(pd.DataFrame(
                 [{"setting": k, "value": v} for k, v in policy.__dict__.items()])),
