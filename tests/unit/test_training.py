@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from mlops_assets.config import PERIOD, TARGET, load_contract
 from mlops_assets.lib import data, evaluation, features, gate, io, split, training
+from mlops_assets.lib.model import ServingModel
 
 BANK = load_contract("bank")
 
@@ -54,6 +55,10 @@ def test_a_final_fit_streamed_from_the_file_is_the_in_memory_fit(feature_frames,
     np.testing.assert_array_equal(memory.booster.predict(xs, num_iteration=rounds),
                                   streamed.booster.predict(xs))
     assert streamed.threshold == memory.threshold
+    # Evaluation and the gate predict a test frame a chunk of rows at a time: the same numbers.
+    served = ServingModel(streamed.booster, BANK, streamed.threshold, "v")
+    np.testing.assert_array_equal(served.predict_frame(feature_frames["test"], chunk_rows=700),
+                                  served.predict_matrix(xs))
 
 
 def test_feature_rows_sample_and_filter_a_chunk_at_a_time(feature_frames, tmp_path):

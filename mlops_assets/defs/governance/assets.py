@@ -46,12 +46,12 @@ def gate_report(
                  f"{policy.min_comparison_rows} rows")
     is_recent = test_features.index.isin(recent.index)
     y_all = test_features[TARGET].to_numpy().astype(int)
-    p_chal = challenger.predict_matrix(features.to_matrix(test_features, challenger.contract))
+    p_chal = challenger.predict_frame(test_features)
     groups = evaluation.slice_groups(test_features, challenger.contract)
     comparison, regressions, sampled = None, None, None
     if champion_tag and champion_tag != challenger.version:
         champion = registry.load(champion_tag)
-        p_champ = champion.predict_matrix(features.to_matrix(test_features, champion.contract))
+        p_champ = champion.predict_frame(test_features)
         recent_rows = np.flatnonzero(is_recent)
         compared = recent_rows[evaluation.sample_positions(len(recent_rows),
                                                            policy.bootstrap_rows)]

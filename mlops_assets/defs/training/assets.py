@@ -236,7 +236,7 @@ def model_evaluation(
     test_features = training.FeatureRows(test_features, project.contract()).frame()
     model = project.registry().load(tag)
     y = test_features[TARGET].to_numpy().astype(int)
-    p = model.predict_matrix(features.to_matrix(test_features, model.contract))
+    p = model.predict_frame(test_features)
     m = evaluation.metrics(y, p, model.threshold)
     sample = evaluation.sample_positions(len(y), config.sample_rows)
     sampled = None if len(sample) == len(y) else (
