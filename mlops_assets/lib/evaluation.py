@@ -3,6 +3,7 @@ slices, a paired champion/challenger comparison, and Evidently's classification 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,10 +111,12 @@ def slice_values(frame: pd.DataFrame, contract: DatasetContract, name: str) -> p
     return frame[name].astype(str)
 
 
-def slice_groups(frame: pd.DataFrame, contract: DatasetContract) -> dict[str, np.ndarray]:
-    """Each of the contract's slices: its value per row, missing values as ``(missing)``."""
+def slice_groups(frame: pd.DataFrame, contract: DatasetContract,
+                 only: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Each of the contract's slices (those in ``only``, if given): its value per row,
+    missing values as ``(missing)``."""
     out = {}
-    for name in contract.slices:
+    for name in contract.slices if only is None else [n for n in contract.slices if n in only]:
         series = slice_values(frame, contract, name).astype(object)
         out[name] = series.where(series.notna(), "(missing)").to_numpy()
     return out
