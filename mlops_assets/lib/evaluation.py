@@ -127,7 +127,8 @@ def slice_metrics(
     threshold: float, min_rows: int = 100,
 ) -> pd.DataFrame:
     rows = []
-    for name, values in slice_groups(frame, contract).items():
+    for name in contract.slices:  # one slice's values (a string per row) held at a time
+        values = slice_groups(frame, contract, only=[name])[name]
         for value in pd.unique(values):
             mask = values == value
             m = metrics(y[mask], p[mask], threshold)
