@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,16 +161,21 @@ def read_parquet_chunks(path: Path | str, rows: int, columns: list[str] | None =
             yield schema.empty_table().to_pandas()
 
 
+def take_rows(chunks: Iterable[pd.DataFrame], positions: np.ndarray) -> pd.DataFrame:
+    """The rows at ``positions`` (sorted, counted across ``chunks`` one after another)."""
+    parts, start = [], 0
+    for chunk in chunks:
+        lo, hi = np.searchsorted(positions, [start, start + len(chunk)])
+        parts.append(chunk.iloc[positions[lo:hi] - start])
+        start += len(chunk)
+    return pd.concat(parts, ignore_index=True)
+
+
 def read_parquet_rows(paths: list[Path], positions: np.ndarray, rows: int) -> pd.DataFrame:
     """The rows at ``positions`` (sorted, counted across ``paths`` one after another), read
     ``rows`` at a time: a sample of files larger than memory."""
-    parts, start = [], 0
-    for path in paths:
-        for chunk in read_parquet_chunks(path, rows):
-            lo, hi = np.searchsorted(positions, [start, start + len(chunk)])
-            parts.append(chunk.iloc[positions[lo:hi] - start])
-            start += len(chunk)
-    return pd.concat(parts, ignore_index=True)
+    return take_rows((chunk for path in paths for chunk in read_parquet_chunks(path, rows)),
+                     positions)
 
 
 class ParquetWriter:

@@ -119,13 +119,7 @@ class FeatureRows:
     def sample(self, n: int, seed: int) -> pd.DataFrame:
         """A deterministic sample of at most ``n`` rows, in file order
         (``evaluation.sample_positions``)."""
-        positions = sample_positions(len(self), n, seed)
-        parts, start = [], 0
-        for chunk in self.chunks():
-            lo, hi = np.searchsorted(positions, [start, start + len(chunk)])
-            parts.append(chunk.iloc[positions[lo:hi] - start])
-            start += len(chunk)
-        return pd.concat(parts, ignore_index=True)
+        return io.take_rows(self.chunks(), sample_positions(len(self), n, seed))
 
     def lightgbm_sequence(self, rows: int):
         """The feature matrix as a ``lightgbm.Sequence`` of ``rows`` rows, read a chunk at a
