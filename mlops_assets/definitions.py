@@ -148,4 +148,20 @@ def build_definitions(
     )
 
 
+def job_for(name: str, home: str, contract: str, gate: dict | None = None) -> dg.JobDefinition:
+    """Job ``name`` of the definitions for ``home`` and ``contract`` (``gate``: GateResource
+    fields): the function ``reconstructable_job`` points at, called again by every process
+    that executes one of the run's steps."""
+    defs = build_definitions(home, contract, GateResource(**gate) if gate else None)
+    return defs.resolve_job_def(name)
+
+
+def reconstructable_job(name: str, home: str, contract: str, gate: dict | None = None):
+    """Job ``name`` for ``dg.execute_job``: a run outside a code location whose steps may run
+    in other processes (the Dask executor's workers rebuild the job from this pointer, with
+    the executor that $MLOPS_EXECUTOR names in their environment)."""
+    return dg.build_reconstructable_job(
+        __name__, job_for.__name__, (name, str(home), contract), {"gate": gate} if gate else None)
+
+
 defs = build_definitions()
