@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from mlops_assets import orchestration
-from mlops_assets.lib import io
 from mlops_assets.definitions import EXECUTOR_ENV, SCHEDULER_ENV, reconstructable_job
+from mlops_assets.lib import io
 from mlops_assets.procs import free_port
 from tests.conftest import make_project, materialized, trained_home
 
