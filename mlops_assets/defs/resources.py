@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,10 +72,10 @@ class GateResource(dg.ConfigurableResource):
 @contextmanager
 def work_dir(project: ProjectResource, step: str) -> Iterator[Path]:
     """A scratch directory for a step that writes its output out of core, beside the IO
-    manager's files (so that handing over a file is a rename); removed when the step ends."""
-    project.paths.storage.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{step}-", dir=project.paths.storage) as work:
-        yield Path(work)
+    manager's files (so that handing over a file is a rename); removed when the step ends,
+    or by a later step if the step's process was killed."""
+    with io.scratch_dir(project.paths.storage, step) as work:
+        yield work
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):

@@ -236,3 +236,32 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
 def read_json(path: Path | str) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextmanager
+def scratch_dir(parent: Path | str, name: str) -> Iterator[Path]:
+    """A scratch directory ``parent/.<name>.<host>.<pid>.<random>``, removed when the block
+    ends. A process killed outright (kill -9, out of memory) cannot remove its own, so the
+    ones of this host's dead processes are removed first (a live process's, or another
+    host's on a shared volume, are left alone)."""
+    import socket
+
+    parent, host = Path(parent), socket.gethostname().replace(".", "_")
+    parent.mkdir(parents=True, exist_ok=True)
+    for old in parent.glob(f".*.{host}.*.*"):
+        pid = old.name.split(".")[3]
+        if old.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.{host}.{os.getpid()}.",
+                                     dir=parent) as work:
+        yield Path(work)

@@ -260,8 +260,8 @@ def _duckdb(memory_limit: str = "1GB"):
     folder past it (removed after)."""
     import duckdb
 
-    with tempfile.TemporaryDirectory(prefix="mlops-duckdb-") as spill:
-        con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": spill,
+    with io.scratch_dir(tempfile.gettempdir(), "mlops-duckdb") as spill:
+        con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(spill),
                                      "preserve_insertion_order": False})
         try:
             yield con

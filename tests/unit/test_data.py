@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -175,3 +177,35 @@ def test_rows_without_a_label_are_kept_waiting_not_quarantined(bank_batches):
     assert waiting == 2 and len(labelled) == 98
     assert labelled[TARGET].iloc[0] == 1  # row 0's label arrived
     assert labelled[TARGET].iloc[1] == int(raw.loc[3, "y"] == "yes")  # row 3 kept its own
+
+
+def test_the_scratch_dir_of_a_killed_step_is_removed_by_the_next_step(tmp_path):
+    """A step killed with SIGKILL leaves its scratch directory (its partial Parquet files);
+    the next scratch directory opened under the same folder removes it, and leaves those
+    of live processes and of other hosts (a shared volume) alone."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    step = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom mlops_assets.lib import io\n"
+         f"with io.scratch_dir({str(tmp_path)!r}, 'sealed_split') as work:\n"
+         "    (work / 'part.parquet').write_bytes(b'x' * 1000)\n"
+         "    print(work, flush=True)\n    time.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True)
+    killed = Path(step.stdout.readline().strip())
+    step.send_signal(signal.SIGKILL)
+    step.wait(30)
+    assert (killed / "part.parquet").is_file()  # what kill -9 leaves
+    host = socket.gethostname().replace(".", "_")
+    live = tmp_path / f".validate_batch.{host}.{os.getpid()}.abc123"
+    elsewhere = tmp_path / f".validate_batch.otherhost.{step.pid}.def456"
+    for d in (live, elsewhere):
+        d.mkdir()
+    with io.scratch_dir(tmp_path, "raw_batch") as work:
+        assert work.is_dir() and work.name.startswith(f".raw_batch.{host}.{os.getpid()}.")
+        assert not killed.exists()
+        assert live.is_dir() and elsewhere.is_dir()
+    assert not work.exists()
