@@ -97,12 +97,19 @@ def cross_fitted(p: np.ndarray, y: np.ndarray, method: str = "platt",
     return out
 
 
-def latest_rows(rows: pd.DataFrame, min_rows: int) -> pd.DataFrame:
-    """The rows of the latest period, with earlier periods added until there are at least
-    ``min_rows`` (or no more periods): the window a recalibration is fitted on."""
-    take: list[str] = []
-    for period in sorted(rows[PERIOD].unique(), reverse=True):
+def latest_periods(counts: pd.Series, min_rows: int) -> list[str]:
+    """The latest period, with earlier periods added until their rows (``counts``: rows by
+    period) are at least ``min_rows`` (or no more periods): the window a recalibration is
+    fitted on."""
+    take, rows = [], 0
+    for period in sorted(counts.index, reverse=True):
         take.append(period)
-        if rows[PERIOD].isin(take).sum() >= min_rows:
+        rows += int(counts[period])
+        if rows >= min_rows:
             break
-    return rows[rows[PERIOD].isin(take)]
+    return take
+
+
+def latest_rows(rows: pd.DataFrame, min_rows: int) -> pd.DataFrame:
+    """The rows of ``latest_periods``."""
+    return rows[rows[PERIOD].isin(latest_periods(rows[PERIOD].value_counts(), min_rows))]

@@ -111,10 +111,15 @@ class FeatureRows:
         return np.concatenate([chunk[TARGET].to_numpy(np.float32)
                                for chunk in self._chunks([TARGET])])
 
+    def period_counts(self) -> pd.Series:
+        """Rows per period, by period."""
+        counts = [chunk[PERIOD].value_counts() for chunk in self._chunks([PERIOD])]
+        return (pd.concat(counts).groupby(level=0).sum() if counts
+                else pd.Series(dtype="int64")).sort_index()
+
     def period_values(self) -> list[str]:
         """The periods the rows come from, sorted."""
-        return sorted(set().union(*(chunk[PERIOD].unique() for chunk in
-                                    self._chunks([PERIOD]))))
+        return list(self.period_counts().index)
 
     def sample(self, n: int, seed: int) -> pd.DataFrame:
         """A deterministic sample of at most ``n`` rows, in file order

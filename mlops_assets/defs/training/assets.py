@@ -92,10 +92,12 @@ def candidate_model(
     spec = config.spec(contract)
     train_rows, validation_rows = (training.FeatureRows(p, contract)
                                    for p in (train_features, validation_features))
-    if config.recalibrate:
-        return _recalibrated(context, config, spec, pd.concat([train_rows.frame(),
-                                                               validation_rows.frame()]),
-                             project)
+    if config.recalibrate:  # on the latest periods' rows only
+        window = calibration.latest_periods(
+            train_rows.period_counts().add(validation_rows.period_counts(), fill_value=0),
+            config.calibration_rows)
+        return _recalibrated(context, config, spec, pd.concat(
+            [train_rows.only(window).frame(), validation_rows.only(window).frame()]), project)
     periods = train_rows.period_values()
     if config.recent_periods:
         periods = periods[-config.recent_periods:]
@@ -137,9 +139,10 @@ def candidate_model(
         "dagster_run_id": context.run.run_id,
         **provenance(),
     }
-    reference = (drift.sample(search[contract.features], config.reference_rows, seed=spec.seed)
-                 if full is None else train_rows.sample(config.reference_rows, spec.seed)
-                 [contract.features]).copy()
+    # From the rows the search saw: every training row, or past memory a uniform sample of
+    # them (a sample of it is a sample of the training rows, without another pass over them).
+    reference = drift.sample(search[contract.features], config.reference_rows,
+                             seed=spec.seed).copy()
     reference[drift.PREDICTION] = trained.booster.predict(
         features.to_matrix(reference, contract), num_iteration=trained.best_iteration
     )
