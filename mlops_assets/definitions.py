@@ -26,12 +26,28 @@ from mlops_assets.defs.resources import (
 )
 from mlops_assets.defs.scoring import assets as scoring
 from mlops_assets.defs.training import assets as training
+from mlops_assets.lib import io
 from mlops_assets.lib.report_store import reports_url
+
+
+@dg.success_hook(name="release_memory")
+def _release_after_success(_context: dg.HookContext) -> None:
+    io.release_memory()
+
+
+@dg.failure_hook(name="release_memory_after_failure")
+def _release_after_failure(_context: dg.HookContext) -> None:
+    io.release_memory()
+
+
+# After every step of the jobs that move the most data (lib/io.release_memory).
+RELEASE_MEMORY = {_release_after_success, _release_after_failure}
 
 dataset_job = dg.define_asset_job(
     "build_dataset",
     selection=dg.AssetSelection.groups("dataset", "features"),
     description="Seal the split over every valid batch, build features and the EDA report.",
+    hooks=RELEASE_MEMORY,
 )
 
 train_job = dg.define_asset_job(
@@ -39,6 +55,7 @@ train_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("training", "evaluation", "governance", "deployment"),
     description="Tune and train a challenger, evaluate it, promote it if the gate passes, "
     "and package the champion as a Bento.",
+    hooks=RELEASE_MEMORY,
 )
 
 

@@ -265,3 +265,20 @@ def scratch_dir(parent: Path | str, name: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix=f".{name}.{host}.{os.getpid()}.",
                                      dir=parent) as work:
         yield Path(work)
+
+
+def release_memory() -> None:
+    """Hand the memory a finished step freed back to the system: Arrow's pool and glibc's
+    malloc keep freed pages for reuse, so in a process that runs one step after another (the
+    in-process executor) each step would otherwise start from the previous one's peak."""
+    import ctypes
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
