@@ -104,29 +104,12 @@ def trained_home(tmp_path: Path, monkeypatch, bank_batches, batches):
         project.instance.dispose()
 
 
-# The longest tests (seconds in the last fresh-clone run on two workers), in the order that
-# hands the two workers about as much to start with: xdist gives each its first two tests
-# (production + quick benchmarks, 550 s; replay + demo, 711 s), then the next test to
-# whichever finishes one.
-LONGEST = ["test_the_loop_runs_on_postgres_with_separate_services",  # 409
-           "test_quick_benchmarks_produce_finite_numbers",  # 141
-           "test_two_month_replay_retrains_through_the_sensor",  # 378
-           "test_demo_then_the_ui_in_a_browser",  # 333
-           "test_parquet_with_a_year_period_and_labels_apart"]  # 123
-
-
 def pytest_collection_modifyitems(config, items):
-    """The long tests (real servers, whole pipelines) first, the longest in LONGEST's order: make
-    test runs on two workers that take the next test when one ends (-n 2 --dist load
-    --maxschedchunk 1), and a long test started last would leave one worker idle while it
-    ran (with xdist's default chunks, the first worker was handed every long test)."""
-    def rank(item) -> tuple:
-        name = item.originalname or item.name
-        return (LONGEST.index(name) if name in LONGEST else len(LONGEST),
-                item.get_closest_marker("slow") is None,
-                item.get_closest_marker("integration") is None)
-
-    items.sort(key=rank)
+    """The long tests (real servers, whole pipelines) first: make test runs on two workers
+    (-n 2 --dist load, which hands out tests in this order), and a long test started last
+    would leave one worker idle while it ran."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                 item.get_closest_marker("integration") is None))
 
 
 @pytest.fixture
