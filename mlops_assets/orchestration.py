@@ -274,9 +274,16 @@ def run_failure(instance: dg.DagsterInstance, run_id: str) -> str:
 
 def wait_for_ingestion(instance: dg.DagsterInstance, landed: list[Path], echo=print,
                        timeout_s: float = 900) -> list[dg.DagsterRun]:
-    """Until the landing sensor's run for each landed file (run key ``<batch>:<sha256>``) has
-    finished; a file whose content was ingested before needs no run. Returns those runs."""
-    from mlops_assets.defs.ingestion.sensors import ingested_version
+    """Until the landing sensor's ingestion of each landed file (its runs are tagged with the
+    file's content hash) has finished; an ingestion that was interrupted is waited for again,
+    as the sensor runs it again; a file whose content was ingested before needs no run.
+    Returns the last run of each."""
+    from mlops_assets.defs.ingestion.sensors import (
+        MAX_ATTEMPTS,
+        attempts,
+        ingested_version,
+        interrupted,
+    )
     from mlops_assets.lib import io
 
     keys = {p.stem: io.sha256_file(p) for p in landed}
@@ -286,9 +293,10 @@ def wait_for_ingestion(instance: dg.DagsterInstance, landed: list[Path], echo=pr
         for batch, sha in keys.items():
             if batch in done:
                 continue
-            runs = instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": f"{batch}:{sha}"}),
-                                     limit=1)
+            runs = attempts(instance, batch, sha)
             if runs and runs[0].status in TERMINAL:
+                if len(runs) < MAX_ATTEMPTS and interrupted(instance, runs[0]):
+                    continue  # the sensor ingests it again
                 done[batch] = runs[0]
                 echo(f"  {batch}: {runs[0].status.value.lower()}")
             elif not runs and ingested_version(instance, batch) == sha:

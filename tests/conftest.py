@@ -49,17 +49,24 @@ class Project:
             run_config={"ops": {"candidate_model": {"config": config}}},
         )
 
-    def stored_file(self, asset: str) -> Path:
-        """The IO manager's file of an unpartitioned asset's latest materialization."""
-        event = self.instance.get_latest_materialization_event(dg.AssetKey(asset))
-        return next((self.paths.storage / asset).glob(f"{event.run_id}.*"))
+    def stored_file(self, asset: str, partition: str | None = None) -> Path:
+        """The IO manager's file of an asset's (or its partition's) latest materialization."""
+        key = dg.AssetKey(asset)
+        if partition is None:
+            event = self.instance.get_latest_materialization_event(key)
+            return next((self.paths.storage / asset).glob(f"{event.run_id}.*"))
+        record = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+        ).records[0]
+        return next((self.paths.storage / asset / partition).glob(f"{record.run_id}.*"))
 
     def output(self, run: dg.ExecuteInProcessResult, asset: str,
                partition: str | None = None) -> pd.DataFrame:
         """What ``run`` stored for an asset (or its partition): steps that work out of core
         hand the IO manager a file rather than a frame."""
-        name = partition or run.run_id
-        return pd.read_parquet(self.paths.storage / asset / f"{name}.parquet")
+        folder = self.paths.storage / asset
+        return pd.read_parquet((folder / partition if partition else folder)
+                               / f"{run.run_id}.parquet")
 
     def registry(self):
         from mlops_assets.lib.registry import Registry

@@ -79,62 +79,71 @@ def work_dir(project: ProjectResource, step: str) -> Iterator[Path]:
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """Data frames as parquet (dicts as JSON), written atomically: a partition under
-    ``base_dir/<asset key>/<partition>.parquet``, an unpartitioned asset once per run under
-    ``base_dir/<asset key>/<run id>.parquet``, so two runs at once never read each other's
-    outputs. An input is read from the run that produced it in this run (or the run this one
-    re-executes), else from the asset's latest materialization. An asset reading many
-    partitions gets a mapping ``{partition: frame}`` of the partitions that exist, read on
-    access."""
+    """Data frames as parquet (dicts as JSON), written atomically and never overwritten:
+    every materialization under its own version, the run that made it. A partition goes to
+    ``base_dir/<asset key>/<partition>/<run id>.parquet``, an unpartitioned asset to
+    ``base_dir/<asset key>/<run id>.parquet``, so a later or concurrent run never changes
+    what an earlier one wrote, judged or read. An input is read from the run that produced it
+    in this run (or the run this one re-executes), else from the asset's (partition's)
+    latest materialization. An asset reading many partitions gets a mapping ``{partition:
+    frame}`` of the partitions that have a materialization, each pinned to the version that
+    was latest when the input was loaded (or to a version the reader names). Old versions go
+    only by the retention rule (defs/storage.py)."""
 
     base_dir: str
 
-    def _path(self, key: dg.AssetKey, name: str, suffix=".parquet") -> Path:
-        return Path(self.base_dir).joinpath(*key.path) / f"{name}{suffix}"
+    def _path(self, key: dg.AssetKey, name: str, suffix=".parquet",
+              partition: str | None = None) -> Path:
+        folder = Path(self.base_dir).joinpath(*key.path)
+        return (folder if partition is None else folder / partition) / f"{name}{suffix}"
 
     def handle_output(self, context: dg.OutputContext,
                       obj: pd.DataFrame | dict | io.ParquetFile) -> None:
         if obj is None:
             return
-        name = context.asset_partition_key if context.has_asset_partitions else context.run_id
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        key, run_id = context.asset_key, context.run_id
         if isinstance(obj, dict):
-            io.write_json(self._path(context.asset_key, name, ".json"), obj)
+            io.write_json(self._path(key, run_id, ".json", partition), obj)
         elif isinstance(obj, io.ParquetFile):  # written out of core by the step
-            io.move_into(self._path(context.asset_key, name), obj.path)
+            io.move_into(self._path(key, run_id, partition=partition), obj.path)
         else:
-            io.write_parquet(self._path(context.asset_key, name), obj)
+            io.write_parquet(self._path(key, run_id, partition=partition), obj)
 
-    def _exists(self, key: dg.AssetKey, name: str) -> bool:
-        return self._path(key, name, ".json").is_file() or self._path(key, name).is_file()
+    def _exists(self, key: dg.AssetKey, name: str, partition: str | None = None) -> bool:
+        return (self._path(key, name, ".json", partition).is_file()
+                or self._path(key, name, partition=partition).is_file())
 
-    def _read(self, key: dg.AssetKey, name: str,
-              as_path: bool = False) -> pd.DataFrame | dict | Path | None:
-        json_path = self._path(key, name, ".json")
+    def _read(self, key: dg.AssetKey, name: str, as_path: bool = False,
+              partition: str | None = None) -> pd.DataFrame | dict | Path | None:
+        json_path = self._path(key, name, ".json", partition)
         if json_path.is_file():
             return io.read_json(json_path)
-        path = self._path(key, name)
+        path = self._path(key, name, partition=partition)
         if not path.is_file():
             return None
         return path if as_path else io.read_parquet(path)
 
-    def _read_unpartitioned(self, context: dg.InputContext) -> tuple[str | None, object]:
+    def _read_latest(self, context: dg.InputContext,
+                     partition: str | None = None) -> tuple[str | None, object]:
         """From the run that produced it in this run (or the run re-executed); an asset from
         an earlier run has no producing run here, and its latest materialization says which."""
         key = context.asset_key
         as_path = _wants_path(context)
         try:
-            value = self._read(key, context.upstream_output.run_id, as_path)
+            value = self._read(key, context.upstream_output.run_id, as_path, partition)
             if value is not None:
                 return context.upstream_output.run_id, value
         except (AttributeError, dg.DagsterInvariantViolationError):
             pass
-        event = context.instance.get_latest_materialization_event(key)
-        return (event.run_id, self._read(key, event.run_id, as_path)) if event else (None, None)
+        run_id = (latest_partition_runs(context.instance, key, [partition]).get(partition)
+                  if partition is not None else _latest_run(context.instance, key))
+        return (run_id, self._read(key, run_id, as_path, partition)) if run_id else (None, None)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict:
         key = context.asset_key
         if not context.has_asset_partitions:
-            run_id, value = self._read_unpartitioned(context)
+            run_id, value = self._read_latest(context)
             if value is None and run_id is None and context.definition_metadata.get(
                     "optional"):
                 return None  # never materialized, and the consumer can do without it
@@ -146,13 +155,15 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if context.has_partition_key and context.asset_partition_keys == [
             context.partition_key
         ]:
-            value = self._read(key, context.partition_key, _wants_path(context))
+            run_id, value = self._read_latest(context, context.partition_key)
             if value is None:
                 raise FileNotFoundError(
                     f"{key.to_user_string()} partition {context.partition_key!r} is not "
-                    f"stored under {self.base_dir}: materialize it first")
+                    f"stored under {self.base_dir}"
+                    + (f" for run {run_id}" if run_id else "") + ": materialize it first")
             return value
-        stored = StoredPartitions(self, key, context.asset_partition_keys)
+        stored = StoredPartitions(self, key, latest_partition_runs(
+            context.instance, key, context.asset_partition_keys))
         if len(stored) < len(context.asset_partition_keys):
             missing = sorted(set(context.asset_partition_keys) - set(stored))
             context.log.warning(f"{key.to_user_string()}: no stored data for {missing}")
@@ -165,34 +176,66 @@ def _wants_path(context: dg.InputContext) -> bool:
     return context.dagster_type.typing_type is Path
 
 
-class StoredPartitions(Mapping):
-    """The stored partitions of an asset, each read when it is looked up: a consumer that
-    needs a few of many (a monitoring window of the prediction log's days) reads only those."""
+def _latest_run(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+    event = instance.get_latest_materialization_event(key)
+    return event.run_id if event else None
 
-    def __init__(self, manager: ParquetIOManager, key: dg.AssetKey, partitions: list[str]):
+
+def latest_partition_runs(instance: dg.DagsterInstance, key: dg.AssetKey,
+                          partitions) -> dict[str, str]:
+    """The run of each partition's latest materialization (partitions never materialized are
+    left out): the version a reader that names none gets."""
+    latest = instance.get_latest_storage_id_by_partition(
+        key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(partitions))
+    runs = materialization_runs(instance, key, list(latest.values()))
+    return {p: runs[sid] for p, sid in latest.items() if sid in runs}
+
+
+def materialization_runs(instance: dg.DagsterInstance, key: dg.AssetKey,
+                         storage_ids: list[int]) -> dict[int, str]:
+    """The run of each of ``key``'s materializations named by storage id."""
+    out: dict[int, str] = {}
+    for start in range(0, len(storage_ids), 500):
+        ids = storage_ids[start:start + 500]
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, storage_ids=ids), limit=len(ids)).records
+        out.update({r.storage_id: r.run_id for r in records})
+    return out
+
+
+class StoredPartitions(Mapping):
+    """The stored partitions of an asset, each pinned to one version (the run that wrote it)
+    and read when it is looked up: a consumer that needs a few of many (a monitoring window of
+    the prediction log's days) reads only those."""
+
+    def __init__(self, manager: ParquetIOManager, key: dg.AssetKey, versions: dict[str, str]):
         self._manager, self._key = manager, key
-        self._keys = [p for p in partitions if manager._exists(key, p)]
+        self.versions = {p: run for p, run in versions.items()
+                         if manager._exists(key, run, p)}
 
     def __getitem__(self, partition: str) -> pd.DataFrame | dict:
-        return self._manager._read(self._key, self._check(partition))
+        return self._manager._read(self._key, self.versions[partition], partition=partition)
 
-    def path(self, partition: str) -> Path:
-        """Where the partition's table is stored, for a consumer that reads it out of core."""
-        return self._manager._path(self._key, self._check(partition))
-
-    def _check(self, partition: str) -> str:
-        if partition not in self._keys:
-            raise KeyError(partition)
-        return partition
+    def path(self, partition: str, version: str | None = None) -> Path:
+        """Where the partition's table is stored, for a consumer that reads it out of core:
+        the pinned version, or ``version`` (the run of a materialization the consumer judged,
+        which must be stored)."""
+        run_id = version or self.versions[partition]
+        path = self._manager._path(self._key, run_id, partition=partition)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{self._key.to_user_string()} partition {partition!r} of run {run_id} is not "
+                f"stored at {path}")
+        return path
 
     def __contains__(self, partition: object) -> bool:
-        return partition in self._keys  # not Mapping's, which would read the partition
+        return partition in self.versions  # not Mapping's, which would read the partition
 
     def __iter__(self):
-        return iter(self._keys)
+        return iter(self.versions)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self.versions)
 
 
 class TrainingClusterResource(dg.ConfigurableResource):

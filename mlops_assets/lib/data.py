@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,19 +382,17 @@ class LandingPlan:
 
 def plan_ingestion(landed: dict[str, str], ingested: dict[str, str]) -> LandingPlan:
     """Decide which landed batches to ingest. ``landed`` and ``ingested`` map batch id to
-    content hash. A batch is ingested once per content: the same file landed again, or the
-    same content under another name, is skipped with the reason."""
-    by_hash = {sha: batch for batch, sha in ingested.items()}
+    content hash. A batch is ingested once per content. A file is its own batch whatever it
+    holds: the same content under another name is ingested too, and the sealed split sets
+    its rows aside as duplicates of the batch ingested first (content, not file names,
+    decides duplicates and sealing), so a batch whose copy was ingested can still come back."""
     to_ingest: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for batch, sha in sorted(landed.items()):
         if ingested.get(batch) == sha:
             skipped[batch] = "already ingested with this content"
-        elif sha in by_hash:
-            skipped[batch] = f"same content as batch {by_hash[sha]!r}, already ingested"
         else:
             to_ingest[batch] = sha
-            by_hash[sha] = batch
     return LandingPlan(to_ingest, skipped)
 
 
@@ -401,7 +400,8 @@ def landed_files(landing_dir: Path) -> dict[str, Path]:
     """Batch files in the landing directory by batch id. The landing protocol: a writer
     writes ``<batch>.csv.part`` (or a name starting with ``.``) and renames it to
     ``<batch>.csv`` when complete, so a file is never seen half-written; those names are
-    ignored here."""
+    ignored here. Entries that are not files (a folder named ``x.csv``, a broken link) are
+    listed too: ``incomplete_reason`` says why they are not ingested."""
     if not Path(landing_dir).is_dir():
         return {}
     return {
@@ -412,15 +412,26 @@ def landed_files(landing_dir: Path) -> dict[str, Path]:
 
 
 def incomplete_reason(path: Path) -> str | None:
-    """Why a landed file looks unfinished (a copy that skipped the protocol and is still
-    running, or died), or None. Every CSV writer ends its last line with a newline; a file
-    whose last line is torn is not ingested until it is whole."""
-    size = Path(path).stat().st_size
-    if size == 0:
-        return None  # judged by the schema check: "empty file"
-    with open(path, "rb") as f:
-        f.seek(-1, 2)
-        if f.read(1) != b"\n":
-            return (f"incomplete: the last line of {path.name} has no newline (a copy still "
-                    "running or cut short); write it as .part and rename it when complete")
+    """Why a landed entry is not ingested now, or None: not a regular file (a folder, a
+    broken or dangling link, a device), unreadable, or a copy that skipped the protocol and
+    is still running or died (every CSV writer ends its last line with a newline; a file
+    whose last line is torn is not ingested until it is whole)."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return f"skipped: {path.name} is a broken link (to {os.readlink(path)})"
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        return f"skipped: {path.name} is {kind}; land batches as files"
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return None  # judged by the schema check: "empty file"
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            last = f.read(1)
+    except OSError as err:
+        return f"skipped: {path.name} cannot be read ({err.strerror})"
+    if last != b"\n":
+        return (f"incomplete: the last line of {path.name} has no newline (a copy still "
+                "running or cut short); write it as .part and rename it when complete")
     return None

@@ -14,25 +14,49 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlops_assets.config import BATCH, KEY, ROW_KEY, SPLIT, SPLITS, TARGET, DatasetContract
+from mlops_assets.config import (
+    BATCH,
+    CONTENT,
+    KEY,
+    ROW_KEY,
+    SPLIT,
+    SPLITS,
+    TARGET,
+    VERSION,
+    DatasetContract,
+)
 from mlops_assets.lib import io
 
-# pandas' hash_array wants a 16-byte key; changing it would reshuffle every sealed split.
-_SPLIT_HASH_KEY = "mlops-assets-spl"
 # The narrow table the cross-batch step reads: one row per labelled row.
 _KEYS_SCHEMA = pa.schema([("row_key", pa.string()), ("batch", pa.string()),
                           ("rank", pa.int32()), ("position", pa.int64()),
                           ("content", pa.uint64()), ("split", pa.string())])
+# The sealed manifest: one row per content ever sealed to test, with the row (key, batch and
+# the stored version of that batch) it was first sealed from.
+_MANIFEST_SCHEMA = pa.schema([(CONTENT, pa.uint64()), (ROW_KEY, pa.string()),
+                              (BATCH, pa.string()), (VERSION, pa.string())])
 
 
-def assign_split(keys: pd.Series, fractions: Iterable[float]) -> pd.Series:
-    """train / validation / test from a keyed hash of the row key: the same key always lands
-    in the same split, whatever else is in the dataset, so the test set never moves."""
-    h = pd.util.hash_array(keys.to_numpy(dtype=object), hash_key=_SPLIT_HASH_KEY)
+def _mix(h: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer: the content hashes' bits, well mixed, so that the split
+    does not follow the way pandas combines column hashes."""
+    with np.errstate(over="ignore"):
+        z = h + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def assign_split(content: pd.Series, fractions: Iterable[float]) -> pd.Series:
+    """train / validation / test from a row's content hash (``content_keys``): the same
+    content always lands in the same split, whichever file carries it, under whatever name
+    and whatever else is in the dataset, so a copy of a row can never sit on the other side
+    of the sealed test set."""
+    h = _mix(np.asarray(content, dtype=np.uint64))
     u = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     edges = np.cumsum(list(fractions))[:-1]
     labels = np.asarray(SPLITS, dtype=object)[np.searchsorted(edges, u, side="right")]
-    return pd.Series(labels, index=keys.index)
+    return pd.Series(labels, index=getattr(content, "index", None))
 
 
 def apply_labels(rows: pd.DataFrame, labels: pd.DataFrame | None,
@@ -45,7 +69,7 @@ def apply_labels(rows: pd.DataFrame, labels: pd.DataFrame | None,
 
 def with_split(valid: pd.DataFrame, contract: DatasetContract) -> pd.DataFrame:
     out = valid.copy()
-    out[SPLIT] = assign_split(out[ROW_KEY], contract.split_fractions)
+    out[SPLIT] = assign_split(content_keys(out, contract), contract.split_fractions).to_numpy()
     return out
 
 
@@ -77,24 +101,28 @@ class SplitFiles:
 
 def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                   contract: DatasetContract, manifest: Path, out_dir: Path, *,
-                  memory_limit: str = "1GB", chunk_rows: int = io.CHUNK_ROWS) -> SplitFiles:
+                  versions: dict[str, str] | None = None, memory_limit: str = "1GB",
+                  chunk_rows: int = io.CHUNK_ROWS) -> SplitFiles:
     """Split the valid rows of ``batches`` (batch id, Parquet file; in the order they were
-    ingested) out of core: memory is bounded by ``chunk_rows`` rows and DuckDB's
-    ``memory_limit`` (it spills to ``out_dir`` past it), not by the number of rows.
+    ingested; ``versions``: each batch's stored version, recorded with what it seals) out of
+    core: memory is bounded by ``chunk_rows`` rows and DuckDB's ``memory_limit`` (it spills
+    to ``out_dir`` past it), not by the number of rows.
 
     Each row is labelled from ``labels`` if it has none (rows still without a label wait,
-    in no split), gets its split from its row key (``assign_split``) and a hash of its
-    content. The one step that needs every row, finding rows of one batch that repeat a row
-    of another, is a DuckDB window over the narrow (key, content hash) table: within a group
-    of twins the row kept is a sealed test row if there is one (the test set never moves),
-    else the one from the batch ingested first, else the smallest row key. Repeats inside
-    one batch are left alone: different people can share every value; a copy of a batch
-    cannot. New test keys are appended to the sealed ``manifest`` (atomically; keys are
-    only ever added). A second pass writes each split's rows, in batch order."""
+    in no split) and gets a hash of its content. The content decides everything: a content
+    in the sealed ``manifest`` is test, whichever file carries it; any other goes where its
+    hash sends it (``assign_split``). The one step that needs every row, finding rows of one
+    batch that repeat a row of another, is a DuckDB window over the narrow (key, content)
+    table: of a group of twins, the row of the batch ingested first is kept. Repeats inside
+    one batch are left alone (different people can share every value; a copy of a batch
+    cannot); they share a split. New test contents are appended to the manifest (atomically;
+    contents are only ever added). A second pass writes each split's rows, in batch order,
+    with their content hash (``CONTENT``)."""
     import duckdb
 
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = _label_map(labels, contract)
+    versions = versions or {}
     keys_path = out_dir / "keys.parquet"
     unlabeled = 0
     with pq.ParquetWriter(keys_path, _KEYS_SCHEMA) as keys:
@@ -103,13 +131,14 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
             for chunk in io.read_parquet_chunks(path, chunk_rows):
                 rows, waiting = _labelled(chunk, labels)
                 unlabeled += waiting
+                content = content_keys(rows, contract)
                 keys.write_table(pa.table({
                     "row_key": rows[ROW_KEY].astype(str).to_numpy(),
                     "batch": np.full(len(rows), batch, dtype=object),
                     "rank": np.full(len(rows), rank, dtype=np.int32),
                     "position": np.arange(position, position + len(rows), dtype=np.int64),
-                    "content": content_keys(rows, contract).to_numpy(np.uint64),
-                    "split": assign_split(rows[ROW_KEY], contract.split_fractions).to_numpy(),
+                    "content": content.to_numpy(np.uint64),
+                    "split": assign_split(content, contract.split_fractions).to_numpy(),
                 }, schema=_KEYS_SCHEMA))
                 position += len(rows)
     con = duckdb.connect(config={"memory_limit": memory_limit,
@@ -117,39 +146,46 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                                  "preserve_insertion_order": False})
     try:
         con.execute(f"CREATE VIEW k AS SELECT * FROM read_parquet({_sql(keys_path)})")
-        if Path(manifest).is_file():
-            con.execute(f"CREATE VIEW sealed AS SELECT \"{ROW_KEY}\" AS row_key, \"{BATCH}\" "
-                        f"AS batch, file_row_number AS n FROM read_parquet({_sql(manifest)}, "
-                        "file_row_number = true)")
-        else:
-            con.execute("CREATE VIEW sealed AS SELECT NULL::VARCHAR AS row_key, "
-                        "NULL::VARCHAR AS batch, NULL::BIGINT AS n WHERE false")
+        migrated = _load_sealed(con, manifest)
+        con.execute("CREATE TABLE sealed_content AS SELECT DISTINCT content FROM sealed "
+                    "WHERE content IS NOT NULL")
         con.execute("""
             CREATE TABLE decided AS
-            WITH flagged AS (
-                SELECT k.*, s.row_key IS NOT NULL AS sealed
-                FROM k LEFT JOIN (SELECT DISTINCT row_key FROM sealed) s USING (row_key))
-            SELECT row_key, batch, rank, position, split, sealed,
-                   first_value(row_key) OVER w AS keeper,
-                   first_value(batch) OVER w AS keeper_batch
-            FROM flagged
-            WINDOW w AS (PARTITION BY content ORDER BY NOT sealed, rank, row_key)""")
+            SELECT k.row_key, k.batch, k.rank, k.position, k.content,
+                   s.content IS NOT NULL AS sealed,
+                   CASE WHEN s.content IS NOT NULL THEN 'test' ELSE k.split END AS split,
+                   first_value(k.row_key) OVER w AS keeper,
+                   first_value(k.batch) OVER w AS keeper_batch
+            FROM k LEFT JOIN sealed_content s USING (content)
+            WINDOW w AS (PARTITION BY k.content ORDER BY k.rank, k.position)""")
         con.execute("""
             CREATE TABLE duplicate AS SELECT row_key, rank, keeper, keeper_batch FROM decided
             WHERE row_key <> keeper AND batch <> keeper_batch""")
         con.execute("""
-            CREATE TABLE new_test AS SELECT row_key, batch, position FROM decided
+            CREATE TABLE new_test AS
+            SELECT content, arg_min(row_key, position) AS row_key,
+                   arg_min(batch, position) AS batch, min(position) AS n
+            FROM decided
             WHERE split = 'test' AND NOT sealed
-              AND row_key NOT IN (SELECT row_key FROM duplicate)""")
-        added = con.execute("SELECT count(*) FROM new_test").fetchone()[0]
-        total = con.execute("SELECT count(*) FROM sealed").fetchone()[0] + added
-        if added:
+              AND row_key NOT IN (SELECT row_key FROM duplicate)
+            GROUP BY content""")
+        added = con.execute("SELECT count(*) FROM new_test").fetchall()[0][0]
+        total = con.execute("SELECT count(*) FROM sealed").fetchall()[0][0] + added
+        if added or migrated:
+            con.register("batch_versions", pd.DataFrame(
+                {"batch": list(versions), "version": list(versions.values())},
+                columns=["batch", "version"]).astype(object))
             io.write_with(manifest, lambda tmp: con.execute(f"""
-                COPY (SELECT row_key AS "{ROW_KEY}", batch AS "{BATCH}" FROM (
-                    SELECT row_key, batch, 0 AS part, n FROM sealed
+                COPY (SELECT content::UBIGINT AS "{CONTENT}", row_key AS "{ROW_KEY}",
+                             batch AS "{BATCH}", version::VARCHAR AS "{VERSION}" FROM (
+                    SELECT content, row_key, batch, version, 0 AS part, n FROM sealed
                     UNION ALL
-                    SELECT row_key, batch, 1 AS part, position AS n FROM new_test)
+                    SELECT t.content, t.row_key, t.batch, v.version, 1 AS part, t.n
+                    FROM new_test t LEFT JOIN batch_versions v USING (batch))
                   ORDER BY part, n) TO {_sql(tmp)} (FORMAT parquet)"""))
+        sealed = np.sort(con.execute("SELECT content FROM sealed_content UNION "
+                                     "SELECT content FROM new_test").fetchnumpy()["content"]
+                         .astype(np.uint64))
         positives = dict.fromkeys(SPLITS, 0)
         duplicates, no_duplicates = [], None
         writers = {name: io.ParquetWriter(out_dir / f"{name}.parquet") for name in SPLITS}
@@ -159,6 +195,7 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                                     "WHERE rank = ?", [rank]).df().set_index("row_key")
                 for chunk in io.read_parquet_chunks(path, chunk_rows):
                     rows, _ = _labelled(chunk, labels)
+                    rows[CONTENT] = content_keys(rows, contract).to_numpy(np.uint64)
                     if no_duplicates is None:  # the columns, should no row be set aside
                         no_duplicates = rows.iloc[:0].assign(reason=pd.Series(dtype=object))
                     is_dup = rows[ROW_KEY].isin(twins.index)
@@ -169,10 +206,11 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                                          + twin["keeper_batch"] + ")").to_numpy()
                         duplicates.append(dup)
                     kept = rows[~is_dup.to_numpy()]
-                    kept = kept.assign(**{SPLIT: assign_split(kept[ROW_KEY],
-                                                              contract.split_fractions)})
+                    content = kept[CONTENT].to_numpy(np.uint64)
+                    where = np.where(_contains(sealed, content), "test",
+                                     assign_split(content, contract.split_fractions).to_numpy())
                     for name in SPLITS:
-                        part = kept[kept[SPLIT] == name]
+                        part = kept[where == name]
                         writers[name].write(part)
                         positives[name] += int(part[TARGET].sum())
         finally:
@@ -184,6 +222,39 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                       {n: w.rows for n, w in writers.items()}, positives,
                       pd.concat(duplicates, ignore_index=True) if duplicates else no_duplicates,
                       unlabeled, Manifest(total=total, added=added))
+
+
+def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Which of ``values`` are in ``sorted_values`` (sorted, unique)."""
+    if not len(sorted_values):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[at] == values
+
+
+def _load_sealed(con, manifest: Path) -> bool:
+    """The sealed manifest as table ``sealed`` (content, row_key, batch, version, n: its
+    order). A manifest written before rows were sealed by content has row keys only: each
+    row key still in the data takes that row's content (``k``), and the manifest is then
+    rewritten in today's layout. Returns whether that happened."""
+    if not Path(manifest).is_file():
+        con.execute("CREATE TABLE sealed (content UBIGINT, row_key VARCHAR, batch VARCHAR, "
+                    "version VARCHAR, n BIGINT)")
+        return False
+    names = set(pq.read_schema(manifest).names)
+    source = f"read_parquet({_sql(manifest)}, file_row_number = true)"
+    if CONTENT in names:
+        con.execute(f"""CREATE TABLE sealed AS SELECT "{CONTENT}" AS content,
+                        "{ROW_KEY}" AS row_key, "{BATCH}" AS batch, "{VERSION}" AS version,
+                        file_row_number AS n FROM {source}""")
+        return False
+    con.execute(f"""CREATE TABLE sealed AS
+                    SELECT any_value(k.content) AS content, m."{ROW_KEY}" AS row_key,
+                           m."{BATCH}" AS batch, NULL::VARCHAR AS version,
+                           m.file_row_number AS n
+                    FROM {source} m LEFT JOIN k ON k.row_key = m."{ROW_KEY}"
+                    GROUP BY ALL""")
+    return True
 
 
 def _sql(path: Path) -> str:
@@ -207,7 +278,7 @@ def _labelled(rows: pd.DataFrame, by_key: pd.Series | None) -> tuple[pd.DataFram
 
 def read_sealed(path: Path) -> pd.DataFrame:
     if not Path(path).is_file():
-        return pd.DataFrame({ROW_KEY: pd.Series(dtype=object), BATCH: pd.Series(dtype=object)})
+        return _MANIFEST_SCHEMA.empty_table().to_pandas()
     return pd.read_parquet(path)
 
 
@@ -270,62 +341,71 @@ def _duckdb(memory_limit: str = "1GB"):
 
 
 def _sealed_view(con, manifest: Path) -> None:
-    if Path(manifest).is_file():
-        con.execute(f"CREATE VIEW sealed AS SELECT \"{ROW_KEY}\" AS row_key, \"{BATCH}\" AS "
-                    f"batch FROM read_parquet({_sql(manifest)})")
+    """View ``sealed`` (content, row_key, batch) of the manifest, contents known only."""
+    if Path(manifest).is_file() and CONTENT in pq.read_schema(manifest).names:
+        con.execute(f"CREATE VIEW sealed AS SELECT \"{CONTENT}\" AS content, \"{ROW_KEY}\" "
+                    f"AS row_key, \"{BATCH}\" AS batch FROM read_parquet({_sql(manifest)}) "
+                    "WHERE content IS NOT NULL")
+    elif Path(manifest).is_file():
+        raise ValueError(f"sealed manifest {manifest} has no {CONTENT} column: it predates "
+                         "sealing by content; build the dataset once (build_dataset) to "
+                         "rewrite it")
     else:
-        con.execute("CREATE VIEW sealed AS SELECT NULL::VARCHAR AS row_key, "
-                    "NULL::VARCHAR AS batch WHERE false")
+        con.execute("CREATE VIEW sealed AS SELECT NULL::UBIGINT AS content, NULL::VARCHAR AS "
+                    "row_key, NULL::VARCHAR AS batch WHERE false")
 
 
 def audit(manifest: Path, *, train: Path, validation: Path, test: Path,
           memory_limit: str = "1GB") -> SplitAudit:
-    """Prove the splits (Parquet files with row key and batch columns) are disjoint and that
-    no sealed test row of a batch still in the data has left the test set. Run in DuckDB over
-    the files, under ``memory_limit``: at 41M rows the key sets alone took 8 GB in Python."""
+    """Prove the splits (Parquet files with row key, batch and content columns) share no
+    content, that no sealed test content is outside test, and that every sealed content of a
+    batch still in the data is still in test. Run in DuckDB over the files, under
+    ``memory_limit``: at 41M rows the key sets alone took 8 GB in Python."""
     with _duckdb(memory_limit) as con:
         for name, path in (("train", train), ("validation", validation), ("test", test)):
             con.execute(f"CREATE VIEW {name} AS SELECT \"{ROW_KEY}\" AS row_key, \"{BATCH}\" "
-                        f"AS batch FROM read_parquet({_sql(path)})")
+                        f"AS batch, \"{CONTENT}\" AS content FROM read_parquet({_sql(path)})")
         _sealed_view(con, manifest)
         overlaps = {
-            f"{a} & {b}": con.execute(f"SELECT count(*) FROM (SELECT row_key FROM {a} "
-                                      f"INTERSECT SELECT row_key FROM {b})").fetchone()[0]
+            f"{a} & {b}": con.execute(f"SELECT count(*) FROM (SELECT content FROM {a} "
+                                      f"INTERSECT SELECT content FROM {b})").fetchone()[0]
             for a, b in [("train", "validation"), ("train", "test"), ("validation", "test")]
         }
         con.execute("""
-            CREATE TABLE outside AS
-            WITH present AS (SELECT DISTINCT batch FROM test UNION SELECT DISTINCT batch
-                             FROM train),
-                 kept AS (SELECT s.* FROM sealed s SEMI JOIN present USING (batch))
-            SELECT k.row_key, k.batch,
-                   k.row_key IN (SELECT row_key FROM train UNION ALL
-                                 SELECT row_key FROM validation) AS elsewhere
-            FROM kept k ANTI JOIN test USING (row_key)""")
-        total = con.execute("SELECT count(*) FROM sealed s SEMI JOIN (SELECT DISTINCT batch "
-                            "FROM test UNION SELECT DISTINCT batch FROM train) USING (batch)"
+            CREATE TABLE elsewhere AS SELECT content, min(row_key) AS row_key FROM (
+                SELECT content, row_key FROM train UNION ALL
+                SELECT content, row_key FROM validation) GROUP BY content""")
+        moved = con.execute("SELECT count(*) FROM sealed SEMI JOIN elsewhere USING (content)"
                             ).fetchone()[0]
-        moved = con.execute("SELECT count(*) FROM outside WHERE elsewhere").fetchone()[0]
-        examples = [r[0] for r in con.execute("SELECT row_key FROM outside WHERE elsewhere "
-                                              "ORDER BY row_key LIMIT 5").fetchall()]
-        gone = con.execute("SELECT count(*) FROM outside WHERE NOT elsewhere").fetchone()[0]
-        shrunk = [r[0] for r in con.execute("SELECT DISTINCT batch FROM outside WHERE NOT "
-                                            "elsewhere ORDER BY batch").fetchall()]
+        examples = [r[0] for r in con.execute(
+            "SELECT e.row_key FROM elsewhere e SEMI JOIN sealed USING (content) "
+            "ORDER BY e.row_key LIMIT 5").fetchall()]
+        present = ("(SELECT DISTINCT batch FROM test UNION SELECT DISTINCT batch FROM train "
+                   "UNION SELECT DISTINCT batch FROM validation)")
+        con.execute(f"""
+            CREATE TABLE gone AS SELECT s.* FROM sealed s SEMI JOIN {present} USING (batch)
+            ANTI JOIN test USING (content) ANTI JOIN elsewhere USING (content)""")
+        total = con.execute(f"SELECT count(*) FROM sealed SEMI JOIN {present} USING (batch)"
+                            ).fetchone()[0]
+        gone = con.execute("SELECT count(*) FROM gone").fetchone()[0]
+        shrunk = [r[0] for r in con.execute("SELECT DISTINCT batch FROM gone ORDER BY batch"
+                                            ).fetchall()]
     return SplitAudit(overlaps, moved, examples, total, gone, shrunk)
 
 
 def leaked_test_rows(manifest: Path, stored: Path, memory_limit: str = "1GB"
                      ) -> tuple[int, int, list[str]]:
-    """How many rows of the Parquet file ``stored`` there are, how many are sealed test rows
-    (must be none for any training input) and up to five of those row keys; in DuckDB."""
+    """How many rows of the Parquet file ``stored`` there are, how many carry a sealed test
+    content (must be none for any training input) and up to five of those row keys; in
+    DuckDB."""
     with _duckdb(memory_limit) as con:
         _sealed_view(con, manifest)
-        con.execute(f"CREATE VIEW rows AS SELECT \"{ROW_KEY}\" AS row_key FROM "
-                    f"read_parquet({_sql(stored)})")
+        con.execute(f"CREATE VIEW rows AS SELECT \"{ROW_KEY}\" AS row_key, \"{CONTENT}\" AS "
+                    f"content FROM read_parquet({_sql(stored)})")
         rows = con.execute("SELECT count(*) FROM rows").fetchone()[0]
-        leaked = con.execute("SELECT count(*) FROM rows SEMI JOIN sealed USING (row_key)"
+        leaked = con.execute("SELECT count(*) FROM rows SEMI JOIN sealed USING (content)"
                              ).fetchone()[0]
         examples = [r[0] for r in con.execute(
-            "SELECT row_key FROM rows SEMI JOIN sealed USING (row_key) ORDER BY row_key LIMIT 5"
+            "SELECT row_key FROM rows SEMI JOIN sealed USING (content) ORDER BY row_key LIMIT 5"
         ).fetchall()]
     return rows, leaked, examples

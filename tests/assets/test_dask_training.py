@@ -48,9 +48,8 @@ def _split(project) -> dict[str, pd.DataFrame]:
 
 
 def _quarantine(project) -> pd.DataFrame:
-    return pd.concat([pd.read_parquet(project.paths.storage / "quarantined_rows"
-                                      / f"{key}.parquet") for key in BATCHES],
-                     ignore_index=True)
+    return pd.concat([pd.read_parquet(project.stored_file("quarantined_rows", key))
+                      for key in BATCHES], ignore_index=True)
 
 
 def test_the_pipeline_on_a_dask_cluster_matches_the_local_run(trained, batches, tmp_path,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mlops_assets.config import ROW_KEY
+from mlops_assets.config import CONTENT, ROW_KEY
 from mlops_assets.lib import split
 from tests.conftest import check_results, make_project, materialized
 
@@ -30,7 +30,7 @@ def test_split_features_and_eda_over_batches(project, bank_batches):
     assert len(train) + len(test) + len(project.output(build, "validation_set")) \
         == 282 + 715 + 10
     sealed = split.read_sealed(project.paths.sealed_test)
-    assert set(sealed[ROW_KEY]) == set(test[ROW_KEY])
+    assert set(sealed[CONTENT]) == set(test[CONTENT]) and len(sealed) == test[CONTENT].nunique()
     eda = [e for e in build.get_asset_materialization_events()
            if e.asset_key.to_user_string() == "eda_report"][0]
     meta = eda.materialization.metadata
@@ -39,21 +39,23 @@ def test_split_features_and_eda_over_batches(project, bank_batches):
     assert "| euribor3m" in meta["key_statistics"].value
 
 
-def test_a_sealed_row_moving_out_of_test_blocks_training_features(project, bank_batches):
+def test_a_sealed_content_is_test_whichever_split_its_hash_would_choose(project,
+                                                                        bank_batches):
     project.land("2009-03", bank_batches["2009-03"])
     project.ingest()
     assert project.build_dataset().success
-    # Tamper with the manifest: seal a training row. The next build must refuse.
-    train_key = pd.read_parquet(project.stored_file("train_set"))[ROW_KEY].iat[0]
+    # Seal a training row's content by hand (as a contract change of split fractions would
+    # leave it): the next build puts that content in test, never in training.
+    train_row = pd.read_parquet(project.stored_file("train_set")).iloc[:1]
     sealed = split.read_sealed(project.paths.sealed_test)
-    extra = pd.DataFrame({ROW_KEY: [train_key], "_batch": ["2009-03"]})
-    pd.concat([sealed, extra]).to_parquet(project.paths.sealed_test, index=False)
+    pd.concat([sealed, train_row[[CONTENT, ROW_KEY, "_batch"]]]).to_parquet(
+        project.paths.sealed_test, index=False)
     build = project.build_dataset()
-    checks = check_results(build)
-    sealed_check = checks["test_set:test_set_is_sealed"]
-    assert not sealed_check.passed
-    assert "1 sealed test rows are outside test" in sealed_check.description
-    assert not checks["train_features:no_sealed_test_rows"].passed
+    assert all(c.passed for c in check_results(build).values())
+    content = train_row[CONTENT].iat[0]
+    assert content in set(project.output(build, "test_set")[CONTENT])
+    assert content not in set(project.output(build, "train_set")[CONTENT])
+    assert content not in set(project.output(build, "train_features")[CONTENT])
 
 
 def test_adult_contract_materializes_the_same_assets(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ while the daemon must keep the loop going. Real processes, a real instance, a re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,8 +13,10 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import psutil
 import pytest
 
+from mlops_assets import orchestration
 from mlops_assets.config import PROJECT_ROOT
 from mlops_assets.launcher import run_worker_pid
 from mlops_assets.lib import io
@@ -151,3 +154,66 @@ def test_killed_runs_are_marked_failed_and_the_queue_moves_on(prepared, tmp_path
     assert ingest.dagster_run.status == dg.DagsterRunStatus.SUCCESS
     # Nothing of the killed runs reached the registry.
     assert project.registry().champion() is None
+
+
+def _contract_with_gate(tmp_path: Path, **gate) -> Path:
+    """The Bank contract with other gate thresholds, as a file (launched runs load the
+    contract named by MLOPS_CONTRACT)."""
+    import yaml
+
+    from mlops_assets.config import CONTRACTS_DIR, DATA_DIR
+
+    raw = yaml.safe_load((CONTRACTS_DIR / "bank.yaml").read_text())
+    raw["source"]["files"] = [str(DATA_DIR / f) for f in raw["source"]["files"]]
+    raw["gate"] = {**raw.get("gate", {}), **gate}
+    path = tmp_path / "bank-gate.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_a_run_killed_inside_the_promotion_pool_does_not_hold_it(prepared, tmp_path):
+    project = prepared
+    instance = project.instance
+    env = {**os.environ, "DAGSTER_HOME": str(project.home / "dagster"),
+           "MLOPS_HOME": str(project.home), "PYTHONPATH": str(PROJECT_ROOT),
+           "MLOPS_CONTRACT": str(_contract_with_gate(tmp_path, min_auc=0.6)),
+           "MLOPS_SENSOR_INTERVAL": "2", "OMP_NUM_THREADS": "1"}
+    log = open(tmp_path / "launch.log", "w")  # noqa: SIM115 (closed below)
+    launcher = subprocess.Popen([sys.executable, str(Path(__file__).with_name("launch_run.py")),
+                                 "2"], stdout=subprocess.PIPE, stderr=log, env=env,
+                                cwd=PROJECT_ROOT, text=True, start_new_session=True)
+    run_id = launcher.stdout.readline().strip()
+    assert run_id, (tmp_path / "launch.log").read_text()[-3000:]
+
+    def in_pool_step():
+        records = instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.STEP_START).records
+        steps = {r.event_log_entry.dagster_event.step_key for r in records}
+        run = instance.get_run_by_id(run_id)
+        assert run.status not in orchestration.TERMINAL, orchestration.run_failure(
+            instance, run_id)
+        return "bento" in steps
+
+    wait_until(in_pool_step, 300, every=0.1, what="the run inside the bento step")
+    assert instance.event_log_storage.get_concurrency_info("promotion").claimed_slots
+    # Kill the run worker, the code server and the launcher outright.
+    victims = [psutil.Process(launcher.pid), *psutil.Process(launcher.pid).children(True)]
+    worker = run_worker_pid(instance, run_id)
+    victims += [psutil.Process(worker[0])] if worker and psutil.pid_exists(worker[0]) else []
+    for proc in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    launcher.wait(10)
+    log.close()
+    # The daemon notices the dead run, and the next training passes through the pool.
+    cmd = [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"]
+    with server(cmd, None, tmp_path / "daemon.log", env, PROJECT_ROOT):
+        wait_until(lambda: instance.get_run_by_id(run_id).status
+                   == dg.DagsterRunStatus.FAILURE, 120, every=1,
+                   what="the killed run marked failed")
+        wait_until(lambda: not instance.event_log_storage.get_concurrency_info(
+            "promotion").claimed_slots, 120, every=1, what="the promotion pool freed")
+        second = _train(project, 3, 2, tmp_path / "second.log")
+        assert second.wait(300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    outcome = (tmp_path / "second.log").read_text().splitlines()[-1]
+    assert outcome.endswith(" ok"), outcome

@@ -21,6 +21,7 @@ from mlops_assets.lib.registry import Registry
 from mlops_assets.lib.scoring import to_bytes
 from mlops_assets.procs import stop
 from tests.helpers import bentoml_serve, get, post, post_table, tiny_models, wait_until
+from tests.hostile_tables import campaign
 
 pytestmark = pytest.mark.integration
 BANK = load_contract("bank")
@@ -162,3 +163,34 @@ def test_a_torn_log_line_is_set_aside_with_file_and_line(project):
     meta = result.asset_materializations_for_node("prediction_log")[0].metadata
     assert meta["torn_lines"].value == 1
     assert f"| {path} |      3 | not JSON" in meta["torn_lines_detail"].value
+
+
+def test_hostile_tables_get_a_4xx_naming_row_column_and_value_never_a_5xx(tmp_path):
+    home = tmp_path / "home"
+    (a,) = tiny_models(home, BANK, 1)
+    Registry(home).promote(a, "champion")
+    cases = list(campaign(BANK, RECORD))
+    failures, answered = [], 0
+    with bentoml_serve(home, tmp_path / "serve.log", "/readyz") as (port, proc):
+        for name, body, media in cases:
+            code, raw = post_table(port, body, media)
+            if code >= 500:
+                failures.append(f"{name}: {code} {raw[:200]!r}")
+                continue
+            if code == 200:
+                answered += 1
+                continue
+            try:
+                answer = json.loads(raw)
+            except ValueError:
+                failures.append(f"{name}: {code} with a body that is not JSON: {raw[:200]!r}")
+                continue
+            if not answer.get("error"):
+                failures.append(f"{name}: {code} without an error message: {answer}")
+            for problem in answer.get("problems", []):
+                if not {"row", "column", "value", "reason"} <= set(problem):
+                    failures.append(f"{name}: a problem without row/column/value: {problem}")
+        assert proc.poll() is None
+    assert not failures, f"{len(failures)} of {len(cases)} hostile tables:\n" + "\n".join(
+        failures[:40])
+    assert answered  # the campaign holds tables the service may score (an int8 age, say)

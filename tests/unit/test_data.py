@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.config import BATCH, ROW_KEY, TARGET, load_contract
+from mlops_assets.config import BATCH, CONTENT, ROW_KEY, SPLIT, TARGET, load_contract
 from mlops_assets.lib import data, io, split
 
 BANK = load_contract("bank")
@@ -61,36 +62,48 @@ def test_pii_columns_are_hashed_never_stored_raw(bank_batches):
     assert parsed.rows["duration"].str.len().eq(16).all()
 
 
-def test_split_is_a_pure_function_of_the_row_key():
-    keys = pd.Series([f"b:{i:06d}" for i in range(20_000)])
-    first = split.assign_split(keys, (0.7, 0.15, 0.15))
-    # The same keys inside a larger, shuffled dataset keep their assignment.
-    more = pd.concat([keys, pd.Series([f"c:{i:06d}" for i in range(5000)])]).sample(frac=1)
+def test_split_is_a_pure_function_of_the_content():
+    contents = pd.Series(np.arange(20_000, dtype=np.uint64) * np.uint64(2654435761))
+    first = split.assign_split(contents, (0.7, 0.15, 0.15))
+    # The same contents inside a larger, shuffled dataset keep their assignment.
+    more = pd.concat([contents, pd.Series(np.arange(5000, dtype=np.uint64) + np.uint64(7))]
+                     ).sample(frac=1, random_state=0)
     again = split.assign_split(more.reset_index(drop=True), (0.7, 0.15, 0.15))
     again_map = dict(zip(more, again, strict=True))
-    assert all(again_map[k] == s for k, s in zip(keys, first, strict=True))
+    assert all(again_map[k] == s for k, s in zip(contents, first, strict=True))
     shares = first.value_counts(normalize=True)
     assert shares["train"] == pytest.approx(0.70, abs=0.015)
     assert shares["test"] == pytest.approx(0.15, abs=0.015)
 
 
+def test_a_row_and_its_copy_under_any_name_share_a_split(bank_batches):
+    valid = data.validate_rows(data.parse_batch(bank_batches["2008-05"], BANK, "2008-05"),
+                               BANK).valid
+    copy = data.validate_rows(data.parse_batch(bank_batches["2008-05"], BANK, "other-name"),
+                              BANK).valid
+    assert (split.with_split(valid, BANK)[SPLIT] == split.with_split(copy, BANK)[SPLIT]).all()
+
+
 def test_split_audit_catches_overlap_and_moved_and_missing_sealed_rows(tmp_path):
-    manifest = io.write_parquet(tmp_path / "sealed.parquet",
-                                pd.DataFrame({ROW_KEY: ["b", "c", "e", "z"],
-                                              BATCH: ["x", "x", "y", "gone"]}))
+    # Rows are (row key, batch); a row's content is its key's letter (a copy: same letter).
+    def frame(rows):
+        return pd.DataFrame({ROW_KEY: [k for k, _ in rows], BATCH: [b for _, b in rows],
+                             CONTENT: np.array([ord(k[0]) for k, _ in rows], np.uint64)})
+
+    manifest = io.write_parquet(tmp_path / "sealed.parquet", frame(
+        [("b", "x"), ("c", "x"), ("e", "y"), ("z", "gone")]))
 
     def files(**splits):
-        return {name: io.write_parquet(tmp_path / f"{name}.parquet", pd.DataFrame(
-            {ROW_KEY: [k for k, _ in rows], BATCH: [b for _, b in rows]}))
-            for name, rows in splits.items()}
+        return {name: io.write_parquet(tmp_path / f"{name}.parquet", frame(rows))
+                for name, rows in splits.items()}
 
     ok = split.audit(manifest, **files(train=[("a", "x")], validation=[("d", "x")],
                                        test=[("b", "x"), ("c", "x"), ("e", "y")]))
     assert ok.ok and ok.sealed_total == 3  # "z" is of a batch no longer in the data
     assert split.leaked_test_rows(manifest, tmp_path / "train.parquet") == (1, 0, [])
     bad = split.audit(manifest, **files(train=[("a", "x"), ("b", "x")],
-                                        validation=[("d", "x"), ("a", "x")],
-                                        test=[("c", "x"), ("a", "x")]))
+                                        validation=[("d", "x"), ("a2", "x")],
+                                        test=[("c", "x"), ("a3", "x")]))
     assert not bad.ok
     assert bad.overlaps == {"train & validation": 1, "train & test": 1,
                             "validation & test": 1}
@@ -100,19 +113,38 @@ def test_split_audit_catches_overlap_and_moved_and_missing_sealed_rows(tmp_path)
     shrunk = split.audit(manifest, **files(train=[("a", "y")], validation=[("d", "x")],
                                            test=[("b", "x"), ("c", "x")]))
     assert shrunk.sealed_missing == 1 and shrunk.batches_shrunk == ["y"]
-    assert split.leaked_test_rows(manifest, tmp_path / "train.parquet") == (1, 0, [])
+    # A sealed row's content under another key and batch (a copy) is still the sealed row.
+    copied = split.audit(manifest, **files(train=[("a", "x")], validation=[("d", "x")],
+                                           test=[("b", "x"), ("c", "x"), ("e-copy", "w")]))
+    assert copied.ok
+    moved = split.audit(manifest, **files(train=[("e-copy", "w")], validation=[("d", "x")],
+                                          test=[("b", "x"), ("c", "x")]))
+    assert moved.sealed_moved == 1 and moved.sealed_examples == ["e-copy"]
+    assert split.leaked_test_rows(manifest, tmp_path / "train.parquet") == (1, 1, ["e-copy"])
     assert split.leaked_test_rows(manifest, tmp_path / "test.parquet") == (2, 2, ["b", "c"])
     assert split.audit(tmp_path / "no-manifest-yet.parquet", **files(
         train=[("a", "x")], validation=[("d", "x")], test=[("b", "x")])).ok
 
 
-def test_plan_ingestion_ingests_each_content_once():
+def test_plan_ingestion_ingests_each_content_of_a_batch_once():
     plan = data.plan_ingestion({"a": "h1", "b": "h2", "c": "h1"}, {"b": "h2"})
-    assert plan.to_ingest == {"a": "h1"}
-    assert plan.skipped == {"b": "already ingested with this content",
-                            "c": "same content as batch 'a', already ingested"}
+    # "c" holds the content of "a" under another name: its own batch, whose rows the split
+    # sets aside as duplicates.
+    assert plan.to_ingest == {"a": "h1", "c": "h1"}
+    assert plan.skipped == {"b": "already ingested with this content"}
     changed = data.plan_ingestion({"b": "h3"}, {"b": "h2"})
     assert changed.to_ingest == {"b": "h3"}
+
+
+def test_entries_that_are_not_files_are_skipped_with_the_reason(tmp_path):
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "dangling.csv").symlink_to(tmp_path / "nowhere.csv")
+    (tmp_path / "good.csv").write_text("a;b\n1;2\n")
+    found = data.landed_files(tmp_path)
+    assert set(found) == {"folder", "dangling", "good"}
+    assert data.incomplete_reason(found["good"]) is None
+    assert "is a folder" in data.incomplete_reason(found["folder"])
+    assert "is a broken link" in data.incomplete_reason(found["dangling"])
 
 
 def test_contract_errors_name_the_problem(tmp_path):

@@ -10,10 +10,21 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.config import BATCH, KEY, ROW_KEY, SPLIT, SPLITS, TARGET, load_contract
+from mlops_assets.config import (
+    BATCH,
+    CONTENT,
+    KEY,
+    ROW_KEY,
+    SPLIT,
+    SPLITS,
+    TARGET,
+    VERSION,
+    load_contract,
+)
 from mlops_assets.lib import data, io, split
 
 BANK = load_contract("bank")
@@ -35,32 +46,43 @@ def _landed_again(frame: pd.DataFrame, name: str) -> pd.DataFrame:
                            BATCH: name})
 
 
-def _in_memory(frames: list[pd.DataFrame], labels, contract, order, sealed: pd.Series):
+def _in_memory(frames: list[pd.DataFrame], labels, contract, order, sealed: set):
     """The oracle: every row in one frame. A row repeating a row of another batch (same
-    features and label) is set aside unless it is the twin kept: sealed first, then the
-    earliest batch, then the smallest row key."""
+    features and label) is set aside unless it is the twin kept: the earliest batch, then
+    the earliest row. A sealed content is test; any other goes where its hash sends it."""
     rows, _ = split.apply_labels(pd.concat(frames, ignore_index=True), labels, contract)
     keys = split.content_keys(rows, contract)
-    order_of = pd.DataFrame({"key": keys, "unsealed": ~rows[ROW_KEY].isin(sealed),
-                             "rank": rows[BATCH].map({b: i for i, b in enumerate(order)}),
-                             "row": rows[ROW_KEY]}).sort_values(
-        ["key", "unsealed", "rank", "row"])
+    order_of = pd.DataFrame({"key": keys, "rank": rows[BATCH].map({b: i for i, b in
+                                                                    enumerate(order)}),
+                             "position": np.arange(len(rows))}).sort_values(
+        ["key", "rank", "position"])
     first = order_of.groupby("key", sort=False).head(1)
-    keeper = pd.Series(first["row"].to_numpy(), index=first["key"].to_numpy())
+    keeper = pd.Series(rows.loc[first.index, ROW_KEY].to_numpy(), index=first["key"].to_numpy())
     keeper_batch = pd.Series(rows.loc[first.index, BATCH].to_numpy(), index=first["key"])
     is_dup = (keys.map(keeper) != rows[ROW_KEY]) & (rows[BATCH] != keys.map(keeper_batch))
     dups = rows[is_dup].copy()
+    dups[CONTENT] = keys[is_dup].to_numpy(np.uint64)
     dups["reason"] = "duplicate of row " + keys[is_dup].map(keeper) + " (batch " \
         + keys[is_dup].map(keeper_batch) + ")"
-    kept = split.with_split(rows[~is_dup].reset_index(drop=True), contract)
-    return ({s: kept[kept[SPLIT] == s].reset_index(drop=True) for s in SPLITS},
+    kept = rows[~is_dup].reset_index(drop=True)
+    kept[CONTENT] = split.content_keys(kept, contract).to_numpy(np.uint64)
+    where = np.where(kept[CONTENT].isin(sealed), "test",
+                     split.assign_split(kept[CONTENT], contract.split_fractions))
+    return ({s: kept[where == s].reset_index(drop=True) for s in SPLITS},
             dups.reset_index(drop=True))
+
+
+def _manifest(rows: pd.DataFrame, contract) -> pd.DataFrame:
+    return pd.DataFrame({CONTENT: split.content_keys(rows, contract).to_numpy(np.uint64),
+                         ROW_KEY: rows[ROW_KEY].to_numpy(), BATCH: rows[BATCH].to_numpy(),
+                         VERSION: None})
 
 
 def test_the_out_of_core_split_is_the_in_memory_split(tmp_path, bank_batches):
     """Over chunks smaller than a batch and a DuckDB limit of 32 MB: the same rows in each
     split in the same order and types, the same duplicates with the same reasons, and the
-    manifest extended by exactly the new test rows (an earlier sealing kept first)."""
+    manifest extended by exactly the new test contents (an earlier sealing kept first, and
+    kept in test even where the hash would say otherwise)."""
     keyed = BANK.model_copy(update={"key_column": "duration", "drop_columns": []})
     raw = {k: bank_batches[k].copy() for k in ("2008-05", "2008-06", "2008-11", "2009-05")}
     for frame in raw.values():  # some labels wait, some of them arrive in a label file
@@ -74,12 +96,19 @@ def test_the_out_of_core_split_is_the_in_memory_split(tmp_path, bank_batches):
     order = [b for b, _ in files]
     home = tmp_path / "o'clock"  # a quote in the path: DuckDB reads it as an SQL literal
     manifest = home / "sealed.parquet"
-    sealed_before = split.with_split(frames["copy"], keyed)  # the copy's rows were sealed
-    sealed_before = sealed_before.loc[sealed_before[SPLIT] == "test", [ROW_KEY, BATCH]]
-    io.write_parquet(manifest, sealed_before.reset_index(drop=True))
+    # Sealed earlier: the copy's test rows, and 50 rows of 2008-08 (not in this data) and
+    # 40 labelled rows of 2008-06 that the hash would send to train.
+    copy = split.with_split(frames["copy"], keyed)
+    june = split.with_split(frames["2008-06"].dropna(subset=[TARGET]), keyed)
+    gone = _valid_batch_files(bank_batches, ["2008-08"], tmp_path / "gone")[1]["2008-08"]
+    sealed_before = pd.concat([
+        _manifest(copy[copy[SPLIT] == "test"], keyed),
+        _manifest(gone.head(50), keyed),
+        _manifest(june[june[SPLIT] == "train"].head(40), keyed)], ignore_index=True)
+    io.write_parquet(manifest, sealed_before)
 
     expected, expected_dups = _in_memory([frames[b] for b in order], labels, keyed, order,
-                                         sealed_before[ROW_KEY])
+                                         set(sealed_before[CONTENT]))
     got = split.split_batches(files, labels, keyed, manifest, home / "out",
                               memory_limit="32MB", chunk_rows=1000)
 
@@ -88,18 +117,37 @@ def test_the_out_of_core_split_is_the_in_memory_split(tmp_path, bank_batches):
         assert got.rows[s] == len(expected[s])
         assert got.positives[s] == int(expected[s][TARGET].sum())
     pd.testing.assert_frame_equal(got.duplicates, expected_dups)
-    # Both directions: sealed copies win over their originals, the rest go to the earlier batch.
-    assert expected_dups[BATCH].nunique() == 3 and len(expected_dups) > 1000
+    assert {"copy", "half"} <= set(expected_dups[BATCH]) and len(expected_dups) > 1000
+    assert set(sealed_before[CONTENT].tail(40)) <= set(expected["test"][CONTENT])
     all_rows = pd.concat([frames[b] for b in order])
     assert 0 < got.unlabeled == split.apply_labels(all_rows, labels, keyed)[1] \
         < int(all_rows[TARGET].isna().sum())  # some arrived, some still wait
-    new_test = expected["test"].loc[~expected["test"][ROW_KEY].isin(sealed_before[ROW_KEY]),
-                                    [ROW_KEY, BATCH]]
+    test = expected["test"]
+    new_test = test[~test[CONTENT].isin(sealed_before[CONTENT])].drop_duplicates(CONTENT)
     pd.testing.assert_frame_equal(
         pd.read_parquet(manifest),
-        pd.concat([sealed_before, new_test], ignore_index=True))
+        pd.concat([sealed_before, _manifest(new_test, keyed)], ignore_index=True))
     assert (got.manifest.added, got.manifest.total) == (len(new_test),
                                                         len(sealed_before) + len(new_test))
+
+
+def test_a_manifest_of_row_keys_is_rewritten_by_content(tmp_path, bank_batches):
+    """A manifest written before sealing by content (row keys only) keeps its rows sealed:
+    each row key found in the data takes that row's content, and stays test."""
+    files, frames = _valid_batch_files(bank_batches, ["2008-05"], tmp_path)
+    rows = split.with_split(frames["2008-05"], BANK)
+    old = rows[rows[SPLIT] == "train"].head(30)
+    manifest = io.write_parquet(tmp_path / "sealed.parquet",
+                                pd.DataFrame({ROW_KEY: [*old[ROW_KEY], "2007-01:000001"],
+                                              BATCH: [*old[BATCH], "2007-01"]}))
+    got = split.split_batches(files, None, BANK, manifest, tmp_path / "out")
+    test = pd.read_parquet(got.paths["test"])
+    assert set(old[ROW_KEY]) <= set(test[ROW_KEY])
+    rewritten = pd.read_parquet(manifest)
+    assert list(rewritten.columns) == [CONTENT, ROW_KEY, BATCH, VERSION]
+    assert list(rewritten[ROW_KEY].head(31)) == [*old[ROW_KEY], "2007-01:000001"]
+    assert rewritten[CONTENT].head(30).notna().all() and pd.isna(rewritten[CONTENT].iloc[30])
+    assert split.audit(manifest, **got.paths).ok
 
 
 # Peak RSS over the split only: the kernel's high-water mark (VmHWM) is reset after the

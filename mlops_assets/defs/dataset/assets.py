@@ -13,7 +13,13 @@ from dagster._core.storage.asset_check_execution_record import (  # no public ex
 
 from mlops_assets.config import ROW_KEY, SPLITS, TARGET
 from mlops_assets.defs.metadata import file_metadata, frame_metadata, markdown_table
-from mlops_assets.defs.resources import ProjectResource, StoredPartitions, batches, work_dir
+from mlops_assets.defs.resources import (
+    ProjectResource,
+    StoredPartitions,
+    batches,
+    materialization_runs,
+    work_dir,
+)
 from mlops_assets.lib import data, io, split
 
 # --- validation, one batch at a time --------------------------------------------------------
@@ -124,7 +130,9 @@ def batch_eligibility(instance: dg.DagsterInstance) -> pd.DataFrame:
     dataset and why. Stored rows are not enough: a batch is included only if its latest
     landing passed both blocking checks and its valid rows were derived from that landing
     (a batch that failed, or was re-landed and failed, contributes nothing downstream until
-    it is landed again and passes)."""
+    it is landed again and passes). An included batch names the version that passed:
+    ``version``, the run whose validated rows the check judged (a reader reads exactly those
+    bytes, whatever lands meanwhile), and ``data_version``, its landed file's content hash."""
     order = instance.get_dynamic_partitions(batches.name)
     infos = {
         (i.check_key.name, i.partition_key): i
@@ -140,7 +148,7 @@ def batch_eligibility(instance: dg.DagsterInstance) -> pd.DataFrame:
             if info is None:
                 reason = f"{key.name} has not run ({asset} not materialized)"
             elif info.latest_execution_status == status.PLANNED:
-                reason = f"{key.name} is still running (run {info.latest_planned_run_id})"
+                reason = _planned_reason(instance, key, info)
             elif not info.is_current:
                 reason = f"{key.name} has not run on the latest {asset}"
             elif info.latest_execution_status != status.SUCCEEDED:
@@ -148,13 +156,44 @@ def batch_eligibility(instance: dg.DagsterInstance) -> pd.DataFrame:
                           + _check_description(instance, key, batch))
             if reason:
                 break
+        judged = {}
         if reason is None:
-            raw = infos[(_BATCH_GATES[0][0].name, batch)].latest_materialization_storage_id
-            valid = infos[(_BATCH_GATES[1][0].name, batch)].latest_materialization_storage_id
-            if valid is None or raw is None or valid < raw:
+            judged = {asset: infos[(key.name, batch)].latest_target_materialization_storage_id
+                      for key, asset in _BATCH_GATES}
+            if None in judged.values() or judged["validated_batch"] < judged["raw_batch"]:
                 reason = "validated_batch was not derived from the latest landing"
-        out.append({"batch": batch, "included": reason is None, "reason": reason or "passed"})
-    return pd.DataFrame(out, columns=["batch", "included", "reason"])
+        out.append({"batch": batch, "included": reason is None, "reason": reason or "passed",
+                    **({} if reason else {"_raw_id": judged["raw_batch"],
+                                          "_valid_id": judged["validated_batch"]})})
+    table = pd.DataFrame(out, columns=["batch", "included", "reason", "_raw_id", "_valid_id"])
+    return _with_versions(instance, table)
+
+
+def _planned_reason(instance: dg.DagsterInstance, key: dg.AssetCheckKey, info) -> str:
+    """A check planned by a run: still running, or left planned by a run that ended without
+    it (killed, interrupted), which the landing sensor ingests again."""
+    run = instance.get_run_by_id(info.latest_planned_run_id)
+    if run is not None and run.status in (dg.DagsterRunStatus.FAILURE,
+                                          dg.DagsterRunStatus.CANCELED):
+        return (f"{key.name} never ran: run {run.run_id} ended ({run.status.value.lower()}) "
+                "before it; the landing sensor ingests the batch again")
+    return f"{key.name} is still running (run {info.latest_planned_run_id})"
+
+
+def _with_versions(instance: dg.DagsterInstance, table: pd.DataFrame) -> pd.DataFrame:
+    """The judged materializations' runs and data versions in place of their storage ids."""
+    valid_ids = [int(i) for i in table["_valid_id"].dropna()]
+    raw_ids = [int(i) for i in table["_raw_id"].dropna()]
+    valid_runs = materialization_runs(instance, dg.AssetKey("validated_batch"), valid_ids)
+    raw_versions = {
+        r.storage_id: r.asset_materialization.tags.get("dagster/data_version")
+        for start in range(0, len(raw_ids), 500)
+        for r in instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("raw_batch"), storage_ids=raw_ids[start:start + 500]),
+            limit=len(raw_ids[start:start + 500])).records}
+    table["version"] = table["_valid_id"].map(valid_runs)
+    table["data_version"] = table["_raw_id"].map(raw_versions)
+    return table.drop(columns=["_raw_id", "_valid_id"])
 
 
 def _check_description(instance: dg.DagsterInstance, key: dg.AssetCheckKey, batch: str) -> str:
@@ -203,14 +242,18 @@ def sealed_split(
     feedback_labels: pd.DataFrame | None,
     project: ProjectResource,
 ):
-    """Assign every valid row of every batch that passed its checks to train/validation/test
-    by a hash of its row key, set cross-batch duplicates aside, and record the test row keys
-    in the append-only sealed manifest. Out of core (lib/split.split_batches): the batches
-    are read in chunks, the cross-batch step runs in DuckDB under ``memory_limit``."""
+    """Assign every valid row of every batch that passed its checks (at the version that
+    passed) to train/validation/test by a hash of its content, set cross-batch duplicates
+    aside, and record new test contents in the append-only sealed manifest. Out of core
+    (lib/split.split_batches): the batches are read in chunks, the cross-batch step runs in
+    DuckDB under ``memory_limit``."""
     contract = project.contract()
     eligibility = batch_eligibility(context.instance)
-    included = [b for b in eligibility.loc[eligibility["included"], "batch"]
-                if b in validated_batch]
+    judged = eligibility[eligibility["included"]]
+    # Each batch is read at the version its checks passed on, not at whatever is stored
+    # now: a landing during this build writes a new version beside it.
+    versions = dict(zip(judged["batch"], judged["version"], strict=True))
+    included = list(versions)
     excluded = eligibility[~eligibility["included"]]
     for r in excluded.itertuples():
         context.log.warning(f"batch {r.batch} excluded: {r.reason}")
@@ -221,13 +264,15 @@ def sealed_split(
                if len(excluded) else ""))
     with work_dir(project, "sealed_split") as work:
         result = split.split_batches(
-            [(b, validated_batch.path(b)) for b in included], feedback_labels, contract,
-            project.paths.sealed_test, work, memory_limit=config.memory_limit,
-            chunk_rows=config.chunk_rows)
+            [(b, validated_batch.path(b, versions[b])) for b in included], feedback_labels,
+            contract, project.paths.sealed_test, work, versions=versions,
+            memory_limit=config.memory_limit, chunk_rows=config.chunk_rows)
         if result.unlabeled:
             context.log.info(f"{result.unlabeled} rows have no label yet: kept, in no split "
                              "until a label file supplies it (feedback/)")
-        batch_table = markdown_table(eligibility, max_rows=200) if len(eligibility) else "none"
+        batch_table = markdown_table(eligibility.assign(
+            data_version=eligibility["data_version"].str[:12]), max_rows=200) \
+            if len(eligibility) else "none"
         for name in SPLITS:
             rows = result.rows[name]
             yield dg.Output(
@@ -236,6 +281,9 @@ def sealed_split(
                 metadata={
                     **file_metadata(result.paths[name], contract),
                     "batches": ", ".join(included),
+                    # What was read: each batch's landed content and stored version.
+                    "batch_versions": dg.MetadataValue.json(
+                        judged[["batch", "data_version", "version"]].to_dict("records")),
                     "excluded_batches": len(excluded),
                     "batch_status": batch_table,
                     "positive_rate": round(result.positives[name] / rows, 4) if rows else 0.0,

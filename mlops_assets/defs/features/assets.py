@@ -6,13 +6,13 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from mlops_assets.config import PERIOD, ROW_KEY, TARGET
+from mlops_assets.config import CONTENT, PERIOD, ROW_KEY, TARGET
 from mlops_assets.defs.metadata import file_metadata, markdown_table
 from mlops_assets.defs.resources import ProjectResource, work_dir
 from mlops_assets.lib import features, io, split
 from mlops_assets.schemas import failure_cases, feature_schema, summarize_failures
 
-FEATURE_META = [ROW_KEY, PERIOD, TARGET]
+FEATURE_META = [ROW_KEY, PERIOD, TARGET, CONTENT]
 
 
 class FeatureConfig(dg.Config):
@@ -84,7 +84,8 @@ def _schema_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
 
 def _no_test_rows_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="no_sealed_test_rows", blocking=True,
-                    description="No row of this training input is a sealed test row.")
+                    description="No row of this training input carries the content of a "
+                                "sealed test row.")
     def _check(stored: Path, project: ProjectResource) -> dg.AssetCheckResult:
         rows, leaked, examples = split.leaked_test_rows(project.paths.sealed_test, stored)
         return dg.AssetCheckResult(
