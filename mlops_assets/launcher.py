@@ -51,6 +51,36 @@ def worker_status(pid: int, reported_at: float) -> tuple[WorkerStatus, str]:
     return WorkerStatus.RUNNING, f"run worker process {pid} is running"
 
 
+def reap_dead_runs(instance: DagsterInstance) -> list[str]:
+    """What run monitoring does, done now by whoever is about to start a run: a STARTED run
+    whose worker process is gone is marked failed, and every finished run still holding a
+    concurrency slot (a run killed inside the promotion pool) gives it back. Without this, a
+    run killed while no daemon runs (the CLI, the demo) would hold its slot until one does.
+    Returns the runs marked failed."""
+    from dagster import DagsterRunStatus, RunsFilter
+    from dagster._core.storage.dagster_run import FINISHED_STATUSES
+
+    failed = []
+    for record in instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
+        run = record.dagster_run
+        found = run_worker_pid(instance, run.run_id)
+        if found is None:
+            continue
+        status, message = worker_status(*found)
+        if status == WorkerStatus.FAILED:
+            instance.report_run_failed(run, message)
+            failed.append(run.run_id)
+    storage = instance.event_log_storage
+    if storage.supports_global_concurrency_limits:
+        holders = list(storage.get_concurrency_run_ids())
+        if holders:
+            ended = instance.get_run_records(RunsFilter(run_ids=holders,
+                                                        statuses=list(FINISHED_STATUSES)))
+            for record in ended:
+                storage.free_concurrency_slots_for_run(record.dagster_run.run_id)
+    return failed
+
+
 class MonitoredRunLauncher(DefaultRunLauncher):
     """``DefaultRunLauncher`` whose runs Dagster's run monitoring can check."""
 

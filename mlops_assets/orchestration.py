@@ -85,6 +85,9 @@ def run_job(
 ) -> dg.ExecuteInProcessResult:
     """Execute a job in this process on ``instance``; ``quiet`` keeps the console to warnings
     (the full event log is in the instance either way)."""
+    from mlops_assets.launcher import reap_dead_runs
+
+    reap_dead_runs(instance)  # a dead run's pool slot would make this run wait for ever
     config = {**(run_config or {}), **(QUIET if quiet else {})}
     return defs.resolve_job_def(name).execute_in_process(
         instance=instance, run_config=config or None, **kwargs
@@ -140,6 +143,9 @@ class Launcher:
             self._daemon = procs.start(
                 [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
                  str(WORKSPACE_YAML)], self._log_dir / "cli-daemon.log", {}, PROJECT_ROOT)
+        from mlops_assets.launcher import reap_dead_runs
+
+        reap_dead_runs(self.instance)  # before any run waits on a dead run's slot
         self._context = WorkspaceProcessContext(
             self.instance, WorkspaceFileTarget(paths=[str(workspace_file(self.instance))]),
             code_server_log_level="WARNING")

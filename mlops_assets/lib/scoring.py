@@ -8,6 +8,7 @@ row + column + value; nothing is scored unless every row is valid.
 
 from __future__ import annotations
 
+import decimal
 import io
 import sys
 import time
@@ -94,15 +95,51 @@ class _Problems:
 
 
 def _plain(value):
+    """A cell's value as JSON can carry it: numbers and text as they are, missing as null,
+    infinities and anything else (a timestamp, bytes, a list) as its text."""
+    if isinstance(value, np.generic):
+        value = value.item()
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
-    return value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)  # "inf", "-inf": JSON has no infinity
+    if isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+_SCALARS = (str, int, float, decimal.Decimal, np.integer, np.floating)
+
+
+def _foreign(col: pd.Series) -> np.ndarray:
+    """Which values are neither text, a number nor missing (a list, a struct, bytes, a
+    date or time): Parquet carries any Arrow type, and none of these is a feature's value."""
+    if col.dtype.kind in "mM":  # datetime64, timedelta64
+        return col.notna().to_numpy()
+    if not pd.api.types.is_object_dtype(col):
+        return np.zeros(len(col), dtype=bool)
+    return np.fromiter((v is not None and not isinstance(v, _SCALARS)
+                        and not (isinstance(v, float) and np.isnan(v)) for v in col),
+                       dtype=bool, count=len(col))
+
+
+def _refuse_foreign(col: pd.Series, name: str, what: str, problems: _Problems) -> pd.Series:
+    """``col`` with its foreign values (``_foreign``) reported and set to missing."""
+    foreign = _foreign(col)
+    if not foreign.any():
+        return col
+    bad = np.flatnonzero(foreign)
+    kind = str(col.dtype) if col.dtype.kind in "mM" else "a " + type(col.iloc[bad[0]]).__name__
+    problems.add(bad, name, col.iloc[bad].to_numpy(), f"{name}: not {what} ({kind})")
+    return col.astype(object).where(~foreign, None)
 
 
 def _categories(col: pd.Series, missing: set[str]) -> pd.Series:
     """Category values as text (an integer-coded category sent as 3 or 3.0 is "3"); missing
     tokens and empty cells become None."""
     if not (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)):
+        if col.dtype == np.float16:  # pandas cannot index by float16
+            col = col.astype(np.float32)
         uniques = {v: (None if pd.isna(v) else as_text(_plain(v))) for v in col.unique()}
         col = col.map(uniques)
     col = col.astype(object)
@@ -110,6 +147,7 @@ def _categories(col: pd.Series, missing: set[str]) -> pd.Series:
 
 
 def _numbers(col: pd.Series, name: str, missing: set[str], problems: _Problems) -> pd.Series:
+    col = _refuse_foreign(col, name, "a number", problems)
     if pd.api.types.is_bool_dtype(col):
         bad = np.arange(len(col))
         problems.add(bad, name, col.to_numpy(), f"{name}: not a number (boolean column)")
@@ -149,7 +187,8 @@ def validate(table: pd.DataFrame, contract: DatasetContract, max_rows: int) -> p
     typed = {}
     for name in contract.features:
         col = table[name] if name in table else pd.Series(None, index=table.index, dtype=object)
-        typed[name] = (_categories(col, missing) if name in contract.categorical
+        typed[name] = (_categories(_refuse_foreign(col, name, "a category", problems), missing)
+                       if name in contract.categorical
                        else _numbers(col, name, missing, problems))
     frame = pd.DataFrame(typed, index=table.index)
     unparsed = {(p["row"], p["column"]) for p in problems.rows}
