@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from mlops_assets.config import Paths, default_home
+from mlops_assets.defs import storage
 from mlops_assets.defs.dataset import assets as dataset
 from mlops_assets.defs.dataset import reports
 from mlops_assets.defs.deployment import assets as deployment
@@ -146,11 +147,12 @@ def build_definitions(
               monitoring_sensors.feedback_job,
               monitoring_sensors.window_job, monitoring_sensors.retrain_job,
               monitoring_sensors.recalibrate_job,
-              monitoring_sensors.define_daily_window, scoring.score_job],
+              monitoring_sensors.define_daily_window, scoring.score_job,
+              storage.collect_storage],
         sensors=[ingestion_sensors.landing_sensor, monitoring_sensors.prediction_log_sensor,
                  monitoring_sensors.feedback_sensor, monitoring_sensors.window_sensor,
                  monitoring_sensors.retrain_sensor, scoring.scoring_sensor],
-        schedules=[monitoring_sensors.daily_monitoring],
+        schedules=[monitoring_sensors.daily_monitoring, storage.daily_retention],
         resources={
             "project": ProjectResource(home=home, contract_name=contract,
                                        reports_url=reports_url()),

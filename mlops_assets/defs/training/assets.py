@@ -7,7 +7,6 @@ import dagster as dg
 import pandas as pd
 
 from mlops_assets.config import PERIOD, TARGET, DatasetContract
-from mlops_assets.defs.ingestion.assets import raw_batch
 from mlops_assets.defs.metadata import markdown_table, report_link
 from mlops_assets.defs.resources import ProjectResource, TrainingClusterResource
 from mlops_assets.lib import calibration, drift, evaluation, features, io, training
@@ -67,14 +66,17 @@ class TrainingConfig(dg.Config):
         )
 
 
-def _data_versions(instance: dg.DagsterInstance, batches) -> dict[str, str | None]:
-    """The content hash of every batch the rows came from (raw_batch data versions)."""
-    out = {}
-    for batch in sorted(batches):
-        record = instance.get_latest_data_version_record(raw_batch.key, partition_key=batch)
-        mat = record.asset_materialization if record else None
-        out[batch] = mat.tags.get("dagster/data_version") if mat else None
-    return out
+def _lineage(instance: dg.DagsterInstance, features_file: Path) -> tuple[str, list[dict]]:
+    """The dataset build a features file was written by (stored under its run id) and the
+    batch versions that build read (its train_set's ``batch_versions``): what the model was
+    trained on, pinned, not whatever is latest now. The retention rule keeps these files."""
+    run_id = features_file.stem
+    for record in instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records:
+        mat = record.event_log_entry.asset_materialization
+        if mat.asset_key.to_user_string() == "train_set" and "batch_versions" in mat.metadata:
+            return run_id, list(mat.metadata["batch_versions"].value)
+    return run_id, []
 
 
 @dg.asset(group_name="training", kinds={"lightgbm", "optuna", "bentoml"})
@@ -98,6 +100,7 @@ def candidate_model(
             config.calibration_rows)
         return _recalibrated(context, config, spec, pd.concat(
             [train_rows.only(window).frame(), validation_rows.only(window).frame()]), project)
+    dataset_run, batch_versions = _lineage(context.instance, train_features)
     periods = train_rows.period_values()
     if config.recent_periods:
         periods = periods[-config.recent_periods:]
@@ -133,7 +136,10 @@ def candidate_model(
         "train_rows": n_train,
         "validation_rows": len(validation_labels),
         "trained_on": trained.trained_on,
-        "data_versions": _data_versions(context.instance, periods),
+        "data_versions": {v["batch"]: v["data_version"] for v in batch_versions
+                          if v["batch"] in set(periods)},
+        "dataset_run_id": dataset_run,
+        "batch_versions": batch_versions,
         "search": {"trials": len(trained.trials), "seed": spec.seed,
                    "objective": spec.objective_metric, "seconds": round(trained.seconds, 2)},
         "dagster_run_id": context.run.run_id,
