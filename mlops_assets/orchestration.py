@@ -25,6 +25,8 @@ def ensure_dagster_home(home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     link = home / "dagster.yaml"
     if os.environ.get(postgres.URL_ENV):
+        # Read by this process and every child through the instance config's env reference.
+        os.environ[postgres.URL_ENV] = postgres.normalize_url(os.environ[postgres.URL_ENV])
         text = postgres.instance_config(DAGSTER_YAML, os.environ[postgres.URL_ENV])
         if link.is_symlink() or not link.is_file() or link.read_text() != text:
             link.unlink(missing_ok=True)

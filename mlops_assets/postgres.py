@@ -75,18 +75,31 @@ def _ready(port: int) -> bool:
     return done.returncode == 0
 
 
-def start_server(data_dir: Path, port: int, log: Path, timeout: float = 60):
+def _runuser() -> str:
+    """``runuser`` by its path: a shell whose PATH lacks /usr/sbin (a plain user's, cron's)
+    still finds it."""
+    found = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin")
+    if not found:
+        raise FileNotFoundError("runuser not found (util-linux): needed to run PostgreSQL as "
+                                "the postgres user when started as root")
+    return found
+
+
+def start_server(data_dir: Path, port: int, log: Path, timeout: float = 60,
+                 durable: bool = True):
     """Start the server (its own session), wait until it accepts connections, create the
-    ``dagster`` database once; returns (Popen, url)."""
+    ``dagster`` database once; returns (Popen, url). ``durable``: the server's own
+    durability settings (fsync on), as the production profile needs them; only a throwaway
+    test server may turn them off for speed."""
     user = _owner()
     log.parent.mkdir(parents=True, exist_ok=True)
     # TCP on 127.0.0.1 only, no Unix-domain socket (`-k ''`): every client here connects by
     # TCP, and a socket path under a deep home passes the kernel's 107-byte limit, which
     # stopped the server from starting at all.
     cmd = [str(binaries() / "postgres"), "-D", str(data_dir), "-p", str(port),
-           "-h", "127.0.0.1", "-k", "", "-c", "fsync=off"]
+           "-h", "127.0.0.1", "-k", ""] + ([] if durable else ["-c", "fsync=off"])
     if user:
-        cmd = ["runuser", "-u", user, "--", *cmd]
+        cmd = [_runuser(), "-u", user, "--", *cmd]
     proc = start(cmd, log, {}, Path(data_dir))
     deadline = time.monotonic() + timeout
     while not _ready(port):
@@ -110,11 +123,28 @@ def url(port: int, host: str = "127.0.0.1") -> str:
     return f"postgresql+psycopg2://postgres@{host}:{port}/{DATABASE}"
 
 
+DRIVER_SCHEME = "postgresql+psycopg2"
+
+
+def normalize_url(value: str) -> str:
+    """The URL as people write it (``postgresql://`` or ``postgres://``) with the driver
+    this project ships (psycopg2; SQLAlchemy would pick psycopg 3 for a bare scheme, which
+    is not installed and which dagster does not support)."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        raise ValueError(f"{URL_ENV}={value!r} is not a URL: write "
+                         f"postgresql://user@host:port/database")
+    if scheme in ("postgresql", "postgres", DRIVER_SCHEME):
+        return f"{DRIVER_SCHEME}://{rest}"
+    raise ValueError(f"{URL_ENV}: scheme {scheme!r} is not supported; write "
+                     f"postgresql://{rest} (the project uses the psycopg2 driver)")
+
+
 @contextmanager
-def server(data_dir: Path, log: Path, port: int | None = None):
+def server(data_dir: Path, log: Path, port: int | None = None, durable: bool = True):
     """A PostgreSQL server for the duration of the block, stopped by its PID."""
     init_cluster(data_dir)
-    proc, address = start_server(data_dir, port or free_port(), log)
+    proc, address = start_server(data_dir, port or free_port(), log, durable=durable)
     try:
         yield address
     finally:

@@ -50,11 +50,39 @@ class Calibrator:
 
     @classmethod
     def from_dict(cls, raw: dict) -> Calibrator:
-        calibrator = cls(**raw)
+        """A stored calibrator, checked: a map from score to probability must be finite
+        and increasing (a negated slope would serve every probability upside down)."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected an object, got {type(raw).__name__}")
+        try:
+            calibrator = cls(**raw)
+        except TypeError as err:
+            raise ValueError(f"not a calibrator ({err})") from err
         if calibrator.method not in METHODS:
             raise ValueError(f"unknown calibration method {calibrator.method!r}: use one of "
                              f"{METHODS}")
+        calibrator.check()
         return calibrator
+
+    def check(self) -> None:
+        params = self.params if isinstance(self.params, dict) else {}
+        if self.method == "platt":
+            slope, intercept = params.get("slope"), params.get("intercept")
+            if not all(isinstance(v, int | float) and np.isfinite(v) for v in (slope,
+                                                                             intercept)):
+                raise ValueError(f"platt slope {slope!r} and intercept {intercept!r} must be "
+                                 "finite numbers")
+            if slope <= 0:
+                raise ValueError(f"platt slope {slope} is not positive: probabilities would "
+                                 "fall as the score rises")
+            return
+        x, y = (np.asarray(params.get(k, []), dtype=float) for k in ("x", "y"))
+        if len(x) < 2 or len(x) != len(y) or not (np.isfinite(x).all() and
+                                                  np.isfinite(y).all()):
+            raise ValueError(f"isotonic x ({len(x)}) and y ({len(y)}) must be two or more "
+                             "finite numbers each, as many of one as of the other")
+        if (np.diff(x) < 0).any() or (np.diff(y) < 0).any() or y.min() < 0 or y.max() > 1:
+            raise ValueError("isotonic steps must increase, with probabilities in [0, 1]")
 
 
 def fit(p: np.ndarray, y: np.ndarray, method: str = "platt", fitted_on: str = "") -> Calibrator:

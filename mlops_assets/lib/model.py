@@ -66,7 +66,11 @@ class ServingModel:
 
         calibrator = None
         if (path / CALIBRATOR_FILE).is_file():
-            calibrator = Calibrator.from_dict(json.loads((path / CALIBRATOR_FILE).read_text()))
+            file = path / CALIBRATOR_FILE
+            try:
+                calibrator = Calibrator.from_dict(json.loads(file.read_text()))
+            except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+                raise ValueError(f"{file} of model {version} is damaged: {err}") from err
         booster = lgb.Booster(model_file=str(path / BOOSTER_FILE))
         return cls(booster, contract, float(serving["threshold"]), version, calibrator)
 

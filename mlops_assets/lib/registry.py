@@ -5,6 +5,7 @@ with the full history of every alias move and an atomic snapshot beside it."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -87,6 +88,11 @@ class Registry:
 
         from mlops_assets.lib.drift import PREDICTION  # not imported by the service
 
+        try:
+            calibrator.check()  # never store a map that serves probabilities upside down
+        except ValueError as err:
+            raise RegistryError(f"recalibrating {base}: {err}; recalibration cannot fix "
+                                "such a model, retrain it instead") from err
         source = Path(self.get(base).path)
         model = ServingModel.from_dir(source, base)
         if model.calibrator is not None:
@@ -167,22 +173,50 @@ class Registry:
             if self.state_file.is_file():
                 return self._read_snapshot()
             return {"aliases": {}, "history": []}
-        events, torn = io.read_json_lines(self.journal_file)
-        for number, why in torn:
-            log.warning("%s line %d skipped: %s (a write cut short; that event never "
-                        "completed)", self.journal_file, number, why)
         aliases: dict[str, str] = {}
-        for number, event in enumerate(events, start=1):
+        events = []
+        for number, event in self._journal_events():
             if not (isinstance(event, dict) and {"alias", "tag"} <= event.keys()):
                 raise RegistryError(
-                    f"registry journal {self.journal_file}: event {number} is not an alias "
+                    f"registry journal {self.journal_file} line {number}: not an alias "
                     f"move ({str(event)[:80]}); restore the file from a backup, or remove "
                     "that line (each line is one move, in order)")
+            if "sha" in event and event["sha"] != _checksum(event):
+                raise RegistryError(
+                    f"registry journal {self.journal_file} line {number}: damaged (its "
+                    f"checksum {event['sha']} does not match its content {_checksum(event)}); "
+                    "restore the file from a backup, or remove that line")
             if event["tag"] is None:
                 aliases.pop(event["alias"], None)
             else:
                 aliases[event["alias"]] = event["tag"]
+            events.append(event)
         return {"aliases": aliases, "history": events}
+
+    def _journal_events(self) -> Iterator[tuple[int, Any]]:
+        """Each line's event with its line number. A line cut short by a crash mid-append
+        (an object that never closes) is an event that never completed and is skipped; a line
+        damaged anywhere else (bytes changed, not JSON from its first character) is an
+        error naming file and line: the aliases it would give cannot be trusted."""
+        with open(self.journal_file, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                text = raw.decode("utf-8", errors="replace").strip()
+                if not text:
+                    continue
+                try:
+                    yield number, json.loads(text)
+                except json.JSONDecodeError as err:
+                    # Every event is one object on one line: a line that starts one and
+                    # never closes it was cut short; anything else was changed.
+                    if text.startswith("{") and not text.endswith("}") \
+                            and "\ufffd" not in text:
+                        log.warning("%s line %d skipped: cut short (%s); that event never "
+                                    "completed", self.journal_file, number, err.msg)
+                        continue
+                    raise RegistryError(
+                        f"registry journal {self.journal_file} line {number}: damaged, not "
+                        f"an alias move ({err.msg} at column {err.colno}); restore the file "
+                        "from a backup, or remove that line") from err
 
     def aliases(self) -> dict[str, str]:
         return dict(self._read()["aliases"])
@@ -217,6 +251,7 @@ class Registry:
                 "reason": reason,
                 "at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
+            event["sha"] = _checksum(event)  # a changed byte is found, not served
             io.append_line(self.journal_file, json.dumps(event, sort_keys=True))
             aliases = {**state["aliases"], name: tag}
             io.write_json(self.state_file, {
@@ -257,6 +292,12 @@ class Registry:
         if to == current:
             raise RegistryError(f"{to} is already the champion")
         return self.set_alias(PRODUCTION, to, "rollback", reason, expect=current)
+
+
+def _checksum(event: dict) -> str:
+    """A journal line's checksum: of its event without the checksum itself."""
+    body = json.dumps({k: v for k, v in event.items() if k != "sha"}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def _plain(obj: Any) -> Any:

@@ -110,3 +110,47 @@ def test_rollback_job_and_cli_message(tmp_path, monkeypatch, three):
         assert not third.success
         assert "no earlier champion to roll back to" in orchestration.run_failure(
             instance, third.run_id)
+
+
+def test_a_damaged_journal_line_is_named_never_served(three):
+    registry, (a, b, c) = three
+    lines = registry.journal_file.read_bytes().splitlines(keepends=True)
+    # One byte changed in a middle line: still JSON, another tag. Found by its checksum.
+    flipped = lines[1].replace(b.encode(), (b[:-1] + "x").encode())
+    registry.journal_file.write_bytes(lines[0] + flipped + b"".join(lines[2:]))
+    with pytest.raises(RegistryError, match=f"{registry.journal_file} line 2: damaged"):
+        registry.champion()
+    # The whole file replaced with random bytes: named, not "no champion".
+    registry.journal_file.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(RegistryError, match=f"{registry.journal_file} line 1: damaged"):
+        registry.champion()
+    # Put back, it serves again; a torn last line (a crash mid-append) is still skipped.
+    registry.journal_file.write_bytes(b"".join(lines) + b'{"alias": "production", "ta')
+    assert registry.champion() == c
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    ("{not json", "is damaged: Expecting property name"),
+    ('{"method": "platt", "params": {"slope": -1.2, "intercept": 0.1}, "rows": 400, '
+     '"positive_rate": 0.1}', "platt slope -1.2 is not positive"),
+    ('{"method": "platt", "params": {"slope": NaN, "intercept": 0.1}, "rows": 400, '
+     '"positive_rate": 0.1}', "must be finite numbers"),
+    ('{"method": "isotonic", "params": {"x": [0, 1], "y": [0.9, 0.1]}, "rows": 400, '
+     '"positive_rate": 0.1}', "isotonic steps must increase"),
+    ('[1, 2]', "expected an object"),
+], ids=["not-json", "negated-slope", "nan", "decreasing", "a-list"])
+def test_a_damaged_calibrator_names_its_file_and_version(three, damage, expected):
+    from mlops_assets.lib import calibration
+
+    registry, (a, b, c) = three
+    rng = __import__("numpy").random.default_rng(0)
+    p = rng.uniform(size=500)
+    cal = calibration.fit(p, (rng.uniform(size=500) < p).astype(int), "platt", "test")
+    tag = registry.save_recalibrated(a, cal, 0.5, {})
+    assert registry.load(tag).calibrator.params["slope"] > 0
+    path = __import__("pathlib").Path(registry.get(tag).path) / "calibrator.json"
+    path.write_text(damage)
+    with pytest.raises(ValueError) as err:
+        registry.load(tag)
+    assert str(path) in str(err.value) and tag in str(err.value)
+    assert expected in str(err.value)

@@ -113,12 +113,18 @@ def test_the_loop_runs_on_postgres_with_separate_services(tmp_path):
     with server([CLI, "--home", str(home), "--contract", str(contract), "production",
                  "--port", str(ui_port),
                  "--pg-port", str(pg_port)], f"http://127.0.0.1:{ui_port}/server_info",
-                tmp_path / "production.log", {"MLOPS_SENSOR_INTERVAL": "3"}, PROJECT_ROOT,
+                tmp_path / "production.log",
+                # A shell whose PATH lacks /usr/sbin (runuser's folder) starts it too.
+                {"MLOPS_SENSOR_INTERVAL": "3", "PATH": "/usr/bin:/bin"}, PROJECT_ROOT,
                 timeout=240):
+        # The profile keeps PostgreSQL's durability (fsync on).
+        assert query(url, "SHOW fsync") == [("on",)]
+        # The URL as people write it: the CLI picks the driver the project ships.
         demo = subprocess.run(
             [CLI, "--home", str(home), "--contract", str(contract), "demo", "--trials", "2"],
             capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=900,
-            env={**os.environ, postgres.URL_ENV: url})
+            env={**os.environ, postgres.URL_ENV: url.replace("postgresql+psycopg2://",
+                                                             "postgres://")})
         assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
         assert "landed 6 of 6 batches" in demo.stdout  # 2021-01 .. 2021-06 by signup_date
         # Every step went to the Dask cluster (STEP_WORKER_STARTING: submitted to it).
@@ -167,6 +173,6 @@ def test_postgres_starts_under_a_home_deeper_than_a_unix_socket_path_allows(tmp_
     deeper temp folders of a parallel test run)."""
     data_dir = tmp_path / ("deep-" * 20) / "postgres"
     assert len(str(data_dir / ".s.PGSQL.65535")) > 107
-    with postgres.server(data_dir, tmp_path / "pg.log") as url:
+    with postgres.server(data_dir, tmp_path / "pg.log", durable=False) as url:
         assert query(url, "SELECT 1") == [(1,)]
     assert not list(data_dir.glob("**/.s.PGSQL.*"))

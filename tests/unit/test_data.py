@@ -241,3 +241,15 @@ def test_the_scratch_dir_of_a_killed_step_is_removed_by_the_next_step(tmp_path):
         assert not killed.exists()
         assert live.is_dir() and elsewhere.is_dir()
     assert not work.exists()
+
+
+def test_postgres_urls_as_people_write_them_get_the_shipped_driver():
+    from mlops_assets import postgres
+
+    for written in ("postgresql://u@h:5/db", "postgres://u@h:5/db",
+                    "postgresql+psycopg2://u@h:5/db"):
+        assert postgres.normalize_url(written) == "postgresql+psycopg2://u@h:5/db"
+    with pytest.raises(ValueError, match="write postgresql://u@h:5/db"):
+        postgres.normalize_url("postgresql+psycopg://u@h:5/db")
+    with pytest.raises(ValueError, match="is not a URL"):
+        postgres.normalize_url("u@h:5/db")
