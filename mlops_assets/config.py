@@ -8,6 +8,7 @@ label, what is personal data. Nothing else in the code names a dataset's columns
 
 from __future__ import annotations
 
+import math
 import os
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +33,8 @@ KEY = "_key"  # the contract's key column (a row id label files join on), as tex
 CONTENT = "_content"
 VERSION = "_version"  # the stored version (run) of a batch, in the sealed manifest
 SPLITS = ("train", "validation", "test")
+RESERVED_COLUMNS = frozenset({ROW_KEY, BATCH, PERIOD, SPLIT, TARGET, KEY, CONTENT, VERSION,
+                              "reason"})
 
 
 class _Strict(BaseModel):
@@ -124,10 +127,26 @@ class GateSpec(_Strict):
 class TrainingBudget(_Strict):
     n_trials: int = Field(default=20, ge=1, description="hyperparameter search trials")
     threshold_rule: str = Field(
-        default="max_f1", pattern=r"^(max_f1|fixed:[0-9.]+|min_recall:[0-9.]+|cost:[0-9.]+)$",
+        default="max_f1",
+        pattern=r"^(max_f1|(fixed|min_recall|cost):(0|[1-9][0-9]*)?(\.[0-9]+)?)$",
         description="how each new version's decision threshold is derived: max_f1, "
                     "fixed:<p>, min_recall:<r>, or cost:<r> (a missed positive costs r false "
                     "alarms)")
+
+    @field_validator("threshold_rule")
+    @classmethod
+    def _rule_value(cls, rule: str) -> str:
+        kind, _, value = rule.partition(":")
+        if kind == "max_f1":
+            return rule
+        if value in ("", "."):
+            raise ValueError(f"{rule!r}: {kind} needs a number, e.g. {kind}:0.5")
+        x = float(value)
+        bounds = {"fixed": (0 < x < 1, "in (0, 1)"), "min_recall": (0 < x <= 1, "in (0, 1]"),
+                  "cost": (x > 0, "above 0")}[kind]
+        if not bounds[0]:
+            raise ValueError(f"{rule!r}: the {kind} value must be {bounds[1]}")
+        return rule
 
 
 class CategoricalSpec(_Strict):
@@ -137,13 +156,22 @@ class CategoricalSpec(_Strict):
 
     _text = field_validator("categories", mode="before")(_texts)
 
+    @field_validator("categories")
+    @classmethod
+    def _distinct(cls, categories: list[str]) -> list[str]:
+        repeated = sorted({c for c in categories if categories.count(c) > 1})
+        if repeated:
+            raise ValueError(f"categories repeat {repeated}: each value has one code")
+        return categories
+
 
 class NumericSpec(_Strict):
-    min: float
-    max: float
+    min: float = Field(allow_inf_nan=False)
+    max: float = Field(allow_inf_nan=False)
     nullable: bool = False
     sentinel: float | None = Field(
-        default=None, description="a value that means 'not applicable'; becomes missing"
+        default=None, allow_inf_nan=False,
+        description="a value that means 'not applicable'; becomes missing"
     )
     description: str | None = None
 
@@ -158,11 +186,19 @@ class AgeBands(_Strict):
     column: str
     edges: list[float] = Field(min_length=2)
 
+    @field_validator("edges")
+    @classmethod
+    def _increasing(cls, edges: list[float]) -> list[float]:
+        if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+            raise ValueError(f"age band edges must increase, got {edges}")
+        return edges
+
 
 class DatasetContract(_Strict):
     """Everything the pipeline knows about one dataset."""
 
-    name: str
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$", description="lower-case letters, "
+                      "digits, '_', '-', '.': it names model versions and folders")
     title: str
     source: SourceSpec
     target: TargetSpec
@@ -190,26 +226,9 @@ class DatasetContract(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetContract:
-        overlap = set(self.categorical) & set(self.numeric)
-        if overlap:
-            raise ValueError(f"columns both categorical and numeric: {sorted(overlap)}")
-        features = set(self.features)
-        for name in [self.target.column, *self.drop_columns, *self.pii_columns,
-                     *([self.key_column] if self.key_column else [])]:
-            if name in features:
-                raise ValueError(f"column {name!r} is a feature and also target/dropped/PII/key")
-        if self.period.kind == "month_wrap" and self.period.month_column not in self.categorical:
-            raise ValueError(f"period.month_column {self.period.month_column!r} not categorical")
-        if set(self.protected) - set(self.slices):
-            raise ValueError(f"protected {sorted(set(self.protected) - set(self.slices))} "
-                             "must also be listed in slices")
-        if self.source.label_files and not self.key_column:
-            raise ValueError("source.label_files needs key_column: the column both the rows "
-                             "and the label files carry")
-        if abs(sum(self.split_fractions) - 1.0) > 1e-9:
-            raise ValueError(f"split_fractions must sum to 1, got {self.split_fractions}")
-        if self.age_bands and self.age_bands.column not in self.numeric:
-            raise ValueError(f"age_bands.column {self.age_bands.column!r} is not numeric")
+        problems = cross_field_problems(self.model_dump())
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @cached_property
@@ -269,13 +288,81 @@ class DatasetContract(_Strict):
                 for name in self.source.label_files]
 
 
+def cross_field_problems(raw: dict) -> list[str]:
+    """What only makes sense together in a contract, as a list of problems. Works on the
+    raw mapping too (wrong types are the field checks' business and are skipped here), so
+    that a contract with both kinds of problem is told all of them at once."""
+    def mapping(value) -> dict:
+        return value if isinstance(value, dict) else {}
+
+    def names(value) -> list[str]:
+        return [v for v in value if isinstance(v, str)] if isinstance(value, list | dict) \
+            else []
+
+    problems = []
+    categorical, numeric = mapping(raw.get("categorical")), mapping(raw.get("numeric"))
+    features = [*categorical, *numeric]
+    target, period = mapping(raw.get("target")), mapping(raw.get("period"))
+    source, age_bands = mapping(raw.get("source")), mapping(raw.get("age_bands"))
+    key = raw.get("key_column")
+    others = [target.get("column"), *names(raw.get("drop_columns", [])),
+              *names(raw.get("pii_columns", {})), *([key] if key else [])]
+    overlap = set(categorical) & set(numeric)
+    if overlap:
+        problems.append(f"columns both categorical and numeric: {sorted(overlap)}")
+    for name in others:
+        if name in features:
+            problems.append(f"column {name!r} is a feature and also target/dropped/PII/key")
+    reserved = sorted({c for c in [*features, *others] if c in RESERVED_COLUMNS})
+    if reserved:
+        problems.append(f"column(s) {reserved} collide with the pipeline's own columns "
+                        f"{sorted(RESERVED_COLUMNS)}: rename them in the data")
+    both = set(_texts(names(target.get("positive", [])))) \
+        & set(_texts(names(target.get("negative", []))))
+    if both:
+        problems.append(f"target labels {sorted(both)} are both positive and negative")
+    if key and key == target.get("column"):
+        problems.append(f"key_column {key!r} is the target column")
+    kind = period.get("kind", "column")
+    if kind == "month_wrap" and period.get("month_column") not in categorical:
+        problems.append(f"period.month_column {period.get('month_column')!r} not categorical")
+    if kind == "column" and period.get("column") and period.get("column") == target.get(
+            "column"):
+        problems.append(f"period.column {period.get('column')!r} is the target column")
+    slices = names(raw.get("slices", []))
+    unknown = [s for s in slices if s not in categorical and not (s == "age_band" and
+                                                                 age_bands)]
+    if unknown:
+        problems.append(f"slices {unknown} are not categorical columns (or age_band with "
+                        "age_bands set)")
+    protected = set(names(raw.get("protected", [])))
+    if protected - set(slices):
+        problems.append(f"protected {sorted(protected - set(slices))} must also be listed "
+                        "in slices")
+    if source.get("label_files") and not key:
+        problems.append("source.label_files needs key_column: the column both the rows and "
+                        "the label files carry")
+    fractions = raw.get("split_fractions", (0.70, 0.15, 0.15))
+    if isinstance(fractions, list | tuple) and len(fractions) == 3 \
+            and all(isinstance(f, int | float) for f in fractions):
+        if not all(math.isfinite(f) and 0 <= f <= 1 for f in fractions) \
+                or fractions[0] <= 0 or fractions[2] <= 0:
+            problems.append(f"split_fractions (train, validation, test) must each lie in "
+                            f"[0, 1], train and test above 0, got {list(fractions)}")
+        elif abs(sum(fractions) - 1.0) > 1e-9:
+            problems.append(f"split_fractions must sum to 1, got {list(fractions)}")
+    if age_bands and age_bands.get("column") not in numeric:
+        problems.append(f"age_bands.column {age_bands.get('column')!r} is not numeric")
+    return problems
+
+
 class ContractError(ValueError):
     """A contract that cannot be used; the message names the file, the key and the fix."""
 
 
-def _explain(err: ValidationError) -> str:
+def _explain(err: ValidationError, raw: dict | None = None) -> str:
     lines = []
-    for e in err.errors()[:8]:
+    for e in err.errors()[:20]:
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
@@ -285,9 +372,12 @@ def _explain(err: ValidationError) -> str:
         got = e.get("input")
         shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(got, dict | list) \
             else f" (got {got!r})"
-        lines.append(f"  {where}: {msg}{shown}")
-    more = len(err.errors()) - 8
-    return "\n".join(lines + ([f"  ... and {more} more"] if more > 0 else []))
+        if e["loc"]:  # the cross-field checks come whole from the raw mapping below
+            lines.append(f"  {where}: {msg}{shown}")
+    more = len(err.errors()) - 20
+    lines += [f"  ... and {more} more"] if more > 0 else []
+    lines += [f"  {p}" for p in cross_field_problems(raw or {})]
+    return "\n".join(lines)
 
 
 def load_contract(name_or_path: str) -> DatasetContract:
@@ -319,7 +409,7 @@ def load_contract(name_or_path: str) -> DatasetContract:
     try:
         return DatasetContract.model_validate(raw)
     except ValidationError as err:
-        raise ContractError(f"dataset contract {path} is invalid:\n{_explain(err)}") from None
+        raise ContractError(f"dataset contract {path} is invalid:\n{_explain(err, raw)}") from None
 
 
 def default_home() -> Path:

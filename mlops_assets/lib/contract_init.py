@@ -52,12 +52,24 @@ def sniff_separator(path: Path) -> str:
 
 
 def read_text(path: Path, separator: str | None = None) -> pd.DataFrame:
-    """A data file as text, the way ingestion will read it."""
-    if path.suffix == ".parquet":
-        return data.as_text_frame(pd.read_parquet(path))
-    sep = separator or sniff_separator(path)
-    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
-                       skipinitialspace=True).apply(lambda s: s.str.strip())
+    """A data file as text, the way ingestion will read it; a file that is not UTF-8 text
+    (or Parquet) is named in the error, with the fix."""
+    import pyarrow as pa
+
+    try:
+        if path.suffix == ".parquet":
+            return data.as_text_frame(pd.read_parquet(path))
+        sep = separator or sniff_separator(path)
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
+                           skipinitialspace=True).apply(lambda s: s.str.strip())
+    except UnicodeDecodeError as err:
+        raise ContractError(
+            f"{path} is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at "
+            f"offset {err.start}): if it is Latin-1, convert it with `iconv -f latin1 -t utf-8 "
+            f"{path.name} > {path.stem}.utf8{path.suffix}`; if it is binary, export it as CSV "
+            "or Parquet") from err
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowInvalid, OSError) as err:
+        raise ContractError(f"{path} cannot be read as a table: {err}") from err
 
 
 def dataset_name(path: Path) -> str:
@@ -177,6 +189,12 @@ def infer(path: Path, target: str, period: str | None = None,
             continue
         if is_number and not (whole and distinct <= MAX_INT_CODES):
             x = pd.to_numeric(values.where(~values.isin(missing)), errors="coerce").to_numpy()
+            infinite = int(np.isinf(x).sum())
+            if infinite:  # outside any range: such rows are quarantined at ingestion
+                review.append(f"{col!r}: {infinite} infinite value(s) (e.g. "
+                              f"{values[np.isinf(x)].iloc[0]!r}): no bound holds them, so "
+                              "those rows will be quarantined")
+                x = np.where(np.isinf(x), np.nan, x)
             lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
             margin = max((hi - lo) * 0.1, 1.0 if whole else 0.0)
             floor = lo - margin if lo < 0 or lo - margin >= 0 else 0.0  # >= 0 stays >= 0

@@ -156,6 +156,56 @@ def test_contract_errors_name_the_problem(tmp_path):
         load_contract("nope")
 
 
+NONSENSE = [  # (what is changed in the Bank contract, a phrase of the message it must get)
+    (lambda c: c["numeric"]["age"].update(min=float("nan")), "numeric.age.min"),
+    (lambda c: c["numeric"]["campaign"].update(max=float("inf")), "numeric.campaign.max"),
+    (lambda c: c["numeric"]["pdays"].update(sentinel=float("nan")), "numeric.pdays.sentinel"),
+    (lambda c: c.update(split_fractions=[1.2, -0.1, -0.1]), "must each lie in [0, 1]"),
+    (lambda c: c.update(split_fractions=[0.5, 0.2, 0.2]), "must sum to 1"),
+    (lambda c: c.update(slices=["age_band", "jobs"]), "slices ['jobs'] are not categorical"),
+    (lambda c: c.update(name="My Bank/2"), "name: String should match pattern"),
+    (lambda c: c["training"].update(threshold_rule="fixed:1.2.3"), "training.threshold_rule"),
+    (lambda c: c["training"].update(threshold_rule="fixed:1.5"), "must be in (0, 1)"),
+    (lambda c: c["target"].update(negative=["yes"]), "['yes'] are both positive and negative"),
+    (lambda c: c["numeric"].update(_row_key=c["numeric"].pop("previous")), "['_row_key'"),
+    (lambda c: c["target"].update(column="_target"), "'_target'] collide"),
+    (lambda c: c["categorical"]["job"]["categories"].append("admin."),
+     "categories repeat ['admin.']"),
+    (lambda c: c["age_bands"].update(edges=[0, 40, 30]), "age band edges must increase"),
+]
+
+
+def test_every_nonsense_value_of_a_contract_is_refused_up_front_in_one_message(tmp_path):
+    import copy
+
+    import yaml
+
+    from mlops_assets.config import CONTRACTS_DIR, ContractError
+
+    raw = yaml.safe_load((CONTRACTS_DIR / "bank.yaml").read_text())
+    raw["source"]["files"] = [str(p) for p in BANK.source_paths()]
+    for change, expected in NONSENSE:
+        one = copy.deepcopy(raw)
+        change(one)
+        path = tmp_path / "one.yaml"
+        path.write_text(yaml.safe_dump(one))
+        with pytest.raises(ContractError) as err:
+            load_contract(str(path))
+        assert expected in str(err.value), str(err.value)
+    # All at once (less the two that are other values of a key already changed): each
+    # named in the one message, field and cross-field problems alike.
+    together = [n for n in NONSENSE if n[1] not in ("must sum to 1", "must be in (0, 1)")]
+    everything = copy.deepcopy(raw)
+    for change, _ in together:
+        change(everything)
+    path = tmp_path / "all.yaml"
+    path.write_text(yaml.safe_dump(everything))
+    with pytest.raises(ContractError) as err:
+        load_contract(str(path))
+    message = str(err.value)
+    assert not [expected for _, expected in together if expected not in message], message
+
+
 def test_empty_and_unreadable_batch_files(tmp_path):
     empty = tmp_path / "e.csv"
     empty.write_bytes(b"")
@@ -253,3 +303,27 @@ def test_postgres_urls_as_people_write_them_get_the_shipped_driver():
         postgres.normalize_url("postgresql+psycopg://u@h:5/db")
     with pytest.raises(ValueError, match="is not a URL"):
         postgres.normalize_url("u@h:5/db")
+
+
+def test_contract_init_names_an_unreadable_file_and_never_writes_an_infinite_bound(tmp_path):
+    from mlops_assets.config import ContractError
+    from mlops_assets.lib import contract_init
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=300).round(3).astype(str),
+                          "c": rng.choice(["a", "b"], 300), "y": rng.choice(["0", "1"], 300)})
+    frame.loc[[5, 9], "x"] = ["inf", "-inf"]
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    inferred = contract_init.infer(path, "y")
+    spec = inferred.contract["numeric"]["x"]
+    assert np.isfinite(spec["min"]) and np.isfinite(spec["max"])
+    assert any("2 infinite value(s)" in line for line in inferred.review)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(path.read_bytes().replace(b"a,", "é,".encode("latin-1"), 3))
+    with pytest.raises(ContractError, match=f"{latin} is not UTF-8 text .*iconv -f latin1"):
+        contract_init.infer(latin, "y")
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(ContractError, match=str(binary)):
+        contract_init.infer(binary, "y")
