@@ -162,8 +162,37 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def cmd_gc(args) -> int:
+    """Run the collect_storage job: delete stored versions nothing refers to any more."""
+    import dagster as dg
+
+    from mlops_assets import orchestration
+
+    _setup(args)
+    config = {"grace_hours": args.grace_hours, "dry_run": args.dry_run}
+    with dg.DagsterInstance.get() as instance, orchestration.Launcher(instance) as launcher:
+        result = launcher.run("collect_storage", run_config={
+            "ops": {"collect_stored_versions": {"config": config}}})
+    if not result.success:
+        print(f"gc failed: {result.failure()}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _interrupt(*_) -> None:
     raise KeyboardInterrupt
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def cmd_ui(args) -> int:
@@ -173,8 +202,15 @@ def cmd_ui(args) -> int:
     import signal
 
     from mlops_assets.lib.report_store import ReportStore
-    from mlops_assets.procs import start, stop, wait_http
+    from mlops_assets.procs import start, stop_all, wait_http
 
+    busy = [p for p in dict.fromkeys((args.port, args.reports_port))
+            if _port_in_use(args.host, p)]
+    if busy:  # another UI (or anything) is there: start nothing, not even a second daemon
+        print(f"error: port {' and '.join(map(str, busy))} on {args.host} is in use (is "
+              "another `mlops-assets ui` running?); stop it, or choose another with --port / "
+              "--reports-port", file=sys.stderr)
+        return 2
     home, _ = _setup(args)
     bin_dir = Path(sys.executable).parent
     reports_url = f"http://{args.host}:{args.reports_port}"
@@ -182,15 +218,18 @@ def cmd_ui(args) -> int:
     ReportStore(evidently_root, reports_url).ensure_workspace()
     env = {"MLOPS_REPORTS_URL": reports_url}
     logs = Paths(home).reports / "ui"
-    reports = start([str(bin_dir / "evidently"), "ui", "--workspace", str(evidently_root),
-                     "--host", args.host, "--port", str(args.reports_port)],
-                    logs / "evidently.log", env, PROJECT_ROOT)
-    # Started in DAGSTER_HOME, where the instance's dagster.yaml is (a link to the repo's).
-    dagster = start([str(bin_dir / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-                     "-h", args.host, "-p", str(args.port)], logs / "dagster.log", env,
-                    home / "dagster")
+    procs = []
     signal.signal(signal.SIGTERM, _interrupt)  # stopped by PID: stop the children too
     try:
+        reports = start([str(bin_dir / "evidently"), "ui", "--workspace", str(evidently_root),
+                         "--host", args.host, "--port", str(args.reports_port)],
+                        logs / "evidently.log", env, PROJECT_ROOT)
+        procs.append(reports)
+        # Started in DAGSTER_HOME, where the instance's dagster.yaml is (a link to the repo's).
+        dagster = start([str(bin_dir / "dagster"), "dev", "-w",
+                         str(PROJECT_ROOT / "workspace.yaml"), "-h", args.host, "-p",
+                         str(args.port)], logs / "dagster.log", env, home / "dagster")
+        procs.append(dagster)
         wait_http(f"http://{args.host}:{args.port}/server_info", 180, dagster,
                   logs / "dagster.log")
         wait_http(f"{reports_url}/api/version", 60, reports, logs / "evidently.log")
@@ -205,8 +244,10 @@ def cmd_ui(args) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        stop(dagster)
-        stop(reports)
+        # Both at once, within the grace a supervisor gives this process after its SIGTERM:
+        # one after the other, `dagster dev`'s slow stop left the Evidently UI running.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop_all(procs, grace=8)
 
 
 def cmd_production(args) -> int:
@@ -443,6 +484,11 @@ def main(argv: list[str] | None = None) -> int:
                       help="where to write the YAML (default: <data file's folder>/<name>.yaml)")
     init.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     init.set_defaults(func=cmd_contract_init)
+    gc = sub.add_parser("gc", help="delete stored versions nothing refers to any more")
+    gc.add_argument("--grace-hours", type=float, default=24.0,
+                    help="keep versions superseded less than this long ago (24)")
+    gc.add_argument("--dry-run", action="store_true", help="only say what would go")
+    gc.set_defaults(func=cmd_gc)
     ui = sub.add_parser("ui", help="the Dagster UI and the reports' Evidently UI on this "
                         "project's instance")
     ui.add_argument("--host", default="127.0.0.1")
@@ -455,11 +501,43 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: `mlops-assets {args.verb}` stopped; run it again to finish what "
+              "was interrupted", file=sys.stderr)
+        return 130
     except (ContractError, FileNotFoundError, ValueError) as err:  # bad input: no trace
         if os.environ.get("MLOPS_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # the machine's fault (a full disk, a database gone): one line
+        cause = _environment_cause(err)
+        if cause is None or os.environ.get("MLOPS_DEBUG"):
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        return 1
+
+
+def _environment_cause(err: BaseException) -> str | None:
+    """A one-line cause for an error of the machine rather than of the code: a disk that is
+    full or failing, storage that cannot be written or reached. None for anything else."""
+    import errno
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO,
+                                                      errno.EROFS):
+            where = f" ({err.filename})" if err.filename else ""
+            return f"{os.strerror(err.errno)}{where}: free space or fix the disk, then retry"
+        if type(err).__name__ == "OperationalError":  # SQLAlchemy / sqlite3 / psycopg2
+            home = os.environ.get("DAGSTER_HOME", "DAGSTER_HOME")
+            hint = (" (is the disk full? df -h " + home + ")" if any(
+                t in text.lower() for t in ("disk", "full", "i/o")) else "")
+            return f"the Dagster instance in {home} cannot be used: {text}{hint}"
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ they go through the same sensor and jobs a person triggers from the UI."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,10 @@ def run_requests(
 
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# A launched run's console is the terminal of whoever launched it: only what is fatal to
+# the run itself. Its steps' errors are in the event log, and the CLI prints each in one line
+# (``run_failure``), not a step's stack trace.
+LAUNCHED = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def run_job(
@@ -173,7 +178,7 @@ class Launcher:
         # the event log keeps every event either way.
         run = _create_run(
             instance=self.instance, code_location=location, remote_repo=repo,
-            remote_job=repo.get_full_job(job_name), run_config={**(run_config or {}), **QUIET},
+            remote_job=repo.get_full_job(job_name), run_config={**(run_config or {}), **LAUNCHED},
             tags=tags or {}, op_selection=None, run_id=None,
         )
         self.instance.launch_run(run.run_id, workspace)
@@ -205,9 +210,34 @@ class Launcher:
 
 
 def daemon_running(instance: dg.DagsterInstance, fresh_s: float = 60) -> bool:
-    beats = instance.get_daemon_heartbeats()
-    beat = beats.get("SENSOR")
-    return beat is not None and time.time() - beat.timestamp < fresh_s
+    """Is a daemon serving this instance now? A fresh heartbeat alone is not enough: a
+    daemon killed seconds ago (Ctrl-C, a stopped `ui`) leaves one for a minute, and a demo
+    that trusted it would wait for a sensor that never ticks. On the embedded instance the
+    daemon is a process on this machine with this DAGSTER_HOME; with PostgreSQL storage it may
+    run on another host, and the heartbeat is all there is to go by."""
+    from mlops_assets import postgres
+
+    beat = instance.get_daemon_heartbeats().get("SENSOR")
+    if beat is None or time.time() - beat.timestamp >= fresh_s:
+        return False
+    return bool(os.environ.get(postgres.URL_ENV)) or _local_daemon(instance.root_directory)
+
+
+def _local_daemon(dagster_home: str) -> bool:
+    import psutil
+
+    home = str(Path(dagster_home).resolve())
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "dagster-daemon run" not in cmd and "dagster._daemon" not in cmd:
+            continue
+        try:
+            env_home = proc.environ().get("DAGSTER_HOME")
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        if env_home and str(Path(env_home).resolve()) == home:
+            return True
+    return False
 
 
 def progress_line(entry) -> str | None:
@@ -225,7 +255,7 @@ def progress_line(entry) -> str | None:
     if kind == dg.DagsterEventType.STEP_FAILURE:
         error = event.step_failure_data.error
         error = (error.cause or error) if error else None
-        return f"  {event.step_key}: FAILED" + (f": {error.message.strip()}" if error else "")
+        return f"  {event.step_key}: FAILED" + (f": {_message(error)}" if error else "")
     if kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
         evaluation = event.event_specific_data
         if not evaluation.passed:
@@ -254,6 +284,11 @@ class RunOutcome:
         return run_failure(self.instance, self.run_id)
 
 
+def _message(error) -> str:
+    """An error's message without the exception's dotted class name in front."""
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", error.message.strip().splitlines()[0])
+
+
 def run_failure(instance: dg.DagsterInstance, run_id: str) -> str:
     """Why a run failed, in one line for a command-line user, from its events in the
     instance (launched or in-process alike): the failed checks with their reasons, else the
@@ -272,7 +307,7 @@ def run_failure(instance: dg.DagsterInstance, run_id: str) -> str:
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE and not lines:
             error = event.step_failure_data.error
             error = (error.cause or error) if error else None
-            lines.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+            lines.append(f"{event.step_key}: {_message(error) if error else 'failed'}")
         elif event.event_type == dg.DagsterEventType.RUN_FAILURE and not lines:
             lines.append(event.message or "run failed")
     run = instance.get_run_by_id(run_id)

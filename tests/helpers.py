@@ -102,3 +102,18 @@ def tiny_models(home: Path, contract: DatasetContract, n: int) -> list[str]:
         tags.append(registry.save(contract, booster, 0.5, booster.current_iteration(),
                                   {"seed": seed}))
     return tags
+
+
+def contract_with_gate(folder: Path, **gate) -> Path:
+    """The Bank contract with other gate thresholds, as a file (a CLI process or a launched
+    run loads the contract named by --contract / MLOPS_CONTRACT)."""
+    import yaml
+
+    from mlops_assets.config import CONTRACTS_DIR, DATA_DIR
+
+    raw = yaml.safe_load((CONTRACTS_DIR / "bank.yaml").read_text())
+    raw["source"]["files"] = [str(DATA_DIR / f) for f in raw["source"]["files"]]
+    raw["gate"] = {**raw.get("gate", {}), **gate}
+    path = Path(folder) / "bank-gate.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

@@ -281,6 +281,9 @@ class Registry:
         """Set the champion back to ``to``, or one step back along the lineage: rolling back
         twice goes two versions back, never forth to the version rolled back from."""
         current = self.champion()
+        if current is None:
+            raise RegistryError("there is no champion to roll back from yet: promote one first "
+                                "(make demo, or the train_and_promote job)")
         if to is None:
             stack = self.lineage()
             if len(stack) < 2:

@@ -22,7 +22,7 @@ from mlops_assets.launcher import run_worker_pid
 from mlops_assets.lib import io
 from mlops_assets.procs import server
 from tests.conftest import make_project
-from tests.helpers import wait_until
+from tests.helpers import contract_with_gate, wait_until
 
 pytestmark = pytest.mark.integration
 BATCHES = ("2008-11", "2009-04", "2009-05")
@@ -156,27 +156,12 @@ def test_killed_runs_are_marked_failed_and_the_queue_moves_on(prepared, tmp_path
     assert project.registry().champion() is None
 
 
-def _contract_with_gate(tmp_path: Path, **gate) -> Path:
-    """The Bank contract with other gate thresholds, as a file (launched runs load the
-    contract named by MLOPS_CONTRACT)."""
-    import yaml
-
-    from mlops_assets.config import CONTRACTS_DIR, DATA_DIR
-
-    raw = yaml.safe_load((CONTRACTS_DIR / "bank.yaml").read_text())
-    raw["source"]["files"] = [str(DATA_DIR / f) for f in raw["source"]["files"]]
-    raw["gate"] = {**raw.get("gate", {}), **gate}
-    path = tmp_path / "bank-gate.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
 def test_a_run_killed_inside_the_promotion_pool_does_not_hold_it(prepared, tmp_path):
     project = prepared
     instance = project.instance
     env = {**os.environ, "DAGSTER_HOME": str(project.home / "dagster"),
            "MLOPS_HOME": str(project.home), "PYTHONPATH": str(PROJECT_ROOT),
-           "MLOPS_CONTRACT": str(_contract_with_gate(tmp_path, min_auc=0.6)),
+           "MLOPS_CONTRACT": str(contract_with_gate(tmp_path, min_auc=0.6)),
            "MLOPS_SENSOR_INTERVAL": "2", "OMP_NUM_THREADS": "1"}
     log = open(tmp_path / "launch.log", "w")  # noqa: SIM115 (closed below)
     launcher = subprocess.Popen([sys.executable, str(Path(__file__).with_name("launch_run.py")),

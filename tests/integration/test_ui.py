@@ -12,6 +12,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mlops_assets.procs import free_port
@@ -48,9 +49,26 @@ def test_ui_starts_without_an_activated_venv_and_stops_cleanly(tmp_path):
         text = log.read_text()
         assert f"Dagster UI:    http://127.0.0.1:{port}" in text
         assert f"Reports (Evidently UI): http://127.0.0.1:{reports_port}" in text
+        # A second `ui` on the same port refuses at once, naming it, and starts nothing (no
+        # second daemon on the instance).
+        children = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        second = subprocess.run(
+            [str(exe), "--home", str(home), "ui", "--port", str(port), "--reports-port",
+             str(free_port())], capture_output=True, text=True, env=env, cwd=tmp_path,
+            timeout=60)
+        assert second.returncode == 2
+        assert f"port {port} on 127.0.0.1 is in use" in second.stderr, second.stderr
+        assert "Dagster UI:" not in second.stdout
+        daemons = [p for p in psutil.process_iter(["cmdline"])
+                   if "dagster-daemon" in " ".join(p.info["cmdline"] or [])
+                   and str(home) in " ".join(p.environ().get(k, "") for k in ("DAGSTER_HOME",))]
+        assert len(daemons) <= 1
     finally:
-        os.kill(proc.pid, signal.SIGTERM)  # by PID, as a person's Ctrl-C
+        # SIGTERM to the process group, as a supervisor stops it.
+        os.killpg(proc.pid, signal.SIGTERM)
         code = proc.wait(60)
     assert code == 0, log.read_text()[-3000:]
     assert not answers(f"http://127.0.0.1:{port}/server_info")
     assert not answers(f"http://127.0.0.1:{reports_port}/api/version")
+    assert not [pid for pid in children if psutil.pid_exists(pid)
+                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE], "children left"

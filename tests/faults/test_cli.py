@@ -1,0 +1,90 @@
+"""Faults met at the command line: Ctrl-C in the middle of the demo, and a full disk under
+the project home. Real CLI processes, a real instance, a real daemon."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mlops_assets.config import PROJECT_ROOT
+from mlops_assets.lib.registry import Registry
+from tests.helpers import contract_with_gate, wait_until
+
+pytestmark = pytest.mark.integration
+CLI = str(Path(sys.executable).parent / "mlops-assets")
+
+
+def _env(home: Path) -> dict:
+    return {**os.environ, "DAGSTER_HOME": str(home / "dagster"), "OMP_NUM_THREADS": "1"}
+
+
+def _ingest_runs(home: Path) -> list[dg.DagsterRun]:
+    if not (home / "dagster" / "history" / "runs.db").is_file():
+        return []
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        return list(instance.get_runs(dg.RunsFilter(job_name="ingest_batch")))
+
+
+def test_ctrl_c_during_the_demo_stops_in_one_line_and_the_rerun_finishes(tmp_path):
+    home = tmp_path / "home"
+    contract = contract_with_gate(tmp_path, min_auc=0.5)  # 3 periods, 1 trial: a weak model
+    args = [CLI, "--home", str(home), "--contract", str(contract), "demo", "--periods", "3",
+            "--trials", "1"]
+    demo = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(home), cwd=PROJECT_ROOT, start_new_session=True)
+    # Ctrl-C (SIGINT to the terminal's process group) while the batches are being ingested.
+    wait_until(lambda: demo.poll() is not None or any(
+        r.status == dg.DagsterRunStatus.STARTED for r in _ingest_runs(home)), 180, 0.2,
+        "an ingestion running")
+    os.killpg(demo.pid, signal.SIGINT)
+    out, err = demo.communicate(timeout=120)
+    assert demo.returncode == 130, (out[-2000:], err[-2000:])
+    assert err.strip().splitlines() == [
+        "interrupted: `mlops-assets demo` stopped; run it again to finish what was "
+        "interrupted"], err
+    time.sleep(1)
+    again = subprocess.run(args, capture_output=True, text=True, env=_env(home),
+                           cwd=PROJECT_ROOT, timeout=900)
+    assert again.returncode == 0, (again.stdout[-3000:], again.stderr[-3000:])
+    assert "ingested 3 batches (0 failed)" in again.stdout, again.stdout
+    assert "excluded" not in again.stdout + again.stderr
+    assert Registry(home).champion() is not None
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A project home on a 2 MiB tmpfs (root only), filled up; unmounted afterwards."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    home = folder / "home"
+    first = subprocess.run([CLI, "--home", str(home), "batches"], capture_output=True,
+                           text=True, env=_env(home), cwd=PROJECT_ROOT, timeout=120)
+    assert first.returncode == 0, first.stderr
+    with open(folder / "filler", "wb") as f:
+        try:
+            f.write(b"\0" * (4 << 20))
+        except OSError:
+            pass
+    yield home
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("verb", [["batches"], ["rollback"], ["land", "--last", "1"]])
+def test_a_full_disk_is_one_line_naming_the_cause(full_disk, verb):
+    done = subprocess.run([CLI, "--home", str(full_disk), *verb], capture_output=True,
+                          text=True, env=_env(full_disk), cwd=PROJECT_ROOT, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-3000:]
+    assert "disk" in lines[0] or "No space left on device" in lines[0], lines[0]
