@@ -110,6 +110,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         else:
             io.write_parquet(self._path(key, run_id, partition=partition), obj)
 
+    def stored_path(self, key: dg.AssetKey, run_id: str, partition: str | None = None) -> Path:
+        """The table one materialization (the run that wrote it) stored."""
+        return self._path(key, run_id, partition=partition)
+
     def _exists(self, key: dg.AssetKey, name: str, partition: str | None = None) -> bool:
         return (self._path(key, name, ".json", partition).is_file()
                 or self._path(key, name, partition=partition).is_file())
@@ -137,7 +141,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         except (AttributeError, dg.DagsterInvariantViolationError):
             pass
         run_id = (latest_partition_runs(context.instance, key, [partition]).get(partition)
-                  if partition is not None else _latest_run(context.instance, key))
+                  if partition is not None else latest_run(context.instance, key))
         return (run_id, self._read(key, run_id, as_path, partition)) if run_id else (None, None)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict:
@@ -176,7 +180,7 @@ def _wants_path(context: dg.InputContext) -> bool:
     return context.dagster_type.typing_type is Path
 
 
-def _latest_run(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+def latest_run(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
     event = instance.get_latest_materialization_event(key)
     return event.run_id if event else None
 

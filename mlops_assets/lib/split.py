@@ -224,6 +224,26 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                       unlabeled, Manifest(total=total, added=added))
 
 
+def new_contents(batches: list[Path], built: list[Path], contract: DatasetContract,
+                 chunk_rows: int = io.CHUNK_ROWS) -> int:
+    """How many labelled rows of the validated ``batches`` (in order) hold a content that is
+    in none of the ``built`` split files (their ``CONTENT`` column) nor in an earlier row of
+    the batches: the rows that would add something to training."""
+    known = np.concatenate([np.zeros(0, np.uint64), *(
+        chunk[CONTENT].to_numpy(np.uint64) for path in built
+        for chunk in io.read_parquet_chunks(path, chunk_rows, [CONTENT]))])
+    seen = np.unique(known)
+    count = 0
+    for path in batches:
+        for chunk in io.read_parquet_chunks(path, chunk_rows):
+            rows, _ = _labelled(chunk, None)
+            fresh = np.unique(content_keys(rows, contract).to_numpy(np.uint64))
+            fresh = fresh[~_contains(seen, fresh)]
+            count += len(fresh)
+            seen = np.union1d(seen, fresh)
+    return count
+
+
 def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Which of ``values`` are in ``sorted_values`` (sorted, unique)."""
     if not len(sorted_values):

@@ -169,10 +169,22 @@ def test_enough_new_labelled_rows_trigger_retraining(looped, bank_batches):
                              retrain_policy=RetrainPolicyResource(cooldown_s=0, min_new_rows=700))
     first = _tick(defs, project.instance, "retrain_sensor")
     assert not first.run_requests
+    # Rows that cannot reach training are not new: a CRLF copy of a batch already in the
+    # dataset (every row a duplicate), and a batch blocked by its check.
+    landed = project.paths.landing
+    (landed / "copy.csv").write_bytes(next(landed.glob("20*.csv")).read_bytes().replace(
+        b"\n", b"\r\n"))
+    blocked = bank_batches["2009-09"].copy()
+    blocked.loc[: len(blocked) // 2, "job"] = "astronaut"
+    project.land("2009-09", blocked)
+    assert sorted(r.success for r in project.ingest()[1]) == [False, True]
+    held = _tick(defs, project.instance, "retrain_sensor", first.cursor)
+    assert not held.run_requests
+    assert "0 new labelled rows" in held.skip_reason.skip_message, held.skip_reason
     project.land("2009-08", bank_batches["2009-08"])  # 770 rows
     _, runs = project.ingest()
     assert runs[0].success
-    trigger = _tick(defs, project.instance, "retrain_sensor", first.cursor)
+    trigger = _tick(defs, project.instance, "retrain_sensor", held.cursor)
     assert len(trigger.run_requests) == 1
     assert trigger.run_requests[0].run_key.startswith("retrain:rows-")
     assert "new labelled rows (>= 700)" in trigger.run_requests[0].tags["retrain/cause"]

@@ -12,8 +12,14 @@ from mlops_assets.defs.monitoring.assets import (
     prediction_days,
     windows,
 )
-from mlops_assets.defs.resources import SENSOR_INTERVAL, ProjectResource, RetrainPolicyResource
-from mlops_assets.lib import monitoring
+from mlops_assets.defs.resources import (
+    SENSOR_INTERVAL,
+    ParquetIOManager,
+    ProjectResource,
+    RetrainPolicyResource,
+    latest_run,
+)
+from mlops_assets.lib import monitoring, split
 from mlops_assets.lib.registry import Registry, RegistryError
 from mlops_assets.lib.retraining import (
     Evidence,
@@ -193,15 +199,30 @@ def judged_windows(instance: dg.DagsterInstance, registry: Registry, rule: LossP
     return out
 
 
-def new_labelled_rows(instance: dg.DagsterInstance, after: int) -> tuple[int, int]:
-    """Rows of validated batches stored after event ``after``: (count, newest event id)."""
+def new_labelled_rows(instance: dg.DagsterInstance, after: int, io_manager: ParquetIOManager,
+                      contract) -> tuple[int, int]:
+    """Labelled rows stored after event ``after`` that can reach training: (count, newest
+    event id). A batch counts only at the version that passed its checks (not a blocked
+    landing), and a row only if its content is new: not in the last built dataset, and not
+    counted already (a copy of a batch under another name adds nothing)."""
+    from mlops_assets.defs.dataset.assets import batch_eligibility
+
+    validated = dg.AssetKey("validated_batch")
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("validated_batch"), after_storage_id=after),
-        limit=1000,
-    ).records
-    count = sum(int(r.asset_materialization.metadata["dagster/row_count"].value)
-                for r in records if "dagster/row_count" in r.asset_materialization.metadata)
-    return count, max([after, *(r.storage_id for r in records)])
+        dg.AssetRecordsFilter(asset_key=validated, after_storage_id=after), limit=1000).records
+    marker = max([after, *(r.storage_id for r in records)])
+    status = batch_eligibility(instance) if records else None
+    passed = {} if status is None else dict(zip(
+        status.loc[status["included"], "batch"], status.loc[status["included"], "version"],
+        strict=True))
+    files = [io_manager.stored_path(validated, r.run_id, r.partition_key)
+             for r in records if passed.get(r.partition_key) == r.run_id]
+    if not files:
+        return 0, marker
+    built = [io_manager.stored_path(dg.AssetKey(f"{s}_set"), run_id)
+             for s in ("train", "validation", "test")
+             if (run_id := latest_run(instance, dg.AssetKey(f"{s}_set")))]
+    return split.new_contents(files, [p for p in built if p.is_file()], contract), marker
 
 
 def last_training_event(instance: dg.DagsterInstance) -> int:
@@ -216,7 +237,7 @@ def last_training_event(instance: dg.DagsterInstance) -> int:
                        "trigger), or retrains when enough new labelled rows arrived; a "
                        "cooldown spaces retrainings.")
 def retrain_sensor(context: dg.SensorEvaluationContext, retrain_policy: RetrainPolicyResource,
-                   project: ProjectResource):
+                   project: ProjectResource, io_manager: dg.ResourceParam[ParquetIOManager]):
     """Turns each newly judged monitoring window into hold, recalibrate or retrain
     (``lib/retraining.py``: live metrics against the answering version's validation figures,
     with sampling error), and enough new labelled rows into retrain; run keys make one cause
@@ -235,7 +256,8 @@ def retrain_sensor(context: dg.SensorEvaluationContext, retrain_policy: RetrainP
     # Only windows judged since the cursor: each tick reads no old record twice.
     judged = judged_windows(context.instance, registry, retrain_policy.rule(),
                             after=state.handled_event_id)
-    new_rows, marker = new_labelled_rows(context.instance, state.rows_after)
+    new_rows, marker = new_labelled_rows(context.instance, state.rows_after, io_manager,
+                                         project.contract())
     decision = decide(time.time(), state, judged, new_rows, marker, retrain_policy.policy())
     cursor = json.dumps(decision.state.as_dict())
     if decision.run_key is None:
