@@ -184,3 +184,18 @@ def test_landing_protocol_writer_leaves_no_partial_file(tmp_path, small):
     written = data.write_batch(contract_df, tmp_path, "2008-05", ";")
     assert [p.name for p in tmp_path.iterdir()] == ["2008-05.csv"]
     assert data.incomplete_reason(written) is None
+
+
+def test_a_folder_or_a_broken_link_in_the_landing_folder_is_skipped_with_the_reason(project,
+                                                                                    small):
+    project.paths.landing.mkdir(parents=True)
+    (project.paths.landing / "x.csv").mkdir()
+    (project.paths.landing / "gone.csv").symlink_to(project.paths.landing / "nowhere.csv")
+    project.land("2008-05", small["2008-05"])
+    _, runs = project.ingest()
+    assert [r.success for r in runs] == [True]  # the others do not stop the good batch
+    tick, runs = project.ingest()
+    assert runs == []
+    message = tick.skip_reason.skip_message
+    assert "x: skipped: x.csv is a folder" in message
+    assert "gone: skipped: gone.csv is a broken link" in message
