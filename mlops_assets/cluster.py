@@ -69,11 +69,35 @@ def _execute_step(serialized_args: str) -> None:
     from dagster_shared.serdes import deserialize_value
 
     args = deserialize_value(serialized_args, ExecuteStepArgs)
-    with dg.DagsterInstance.from_ref(args.instance_ref) as instance:
-        run = instance.get_run_by_id(args.run_id)
-        if run is None:
-            raise RuntimeError(f"run {args.run_id} is not in the instance")
-        for _ in _execute_step_command_body(args, instance, run):
+    before = _tails()
+    try:
+        with dg.DagsterInstance.from_ref(args.instance_ref) as instance:
+            run = instance.get_run_by_id(args.run_id)
+            if run is None:
+                raise RuntimeError(f"run {args.run_id} is not in the instance")
+            for _ in _execute_step_command_body(args, instance, run):
+                pass
+    finally:
+        _kill(_tails() - before)
+
+
+def _tails() -> set:
+    """This worker's `tail -F` children: Dagster mirrors a step's stdout and stderr through
+    one each and stops them with SIGTERM, which a Dask worker's children ignore (they inherit
+    its ignored signals), so every step left two behind for good."""
+    import psutil
+
+    return {p for p in psutil.Process().children() if p.name() == "tail"}
+
+
+def _kill(procs: set) -> None:
+    import psutil
+
+    for proc in procs:
+        try:
+            proc.kill()
+            proc.wait(5)
+        except (psutil.NoSuchProcess, psutil.TimeoutExpired):
             pass
 
 

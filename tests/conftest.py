@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +22,77 @@ from mlops_assets.lib import data
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+# Every process a test starts (servers, daemons, run workers, Dask workers) inherits one
+# thread per library: two xdist workers share two cores, and OpenMP threads that spin at
+# barriers behind other work turn minutes into hours.
+THREADS = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                  "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                                  "POLARS_MAX_THREADS", "RAYON_NUM_THREADS")}
+for _name, _value in THREADS.items():
+    os.environ.setdefault(_name, _value)
+# Marks every process the test session starts (the environment is inherited down to
+# grandchildren), so that what outlives the session can be found and named.
+SESSION_MARK = "MLOPS_TEST_SESSION"
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controller, before xdist starts its workers
+        os.environ[SESSION_MARK] = uuid.uuid4().hex
+
+
+def _left_behind(mark: str) -> list:
+    import psutil
+
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid in mine:
+            continue
+        try:
+            if proc.environ().get(SESSION_MARK) == mark and not _is_xdist_worker(proc):
+                found.append(proc)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@pytest.hookimpl(trylast=True)  # after xdist has stopped its workers
+def pytest_sessionfinish(session, exitstatus):
+    """The suite fails if a process it started outlives it (a server not stopped, a tail
+    that ignores SIGTERM): each is named, then killed."""
+    import psutil
+
+    if hasattr(session.config, "workerinput") or SESSION_MARK not in os.environ:
+        return
+    mark = os.environ[SESSION_MARK]
+    deadline = time.monotonic() + 15  # xdist workers and servers being stopped may be exiting
+    left = _left_behind(mark)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    if not left:
+        return
+    lines = []
+    for proc in left:
+        try:
+            lines.append(f"  pid {proc.pid}: {' '.join(proc.cmdline())[:200]}")
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if lines:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"{len(lines)} process(es) started by the tests outlived them (killed now):\n"
+            + "\n".join(lines), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _is_xdist_worker(proc) -> bool:
+    """An execnet gateway (how pytest-xdist starts its workers), or the helper process
+    multiprocessing keeps for this process (it ends with it)."""
+    cmd = " ".join(proc.cmdline())
+    return "exec(eval(sys.stdin.readline()))" in cmd or (
+        proc.ppid() == os.getpid() and "multiprocessing.resource_tracker" in cmd)
 
 
 @dataclass

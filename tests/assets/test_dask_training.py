@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from mlops_assets import orchestration
+from mlops_assets.config import VERSION
 from mlops_assets.definitions import EXECUTOR_ENV, SCHEDULER_ENV, reconstructable_job
 from mlops_assets.lib import io
 from mlops_assets.procs import free_port
@@ -44,7 +45,9 @@ def trained(tmp_path, monkeypatch, batches):
 def _split(project) -> dict[str, pd.DataFrame]:
     sets = {s: pd.read_parquet(project.stored_file(f"{s}_set"))
             for s in ("train", "validation", "test")}
-    return {**sets, "manifest": pd.read_parquet(project.paths.sealed_test)}
+    # The stored version a row was sealed from is a run id: each home has its own runs.
+    manifest = pd.read_parquet(project.paths.sealed_test).drop(columns=[VERSION])
+    return {**sets, "manifest": manifest}
 
 
 def _quarantine(project) -> pd.DataFrame:
