@@ -3,11 +3,7 @@ row in memory, and memory bounded by its chunk and DuckDB's limit, not by the ro
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -150,58 +146,44 @@ def test_a_manifest_of_row_keys_is_rewritten_by_content(tmp_path, bank_batches):
     assert split.audit(manifest, **got.paths).ok
 
 
-# Peak RSS over the split only: the kernel's high-water mark (VmHWM) is reset after the
-# imports (`5` to /proc/self/clear_refs), then read against the resident size at that point.
-_MEASURE = """
-import json, sys
-from pathlib import Path
-from mlops_assets.config import load_contract
-from mlops_assets.lib import split
-import duckdb, pyarrow.parquet  # imported before the baseline: they are not the data
+def test_the_split_holds_a_chunk_not_the_dataset(tmp_path, bank_batches, monkeypatch):
+    """What the split holds at once, counted (its peak memory is measured by `make bench`,
+    not here: other work shares the machine): every read of a batch is a chunk of at most
+    ``chunk_rows`` rows, no file is read whole, and the cross-batch step runs in DuckDB
+    under the memory limit it is given."""
+    import duckdb
 
-def status(field):
-    line = next(x for x in open("/proc/self/status") if x.startswith(field + ":"))
-    return int(line.split()[1]) / 1024
-
-files = [(Path(p).stem, Path(p)) for p in sys.argv[1:-1]]
-out = Path(sys.argv[-1])
-open("/proc/self/clear_refs", "w").write("5")
-before = status("VmRSS")
-result = split.split_batches(files, None, load_contract("bank"), out / "sealed.parquet",
-                             out / "work", memory_limit="32MB", chunk_rows=10_000)
-print(json.dumps({"added_mb": status("VmHWM") - before, "rows": result.rows}))
-"""
-
-
-def _measure(paths: list[Path], out: Path) -> dict:
-    out.mkdir()
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(_MEASURE), *map(str, paths),
-                           str(out)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def test_the_split_holds_a_chunk_not_the_dataset(tmp_path, bank_batches):
-    """The split's peak memory (in its own process) with 10,000-row chunks and a 32 MB
-    DuckDB limit, over 4 and then 16 copies of 28k valid Bank rows (112k and 448k rows):
-    it stays under half of what the larger dataset takes loaded at once, and from 4 to 16
-    copies grows by under a tenth of what the data grows by (bounded by the chunk and the
-    engine's limit, not by the rows)."""
-    files, frames = _valid_batch_files(bank_batches, list(bank_batches)[:8], tmp_path)
+    files, frames = _valid_batch_files(bank_batches, list(bank_batches)[:4], tmp_path)
     base = pd.concat(frames.values(), ignore_index=True)
-    paths, at_once = [], []
-    for copy in range(16):  # distinct rows (no cross-batch duplicates), a batch each
+    paths = []
+    for copy in range(4):  # distinct rows, a batch each
         frame = _landed_again(base, f"b{copy:02d}")
-        frame["age"] = frame["age"] + copy * 1000  # no row of one copy equals one of another
-        at_once.append(frame.memory_usage(deep=True).sum() / 2**20)
-        paths.append(io.write_parquet(tmp_path / f"b{copy:02d}.parquet", frame))
-    small = _measure(paths[:4], tmp_path / "small")
-    large = _measure(paths, tmp_path / "large")
-    assert sum(large["rows"].values()) == 16 * len(base)
-    data_growth = sum(at_once) - sum(at_once[:4])
-    assert sum(at_once) > 350  # MB: the scale at which the bound means something
-    assert 0 < large["added_mb"] < sum(at_once) / 2, (large, sum(at_once))
-    assert large["added_mb"] - small["added_mb"] < data_growth / 10, (small, large, data_growth)
+        frame["age"] = frame["age"] + copy * 1000
+        paths.append((f"b{copy:02d}", io.write_parquet(tmp_path / f"b{copy:02d}.parquet",
+                                                       frame)))
+    chunks, whole, limits = [], [], []
+    read_chunks, connect = io.read_parquet_chunks, duckdb.connect
+
+    def counting(path, rows, columns=None):
+        for chunk in read_chunks(path, rows, columns):
+            chunks.append(len(chunk))
+            yield chunk
+
+    def connecting(*args, config=None, **kwargs):
+        limits.append((config or {}).get("memory_limit"))
+        return connect(*args, config=config, **kwargs)
+
+    monkeypatch.setattr(io, "read_parquet_chunks", counting)
+    monkeypatch.setattr(io, "read_parquet", lambda *a, **k: whole.append(a) or pd.DataFrame())
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: whole.append(a) or pd.DataFrame())
+    monkeypatch.setattr(duckdb, "connect", connecting)
+    result = split.split_batches(paths, None, BANK, tmp_path / "sealed.parquet",
+                                 tmp_path / "work", memory_limit="32MB", chunk_rows=2_000)
+    assert sum(result.rows.values()) == 4 * len(base) > 4 * 2_000
+    assert chunks and max(chunks) <= 2_000
+    assert sum(chunks) == 2 * 4 * len(base)  # two passes, every row read twice, in chunks
+    assert whole == []
+    assert limits == ["32MB"]
 
 
 def test_a_damaged_batch_file_is_named_and_nothing_is_sealed(tmp_path, bank_batches):
