@@ -64,10 +64,11 @@ def test_a_damaged_registry_never_takes_a_running_server_down(tmp_path):
         registry.journal_file.write_text("\n".join(lines) + "\n")
         assert registry.rollback(reason="bad release")["tag"] == a
         wait_until(lambda: _version(port) == a, 10, what="the rollback served")
-        # A non-ASCII Authorization header is refused at once (it used to hang 30 s).
-        started = time.monotonic()
-        code, body = post(port, [RECORD], {"Authorization": "Bearer tökén".encode()})
-        assert code == 401 and time.monotonic() - started < 2, body
+        # A non-ASCII Authorization header is refused (it used to hang for the whole 30 s
+        # traffic timeout: the client's own 10 s timeout would raise).
+        code, body = post(port, [RECORD], {"Authorization": "Bearer tökén".encode()},
+                          timeout=10)
+        assert code == 401, body
         exit_code = stop(proc)
     assert exit_code == 0
     served_log = (tmp_path / "serve.log").read_text()
@@ -85,10 +86,8 @@ def test_no_loadable_champion_gives_503_with_the_reason_then_recovers(tmp_path):
                        MLOPS_API_TOKEN=TOKEN) as (port, proc):
         code, body = get(port, "/readyz")
         assert code == 503 and f"cannot load production {a}" in body, body
-        started = time.monotonic()
-        code, answer = post(port, [RECORD], AUTH)
+        code, answer = post(port, [RECORD], AUTH, timeout=10)  # answered, not waited out
         assert code == 503 and f"cannot load production {a}" in answer["error"], answer
-        assert time.monotonic() - started < 1.0
         registry.promote(b, "a loadable champion")
         wait_until(lambda: get(port, "/readyz")[0] == 200, 10, what="ready")
         assert _version(port) == b and proc.poll() is None
