@@ -63,10 +63,19 @@ def run_requests(
     defs: dg.Definitions, instance: dg.DagsterInstance, result: dg.SensorResult,
     job_name: str = "ingest_batch",
 ) -> list[dg.ExecuteInProcessResult]:
-    """Execute a sensor's run requests in this process, tagged as the daemon would tag them."""
+    """Execute a sensor's run requests in this process, tagged as the daemon would tag them.
+    The landing sensor's ingest_landed requests give the runs of their batches (what its op
+    does: ``ingest``), one result per batch."""
+    from mlops_assets.defs.ingestion.sensors import LandedConfig, ingest
+
     job = defs.resolve_job_def(job_name)
     outcomes = []
     for request in result.run_requests or []:
+        landed = request.run_config.get("ops", {}).get("ingest_landed_batches")
+        if landed:
+            outcomes += ingest(defs.resolve_job_def("ingest_batch"), instance,
+                               LandedConfig(**landed["config"]).requests())
+            continue
         tags = {**request.tags, "dagster/run_key": request.run_key or ""}
         outcomes.append(
             job.execute_in_process(

@@ -1,6 +1,11 @@
-"""The landing sensor: each new batch file becomes a partition and one ingestion run."""
+"""The landing sensor: each new batch file becomes a partition; the batches landed in a tick
+are ingested by one run (two at most, one per core), ``ingest_landed``, which materializes
+each batch as its own run of ``ingest_batch`` in its process: each partition keeps its own
+materialization, data version and blocking checks (a failing batch blocks only itself), and
+the batches pay one process start-up between them instead of one each."""
 
 
+import hashlib
 import json
 import time
 from datetime import UTC, datetime
@@ -19,7 +24,62 @@ ingest_job = dg.define_asset_job(
 )
 
 CONTENT_TAG = "mlops/content"  # the landed file's content hash, on every ingestion run
+PARENT_TAG = "mlops/ingested_by"  # the ingest_landed run a batch's run was made by
 MAX_ATTEMPTS = 3  # ingestions of one content that may end interrupted before it is left
+RUNS_PER_TICK = 2  # the batches of a tick are shared among this many runs (two cores)
+
+
+def ingest(job: dg.JobDefinition, instance: dg.DagsterInstance,
+           batches: list[tuple[str, str, int]], tags: dict | None = None, log=None
+           ) -> list[dg.ExecuteInProcessResult]:
+    """Materialize each (batch, content hash, attempt) as its own run of ``job`` (the
+    per-partition ingestion), one after another in this process."""
+    out = []
+    for batch, sha, attempt in batches:
+        result = job.execute_in_process(
+            instance=instance, partition_key=batch, raise_on_error=False,
+            tags={**(tags or {}), "batch": batch, CONTENT_TAG: sha,
+                  "dagster/run_key": run_key(batch, sha, attempt)})
+        if log:
+            log(f"{batch}: run {result.run_id} "
+                + ("succeeded" if result.success else "failed (see that run)"))
+        out.append(result)
+    return out
+
+
+class LandedConfig(dg.Config):
+    """The batches one ingest_landed run ingests: names, content hashes and attempts."""
+
+    batches: list[str]
+    contents: list[str]
+    attempts: list[int]
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        return list(zip(self.batches, self.contents, self.attempts, strict=True))
+
+
+@dg.op
+def ingest_landed_batches(context: dg.OpExecutionContext, config: LandedConfig,
+                          project: ProjectResource) -> None:
+    """Each landed batch as its own ingest_batch run, in this run's process."""
+    from mlops_assets.definitions import job_for
+
+    job = job_for(ingest_job.name, project.home, project.contract_name)
+    inherited = {k: v for k, v in context.run.tags.items() if k == "dagster/sensor_name"}
+    results = ingest(job, context.instance, config.requests(),
+                     {**inherited, PARENT_TAG: context.run_id}, context.log.info)
+    failed = [b for (b, _, _), r in zip(config.requests(), results, strict=True)
+              if not r.success]
+    if failed:
+        raise dg.Failure(description=f"{len(failed)} of {len(results)} batches did not pass: "
+                                     f"{failed} (each run says why; the others are ingested)",
+                         metadata={"failed": ", ".join(failed)})
+
+
+@dg.job(description="Ingest the batches the landing sensor saw in one tick: each its own "
+                    "ingest_batch run, all in this run's process.")
+def ingest_landed():
+    ingest_landed_batches()
 
 
 def ingested_version(instance: dg.DagsterInstance, batch: str) -> str | None:
@@ -59,22 +119,58 @@ def run_key(batch: str, sha: str, attempt: int) -> str:
     return f"{batch}:{sha}" + (f":{attempt}" if attempt else "")
 
 
-def _cursor(text: str | None) -> tuple[dict[str, str], float]:
+def _cursor(text: str | None) -> tuple[dict[str, str], float, dict[str, int]]:
     raw = json.loads(text) if text else {}
     if "known" not in raw:  # the cursor before interrupted runs were looked for
-        return raw, time.time()
-    return raw["known"], raw["checked_until"]
+        return raw, time.time(), {}
+    return raw["known"], raw["checked_until"], raw.get("retried", {})
+
+
+def _retries(instance: dg.DagsterInstance, since: float, landed: dict[str, str],
+             known: dict[str, str], retried: dict[str, int], log) -> dict[str, int]:
+    """Batches to ingest again, with their attempt number: those whose ingest_landed run
+    ended (killed, interrupted, lost) before their own run judged them. A batch failed by
+    its checks or its own error is not retried; none more than MAX_ATTEMPTS times in all
+    (``retried``, kept in the cursor, counts the retries asked for)."""
+    retry: dict[str, int] = {}
+    ended = instance.get_runs(dg.RunsFilter(
+        job_name=ingest_landed.name, statuses=[dg.DagsterRunStatus.FAILURE,
+                                               dg.DagsterRunStatus.CANCELED],
+        updated_after=datetime.fromtimestamp(since - 60, tz=UTC)), limit=200)
+    for driver in ended:
+        config = driver.run_config.get("ops", {}).get("ingest_landed_batches", {}).get(
+            "config", {})
+        for batch, sha in zip(config.get("batches", []), config.get("contents", []),
+                              strict=False):
+            key = f"{batch}:{sha}"
+            if batch in retry or landed.get(batch) != sha or known.get(batch) != sha \
+                    or retried.get(key, 0) >= MAX_ATTEMPTS - 1:
+                continue
+            tries = attempts(instance, batch, sha)
+            if tries and (tries[0].status not in TERMINAL_RUN
+                          or not interrupted(instance, tries[0])):
+                continue  # judged (passed or failed), or still running
+            retried[key] = retried.get(key, 0) + 1
+            retry[batch] = retried[key]
+            log(f"{batch}: run {driver.run_id} ended before judging the batch; ingesting it "
+                f"again (attempt {retry[batch] + 1})")
+    return retry
+
+
+TERMINAL_RUN = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+                dg.DagsterRunStatus.CANCELED}
 
 
 @dg.sensor(
-    job=ingest_job,
+    job=ingest_landed,
     minimum_interval_seconds=SENSOR_INTERVAL,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the landing directory; a new or changed batch file is ingested once "
-                "(again if its ingestion was interrupted).",
+                "(again if its ingestion was interrupted); the batches of a tick share one or "
+                "two runs.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
-    cursor, checked_until = _cursor(context.cursor)
+    cursor, checked_until, retried = _cursor(context.cursor)
     now = time.time()
     files = data.landed_files(project.paths.landing)
     waiting = {b: why for b, p in files.items() if (why := data.incomplete_reason(p))}
@@ -85,30 +181,16 @@ def landing_sensor(context: dg.SensorEvaluationContext, project: ProjectResource
     for batch, sha in landed.items():
         if known.get(batch) != sha and ingested_version(context.instance, batch) == sha:
             known[batch] = sha
-    # An ingestion that ended before judging its batch is run again (a few times at most).
-    retry: dict[str, int] = {}
-    ended = context.instance.get_runs(dg.RunsFilter(
-        job_name=ingest_job.name, statuses=[dg.DagsterRunStatus.FAILURE,
-                                            dg.DagsterRunStatus.CANCELED],
-        updated_after=datetime.fromtimestamp(checked_until - 60, tz=UTC)), limit=200)
-    for run in ended:
-        batch, sha = run.tags.get("batch"), run.tags.get(CONTENT_TAG)
-        if batch in retry or landed.get(batch) != sha or known.get(batch) != sha:
-            continue
-        tries = attempts(context.instance, batch, sha)
-        if tries and tries[0].run_id == run.run_id and len(tries) < MAX_ATTEMPTS \
-                and interrupted(context.instance, run):
-            retry[batch] = len(tries)
-            context.log.warning(f"{batch}: run {run.run_id} ended before judging the batch; "
-                                f"ingesting it again (attempt {len(tries) + 1})")
+    retry = _retries(context.instance, checked_until, landed, known, retried,
+                     context.log.warning)
     plan = data.plan_ingestion(landed, known)
     skipped = {**plan.skipped, **waiting}
     known.update(plan.to_ingest)
-    new_cursor = json.dumps({"known": known, "checked_until": now})
-    requests = {**{b: (sha, 0) for b, sha in plan.to_ingest.items()},
-                **{b: (landed[b], n) for b, n in retry.items()}}
+    new_cursor = json.dumps({"known": known, "checked_until": now, "retried": retried})
+    requests = sorted({**{b: (sha, 0) for b, sha in plan.to_ingest.items()},
+                       **{b: (landed[b], n) for b, n in retry.items()}}.items())
     existing = set(context.instance.get_dynamic_partitions(batches.name))
-    new_partitions = sorted(set(requests) - existing)
+    new_partitions = sorted({b for b, _ in requests} - existing)
     if not requests:
         reason = (
             "no batch files in " + str(project.paths.landing)
@@ -120,14 +202,24 @@ def landing_sensor(context: dg.SensorEvaluationContext, project: ProjectResource
     for batch, why in skipped.items():
         if not why.startswith("already"):
             context.log.warning(f"{batch}: {why}")
+    share = -(-len(requests) // RUNS_PER_TICK)
+    groups = [requests[i:i + share] for i in range(0, len(requests), share)]
     return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(partition_key=batch, run_key=run_key(batch, sha, attempt),
-                          tags={"batch": batch, CONTENT_TAG: sha})
-            for batch, (sha, attempt) in sorted(requests.items())
-        ],
+        run_requests=[landed_request(group) for group in groups],
         dynamic_partitions_requests=[batches.build_add_request(new_partitions)]
         if new_partitions
         else [],
         cursor=new_cursor,
     )
+
+
+def landed_request(group: list[tuple[str, tuple[str, int]]]) -> dg.RunRequest:
+    """One ingest_landed run for ``group``: (batch, (content hash, attempt)) pairs."""
+    names = [b for b, _ in group]
+    identity = "|".join(f"{b}:{sha}:{n}" for b, (sha, n) in group)
+    return dg.RunRequest(
+        run_key="landed:" + hashlib.sha256(identity.encode()).hexdigest()[:32],
+        run_config={"ops": {"ingest_landed_batches": {"config": {
+            "batches": names, "contents": [sha for _, (sha, _) in group],
+            "attempts": [n for _, (_, n) in group]}}}},
+        tags={"batches": (", ".join(names))[:200]})
