@@ -19,7 +19,6 @@ from mlops_assets.lib import data, io
 ingest_job = dg.define_asset_job(
     "ingest_batch",
     selection=dg.AssetSelection.groups("ingestion", "validation"),
-    partitions_def=batches,
     description="Ingest and validate one landed batch (one partition).",
 )
 

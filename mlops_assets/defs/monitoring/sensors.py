@@ -32,7 +32,7 @@ from mlops_assets.lib.retraining import (
 )
 
 log_job = dg.define_asset_job(
-    "ingest_prediction_log", selection=["prediction_log"], partitions_def=prediction_days,
+    "ingest_prediction_log", selection=["prediction_log"],
     description="Read one day of the service's prediction log (started by "
                 "prediction_log_sensor when the day's files grow).")
 feedback_job = dg.define_asset_job(
@@ -42,7 +42,6 @@ window_job = dg.define_asset_job(
     "monitor_window",
     selection=dg.AssetSelection.assets("window_traffic", "drift_report", "live_performance",
                                        "serving_health"),
-    partitions_def=windows,
     description="Drift, live performance and serving health of one monitoring window.",
 )
 _MODEL_GROUPS = dg.AssetSelection.groups("dataset", "features", "training", "evaluation",

@@ -60,7 +60,7 @@ def batch_scores(context: dg.AssetExecutionContext,
 
 
 score_job = dg.define_asset_job(
-    "score_batch", selection=[batch_scores], partitions_def=scoring_files,
+    "score_batch", selection=[batch_scores],
     description="Score one landed file of unlabeled rows with the champion (one partition).",
 )
 
