@@ -14,6 +14,7 @@ import pytest
 from mlops_assets import orchestration
 from mlops_assets.config import VERSION
 from mlops_assets.definitions import EXECUTOR_ENV, SCHEDULER_ENV, reconstructable_job
+from mlops_assets.defs.ingestion.sensors import CONTENT_TAG, LandedConfig, run_key
 from mlops_assets.lib import io
 from mlops_assets.procs import free_port
 from tests.conftest import make_project, materialized, trained_home
@@ -93,10 +94,13 @@ def test_the_pipeline_on_a_dask_cluster_matches_the_local_run(trained, batches, 
             for key in BATCHES:
                 project.land(key, batches[key])
             tick = orchestration.tick_landing_sensor(project.defs, project.instance)
-            assert len(tick.run_requests) == len(BATCHES)
-            for request in tick.run_requests:
-                run("ingest_batch", tags={**request.tags, "dagster/run_key": request.run_key,
-                                          "dagster/partition": request.partition_key})
+            landed = [LandedConfig(**r.run_config["ops"]["ingest_landed_batches"]["config"])
+                      for r in tick.run_requests]
+            assert sorted(b for c in landed for b in c.batches) == sorted(BATCHES)
+            for batch, sha, attempt in (r for c in landed for r in c.requests()):
+                run("ingest_batch", tags={"batch": batch, CONTENT_TAG: sha,
+                                          "dagster/run_key": run_key(batch, sha, attempt),
+                                          "dagster/partition": batch})
             build = run("build_dataset")
             config = {"n_trials": 3, "seed": 42, "distributed_min_rows": 0,
                       "in_memory_rows": 10_000, "search_rows": 1_000_000}
