@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export MLOPS_HOME ?= $(CURDIR)/var
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
-.PHONY: setup demo test test-fast lint ui bench bench-quick clean browser
+.PHONY: setup demo test test-fast lint ui bench bench-quick bench-stateful clean browser
 
 # The lock file pins every package; uv installs it in seconds where pip takes minutes.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -44,6 +44,12 @@ ui: setup  ## the Dagster UI on http://127.0.0.1:3000 with this project's instan
 
 bench: setup  ## every benchmark, side by side (about 25 min); writes benchmarks/results/latest.json
 	$(BIN)/python -m benchmarks.run
+	$(MAKE) bench-stateful
+
+# The operator-sequence property test (tests/faults/test_stateful.py), longer than in make test.
+bench-stateful: setup
+	MLOPS_STATEFUL_EXAMPLES=25 MLOPS_STATEFUL_STEPS=30 $(BIN)/python -m pytest -q \
+		tests/faults/test_stateful.py
 
 bench-quick: setup  ## each benchmark once on small inputs (CI runs this through the tests)
 	$(BIN)/python -m benchmarks.run --quick
