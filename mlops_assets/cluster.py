@@ -66,38 +66,21 @@ def _execute_step(serialized_args: str) -> None:
     import dagster as dg
     from dagster._cli.api import _execute_step_command_body
     from dagster._grpc.types import ExecuteStepArgs
+    from dagster._serdes.config_class import ConfigurableClassData
     from dagster_shared.serdes import deserialize_value
 
     args = deserialize_value(serialized_args, ExecuteStepArgs)
-    before = _tails()
-    try:
-        with dg.DagsterInstance.from_ref(args.instance_ref) as instance:
-            run = instance.get_run_by_id(args.run_id)
-            if run is None:
-                raise RuntimeError(f"run {args.run_id} is not in the instance")
-            for _ in _execute_step_command_body(args, instance, run):
-                pass
-    finally:
-        _kill(_tails() - before)
-
-
-def _tails() -> set:
-    """This worker's `tail -F` children: Dagster mirrors a step's stdout and stderr through
-    one each and stops them with SIGTERM, which a Dask worker's children ignore (they inherit
-    its ignored signals), so every step left two behind for good."""
-    import psutil
-
-    return {p for p in psutil.Process().children() if p.name() == "tail"}
-
-
-def _kill(procs: set) -> None:
-    import psutil
-
-    for proc in procs:
-        try:
-            proc.kill()
-            proc.wait(5)
-        except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+    # No stdout/stderr capture here: Dagster mirrors a step's streams through `tail -F`
+    # processes it stops with SIGTERM, which a Dask worker's children ignore (they inherit
+    # its ignored signals); each step waited for them and left two behind for good. The
+    # step's own events (context.log, materializations, checks) reach the instance as ever.
+    ref = args.instance_ref._replace(compute_logs_data=ConfigurableClassData(
+        "dagster._core.storage.noop_compute_log_manager", "NoOpComputeLogManager", "{}\n"))
+    with dg.DagsterInstance.from_ref(ref) as instance:
+        run = instance.get_run_by_id(args.run_id)
+        if run is None:
+            raise RuntimeError(f"run {args.run_id} is not in the instance")
+        for _ in _execute_step_command_body(args, instance, run):
             pass
 
 

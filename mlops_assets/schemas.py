@@ -11,69 +11,69 @@ from __future__ import annotations
 
 import pandas as pd
 import pandera.pandas as pa
+import pandera.polars as pla
+import polars as pl
+from pandera.api.polars.types import PolarsData
 
 from mlops_assets.config import BATCH, KEY, PERIOD, ROW_KEY, TARGET, DatasetContract
 
 
-def _numeric_type(series: pd.Series, missing: set[str], min_share: float) -> pd.Series:
-    """Per value: does it parse as a number? A few bad values are a row-level problem for the
-    quarantine; only when too many fail is the column's type wrong, and then every value that
-    does not parse is reported."""
-    present = ~series.isin(missing) & (series != "")
-    parses = pd.to_numeric(series.where(present), errors="coerce").notna() | ~present
-    if not present.any() or parses[present].mean() >= min_share:
-        return pd.Series(True, index=series.index)
-    return parses
-
-
-def raw_schema(contract: DatasetContract) -> pa.DataFrameSchema:
-    """A landed batch, all values still text: every expected column present, numbers parse."""
-    missing = set(contract.missing_tokens)
+def raw_schema(contract: DatasetContract) -> pla.DataFrameSchema:
+    """A landed batch, all values still text (Pandera's Polars backend): every expected column
+    present, numbers parse. A few bad values are a row-level problem for the quarantine;
+    only when more than ``max_invalid_fraction`` of a column's present values fail to parse is
+    the column's type wrong, and then every value that does not parse is reported."""
+    missing = ["", *contract.missing_tokens]
     min_share = 1.0 - contract.max_invalid_fraction
-    columns = {
-        name: pa.Column(str, required=True, nullable=False) for name in contract.expected_columns
-    }
+
+    def numeric_type(data: PolarsData):
+        col = pl.col(data.key)
+        present = ~col.is_in(missing)
+        parses = col.cast(pl.Float64, strict=False).is_not_null() | ~present
+        share = (parses & present).sum() / present.sum()
+        return data.lazyframe.select(
+            pl.when(present.sum() == 0).then(True).when(share >= min_share).then(True)
+            .otherwise(parses).alias(data.key))
+
+    columns = {name: pla.Column(pl.String, required=True, nullable=False)
+               for name in contract.expected_columns}
     for name in contract.numeric:
-        columns[name] = pa.Column(
-            str,
-            nullable=False,
-            checks=pa.Check(
-                lambda s, m=missing, k=min_share: _numeric_type(s, m, k),
-                name="numeric_type",
-                error=f"not numeric (more than {contract.max_invalid_fraction:.0%} of values)",
-            ),
-        )
-    return pa.DataFrameSchema(
+        columns[name] = pla.Column(pl.String, nullable=False, checks=pla.Check(
+            numeric_type, name="numeric_type",
+            error=f"not numeric (more than {contract.max_invalid_fraction:.0%} of values)"))
+    return pla.DataFrameSchema(
         columns,
-        checks=pa.Check(lambda df: len(df) > 0, name="not_empty", error="batch has no rows"),
-        strict=False,
-        name=f"{contract.name}_raw",
-    )
+        checks=pla.Check(lambda data: data.lazyframe.select(pl.len() > 0), name="not_empty",
+                         error="batch has no rows"),
+        strict=False, name=f"{contract.name}_raw")
 
 
-def clean_schema(contract: DatasetContract) -> pa.DataFrameSchema:
-    """One typed, validated row: domains, categories and required values from the contract."""
-    columns: dict[str, pa.Column] = {
-        ROW_KEY: pa.Column(str, unique=True),
-        BATCH: pa.Column(str),
-        PERIOD: pa.Column(str),
-        TARGET: pa.Column("Int8", pa.Check.isin([0, 1]), nullable=True),  # not arrived yet
+def clean_schema(contract: DatasetContract) -> pla.DataFrameSchema:
+    """One typed, validated row (Pandera's Polars backend): domains, categories and required
+    values from the contract, as ``request_schema`` holds requests to them."""
+    columns: dict[str, pla.Column] = {
+        ROW_KEY: pla.Column(pl.String, unique=True),
+        BATCH: pla.Column(pl.String),
+        PERIOD: pla.Column(pl.String),
+        TARGET: pla.Column(pl.Int8, pla.Check.isin([0, 1]), nullable=True),  # not arrived yet
     }
     if contract.key_column:
-        columns[KEY] = pa.Column(object, nullable=False)
-    columns.update(_feature_columns(contract))
-    return pa.DataFrameSchema(columns, strict=True, name=f"{contract.name}_clean")
+        columns[KEY] = pla.Column(pl.String, nullable=False)
+    columns.update(_feature_columns(contract, pla, pl.String, pl.Float64))
+    return pla.DataFrameSchema(columns, strict=True, name=f"{contract.name}_clean")
 
 
-def _feature_columns(contract: DatasetContract) -> dict[str, pa.Column]:
-    """The domains of the features, as ingestion and serving both enforce them."""
-    columns: dict[str, pa.Column] = {}
+def _feature_columns(contract: DatasetContract, backend=pa, text=object,
+                     number="float64") -> dict:
+    """The domains of the features, as ingestion (Pandera's Polars backend) and serving
+    (its pandas backend) both enforce them: one definition, two backends."""
+    columns: dict = {}
     for name, spec in contract.categorical.items():
-        columns[name] = pa.Column(object, pa.Check.isin(spec.categories), nullable=spec.nullable)
+        columns[name] = backend.Column(text, backend.Check.isin(spec.categories),
+                                       nullable=spec.nullable)
     for name, spec in contract.numeric.items():
-        columns[name] = pa.Column(
-            "float64", pa.Check.in_range(spec.min, spec.max), nullable=spec.nullable
-        )
+        columns[name] = backend.Column(number, backend.Check.in_range(spec.min, spec.max),
+                                       nullable=spec.nullable)
     return columns
 
 
@@ -95,13 +95,19 @@ def feature_schema(contract: DatasetContract) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(columns, strict=True, ordered=True, name=f"{contract.name}_features")
 
 
-def failure_cases(schema: pa.DataFrameSchema, df: pd.DataFrame) -> pd.DataFrame:
-    """All of Pandera's failure cases (lazy validation) as a small text table; empty if valid."""
+def failure_cases(schema, df) -> pd.DataFrame:
+    """All of Pandera's failure cases (lazy validation) as a small text table; empty if valid.
+    A pandas or a Polars schema, with a frame of its kind."""
     columns = ["column", "check", "failure_case", "index"]
     try:
         schema.validate(df, lazy=True)
-    except pa.errors.SchemaErrors as err:
-        return err.failure_cases[columns].astype(str)
+    except (pa.errors.SchemaErrors, pla.errors.SchemaErrors) as err:
+        cases = err.failure_cases
+        if isinstance(cases, pl.DataFrame):  # row numbers as pandas gives them: 3, or None
+            index = cases["index"].to_list()
+            cases = cases.drop("index").to_pandas()
+            cases["index"] = pd.Series(index, dtype=object)
+        return cases[columns].astype(str)
     return pd.DataFrame(columns=columns)
 
 

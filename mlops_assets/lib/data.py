@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
+import pandera.polars as pla
+import polars as pl
+import pyarrow as pa
 
 from mlops_assets.config import (
     BATCH,
@@ -182,111 +184,198 @@ def land_labels(contract: DatasetContract, feedback_dir: Path,
 
 
 # --- one landed batch ---------------------------------------------------------------------
+# Columnar (Polars): read, typed and validated with the contract's Pandera schemas on
+# Pandera's Polars backend (schemas.py), a chunk at a time; what is stored has the types the
+# rest of the pipeline reads with pandas (``row_schema``). tests/oracle_ingestion.py keeps
+# the pandas path this replaced, and tests/unit/test_columnar.py holds the two to the same
+# text, row keys, rows, types and reasons.
 
 
 def read_batch(path: Path, contract: DatasetContract) -> pd.DataFrame:
     """A landed batch file as text, exactly as written. An empty file gives an empty frame."""
-    return pd.concat(read_batch_chunks(path, contract, 1 << 62), ignore_index=True)
+    frames = list(read_batch_frames(path, contract, 1 << 30))
+    return pl.concat(frames, how="vertical").to_pandas() if frames[0].width else pd.DataFrame()
 
 
-def read_batch_chunks(path: Path, contract: DatasetContract, rows: int) -> Iterator[pd.DataFrame]:
-    """``read_batch`` ``rows`` at a time (a file larger than memory). An empty file gives one
-    empty frame."""
+def read_batch_frames(path: Path, contract: DatasetContract, rows: int
+                      ) -> Iterator[pl.DataFrame]:
+    """A landed batch file as text (every value a string, missing as "", stripped of
+    surrounding whitespace), at most ``rows`` rows at a time: a file larger than memory is
+    streamed. An empty file gives one frame with no columns; a header alone, one with no
+    rows."""
     path = Path(path)
     if not path.is_file():
         raise BatchError(f"batch file {path} does not exist")
     if path.stat().st_size == 0:
-        yield pd.DataFrame()
+        yield pl.DataFrame()
         return
     try:
-        with pd.read_csv(path, sep=contract.source.separator, dtype=str,
-                         keep_default_na=False, skipinitialspace=True,
-                         chunksize=rows) as reader:
-            empty = True
-            for chunk in reader:
+        scan = pl.scan_csv(path, separator=contract.source.separator, infer_schema=False,
+                           raise_if_empty=False, encoding="utf8")
+        names = scan.collect_schema().names()
+        text = scan.select(pl.col(n).fill_null("").str.strip_chars() for n in names)
+        empty = True
+        for frame in text.collect_batches(chunk_size=rows):
+            if frame.height:
                 empty = False
-                yield chunk.apply(lambda s: s.str.strip())
-            if empty:  # a header and no rows
-                yield pd.read_csv(path, sep=contract.source.separator, dtype=str,
-                                  keep_default_na=False, skipinitialspace=True, nrows=0)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+                yield frame
+        if empty:  # a header and no rows
+            yield pl.DataFrame(schema=dict.fromkeys(names, pl.String))
+    except (pl.exceptions.PolarsError, UnicodeDecodeError) as err:
         raise BatchError(f"batch file {path} cannot be parsed as CSV: {err}") from err
 
 
 SEPARATORS = [",", ";", "\t", "|"]
 
 
-def layout_problem(raw: pd.DataFrame, contract: DatasetContract, path: Path) -> str | None:
+def layout_problem(raw: pl.DataFrame, contract: DatasetContract, path: Path) -> str | None:
     """A problem with the file as a whole, said plainly (an empty file, a header and no rows,
     the wrong separator), or None; the schema then judges columns and values."""
-    if raw.columns.empty:
+    if raw.width == 0:
         return f"empty file: {path} has 0 bytes or no header line"
     sep = contract.source.separator
-    if len(raw.columns) == 1 and len(contract.expected_columns) > 1:
+    if raw.width == 1 and len(contract.expected_columns) > 1:
         header = str(raw.columns[0])
         found = [s for s in SEPARATORS if s != sep and header.count(s) > 0]
         if found:
             best = max(found, key=header.count)
             return (f"wrong separator: {path} has one column {header[:80]!r}...; it looks "
                     f"separated by {best!r}, but contract {contract.name!r} says {sep!r}")
-    if raw.empty:
+    if raw.height == 0:
         return f"no rows: {path} has a header line and nothing else"
     return None
 
 
-def row_keys(batch_id: str, n: int, start: int = 0) -> pd.Series:
-    """Stable row keys: the batch id and the row's position in its immutable batch file."""
-    return pd.Series([f"{batch_id}:{i:06d}" for i in range(start, start + n)], dtype=object)
+def _hash_pii(value: str, salt: str) -> str:
+    return hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()[:16]
 
 
-def _hash_pii(values: pd.Series, salt: str) -> pd.Series:
-    return values.map(lambda v: hashlib.sha256(f"{salt}:{v}".encode()).hexdigest()[:16])
+def parse_frame(text: pl.DataFrame, contract: DatasetContract, batch_id: str,
+                start: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Type a text batch by the contract: missing tokens become null, numbers parse, the
+    target becomes 0/1, leakage columns go, PII is hashed or dropped, and the pipeline's
+    columns are added: a stable row key (the batch id and the row's position in its
+    immutable file; ``start``: the position of ``text``'s first row), the batch, the period.
+    Returns the typed rows and the values that did not parse (index, column, reason), which
+    are recorded (not dropped) so that their rows can be quarantined."""
+    missing = ["", *contract.missing_tokens]
+    n = text.height
+    target = contract.target.column
+    labels = pl.col(target) if target in text.columns else pl.lit("", pl.String)
+    columns = [
+        (pl.lit(f"{batch_id}:") + pl.int_range(start, start + n, dtype=pl.Int64)
+         .cast(pl.String).str.zfill(6)).alias(ROW_KEY),
+        pl.lit(batch_id, pl.String).alias(BATCH),
+        pl.lit(batch_id, pl.String).alias(PERIOD),
+        *([pl.col(contract.key_column).alias(KEY)] if contract.key_column else []),
+        labels.replace_strict(contract.label_codes, default=None, return_dtype=pl.Int8)
+        .alias(TARGET),
+        *(pl.when(pl.col(c).is_in(missing)).then(None).otherwise(pl.col(c)).alias(c)
+          for c in contract.categorical),
+        *(pl.when(pl.col(c).is_in(missing)).then(None).otherwise(pl.col(c))
+          .cast(pl.Float64, strict=False).alias(c) for c in contract.numeric),
+        *(pl.col(c).map_elements(lambda v, salt=contract.name: _hash_pii(v, salt),
+                                 return_dtype=pl.String).alias(c)
+          for c, action in contract.pii_columns.items() if action == "hash"),
+    ]
+    rows = text.select(columns)
+    # A missing label is not an error: the row waits, unlabeled, for a label file. A label
+    # outside the contract is. A number that does not parse (NaN included) is.
+    checks = [(TARGET, labels, rows[TARGET].is_null().to_numpy()
+               & ~text.select(labels.is_in(missing)).to_series().to_numpy(),
+               lambda v: f"{target}: unknown label {v!r}")]
+    for c in contract.numeric:
+        present = ~text[c].is_in(missing).to_numpy()
+        parsed = rows[c]
+        checks.append((c, pl.col(c), present & (parsed.is_null() | parsed.is_nan())
+                       .fill_null(True).to_numpy(), lambda v, c=c: f"{c}: not a number {v!r}"))
+    errors = []
+    for column, source, bad, reason in checks:
+        at = np.flatnonzero(bad)
+        if len(at):
+            values = text.select(source).to_series().gather(at).to_list()
+            errors += [(int(i), column, reason(v)) for i, v in zip(at, values, strict=True)]
+    return rows, pl.DataFrame(errors, schema={"index": pl.Int64, "column": pl.String,
+                                              "reason": pl.String}, orient="row")
+
+
+def check_frame(rows: pl.DataFrame, errors: pl.DataFrame, contract: DatasetContract
+                ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split typed rows into valid rows and quarantined rows (with a ``reason`` column naming
+    every problem of the row, column by column: values that did not parse first, then what
+    the contract's clean schema refused)."""
+    schema = clean_schema(contract)
+    position = {c: i for i, c in enumerate(rows.columns)}
+    reasons: dict[int, list[tuple[int, int, str]]] = {}
+    seen: set[tuple[int, str]] = set()
+    for order, (index, column, reason) in enumerate(errors.iter_rows()):
+        seen.add((index, column))
+        reasons.setdefault(index, []).append((0, order, reason))
+    try:
+        schema.validate(rows, lazy=True)
+    except pla.errors.SchemaErrors as err:
+        cases = err.failure_cases
+        table_level = cases.filter(pl.col("index").is_null())
+        if table_level.height:
+            raise BatchError(
+                f"{schema.name} fails on the whole table: "
+                f"{table_level.select('column', 'check').to_dicts()}") from err
+        for order, case in enumerate(cases.to_dicts()):
+            key = (int(case["index"]), str(case["column"]))
+            if key in seen:  # a value that did not parse is reported once, as such
+                continue
+            seen.add(key)
+            value = case["failure_case"]
+            if key[1] in contract.numeric and value not in (None, "null"):
+                value = float(value)
+            reasons.setdefault(key[0], []).append(
+                (1, position.get(key[1], len(position)) * 1_000_000 + order,
+                 failure_reason({**case, "failure_case": value})))
+    bad = np.zeros(rows.height, dtype=bool)
+    bad[list(reasons)] = True
+    why = ["; ".join(r for *_, r in sorted(reasons[i])) for i in np.flatnonzero(bad)]
+    mask = pl.Series(bad)
+    quarantined = rows.filter(mask).with_columns(pl.Series("reason", why, dtype=pl.String))
+    return rows.filter(~mask), quarantined
+
+
+def row_schema(contract: DatasetContract, quarantine: bool = False) -> pa.Schema:
+    """The Arrow schema (with pandas' metadata) of stored valid (or quarantined) rows: text,
+    float64 numbers, a nullable Int8 label; pandas reads them with today's types."""
+    sample: dict = {ROW_KEY: ["x"], BATCH: ["x"], PERIOD: ["x"]}
+    if contract.key_column:
+        sample[KEY] = ["x"]
+    sample[TARGET] = pd.array([1], dtype="Int8")
+    sample.update({c: ["x"] for c in contract.categorical})
+    sample.update({c: [1.0] for c in contract.numeric})
+    sample.update({c: ["x"] for c, a in contract.pii_columns.items() if a == "hash"})
+    if quarantine:
+        sample["reason"] = ["x"]
+    return pa.Schema.from_pandas(pd.DataFrame(sample), preserve_index=False)
+
+
+def to_arrow(frame: pl.DataFrame, schema: pa.Schema) -> pa.Table:
+    return frame.to_arrow().cast(schema)
 
 
 @dataclass(frozen=True)
 class ParsedBatch:
+    """A typed batch (pandas, for callers that hold rows in memory)."""
+
     rows: pd.DataFrame  # typed, every row of the batch, meta columns added
     cell_errors: pd.DataFrame  # index, column, reason: values that did not parse
+    frame: pl.DataFrame | None = None
+    errors: pl.DataFrame | None = None
 
 
 def parse_batch(raw: pd.DataFrame, contract: DatasetContract, batch_id: str,
                 start: int = 0) -> ParsedBatch:
-    """Type a text batch by the contract: missing tokens become NA, numbers parse, the target
-    becomes 0/1, leakage columns go, PII is hashed or dropped, meta columns are added.
-    ``start``: the position in the batch file of ``raw``'s first row (a chunk of it).
-
-    Values that do not parse are recorded (not dropped) so the rows can be quarantined.
-    """
-    missing = {"", *contract.missing_tokens}
-    text = raw.reset_index(drop=True)
-    out = pd.DataFrame(index=text.index)
-    errors: list[tuple[int, str, str]] = []
-    out[ROW_KEY] = row_keys(batch_id, len(text), start)
-    out[BATCH] = batch_id
-    out[PERIOD] = batch_id
-    if contract.key_column:
-        out[KEY] = text[contract.key_column].astype(object)
-    # A missing label is not an error: the row is kept, unlabeled (for drift and scoring),
-    # until a label file supplies it. A label outside the contract is an error.
-    labels = text[contract.target.column] if contract.target.column in text \
-        else pd.Series("", index=text.index)
-    target = labels.map(contract.label_codes).astype("Int8")
-    for i in np.flatnonzero((target.isna() & ~labels.isin(missing)).to_numpy()):
-        errors.append((int(i), TARGET,
-                       f"{contract.target.column}: unknown label {labels.iat[i]!r}"))
-    out[TARGET] = target
-    for name in contract.categorical:
-        out[name] = text[name].where(~text[name].isin(missing), None).astype(object)
-    for name in contract.numeric:
-        col = text[name].where(~text[name].isin(missing), None)
-        parsed = pd.to_numeric(col, errors="coerce").astype("float64")
-        for i in np.flatnonzero((parsed.isna() & col.notna()).to_numpy()):
-            errors.append((int(i), name, f"{name}: not a number {col.iat[i]!r}"))
-        out[name] = parsed
-    for name, action in contract.pii_columns.items():
-        if action == "hash":
-            out[name] = _hash_pii(text[name], contract.name)
-    return ParsedBatch(out, pd.DataFrame(errors, columns=["index", "column", "reason"]))
+    """``parse_frame`` for a pandas frame of text."""
+    text = pl.from_pandas(raw.reset_index(drop=True).astype(str)) if raw.shape[1] \
+        else pl.DataFrame()
+    frame, errors = parse_frame(text, contract, batch_id, start)
+    return ParsedBatch(to_arrow(frame, row_schema(contract)).to_pandas(), errors.to_pandas(),
+                       frame, errors)
 
 
 @dataclass(frozen=True)
@@ -299,45 +388,18 @@ class ValidatedBatch:
         total = len(self.valid) + len(self.quarantined)
         return len(self.quarantined) / total if total else 0.0
 
-    def reasons_by_column(self) -> pd.DataFrame:
-        """How many quarantined rows each column caused."""
-        if self.quarantined.empty:
-            return pd.DataFrame({"column": [], "rows": []})
-        reasons = self.quarantined["reason"].str.split("; ").explode()
-        counts = reasons.str.split(":").str[0].value_counts()
-        return counts.rename_axis("column").reset_index(name="rows")
-
 
 def validate_rows(parsed: ParsedBatch, contract: DatasetContract) -> ValidatedBatch:
-    """Split a typed batch into valid rows and quarantined rows, each with every reason."""
-    rows = parsed.rows
-    schema = clean_schema(contract)
-    reasons: dict[int, list[str]] = {}
-    seen: set[tuple[int, str]] = set()
-    for r in parsed.cell_errors.itertuples(index=False):
-        seen.add((r.index, r.column))
-        reasons.setdefault(r.index, []).append(r.reason)
-    try:
-        schema.validate(rows, lazy=True)
-    except pa.errors.SchemaErrors as err:
-        cases = err.failure_cases
-        table_level = cases[cases["index"].isna()]
-        if len(table_level):
-            raise BatchError(
-                f"{schema.name} fails on the whole table: "
-                f"{table_level[['column', 'check']].to_dict('records')}"
-            ) from err
-        for rec in cases.to_dict("records"):
-            key = (int(rec["index"]), str(rec["column"]))
-            if key in seen:  # a value that did not parse is reported once, as such
-                continue
-            seen.add(key)
-            reasons.setdefault(key[0], []).append(failure_reason(rec))
-    bad = np.zeros(len(rows), dtype=bool)
-    bad[list(reasons)] = True
-    quarantined = rows[bad].copy()
-    quarantined["reason"] = ["; ".join(reasons[i]) for i in np.flatnonzero(bad)]
-    return ValidatedBatch(rows[~bad].reset_index(drop=True), quarantined.reset_index(drop=True))
+    """``check_frame`` for a parsed batch, as pandas frames with the stored types."""
+    valid, quarantined = check_frame(parsed.frame, parsed.errors, contract)
+    return ValidatedBatch(to_arrow(valid, row_schema(contract)).to_pandas(),
+                          to_arrow(quarantined, row_schema(contract, True)).to_pandas())
+
+
+def reasons_by_column(reasons: pl.Series) -> pl.DataFrame:
+    """How many quarantined rows each column caused (``reasons``: the quarantine's)."""
+    return (reasons.str.split("; ").explode().str.split(":").list.first()
+            .value_counts(sort=True, name="rows").rename({"reason": "column"}))
 
 
 def backup_batch(path: Path, backup_dir: Path, batch_id: str, sha256: str) -> Path:
@@ -358,10 +420,12 @@ class BatchProfile:
         self._missing = ["", *contract.missing_tokens]
         self.batch_id, self.rows, self._counts = batch_id, 0, None
 
-    def add(self, raw: pd.DataFrame) -> None:
-        counts = raw.isin(self._missing).sum()
+    def add(self, raw: pl.DataFrame) -> None:
+        counts = raw.select(pl.col(c).is_in(self._missing).sum() for c in raw.columns)
+        counts = pd.Series(counts.row(0) if counts.width else [], index=raw.columns,
+                           dtype="int64")
         self._counts = counts if self._counts is None else self._counts + counts
-        self.rows += len(raw)
+        self.rows += raw.height
 
     def as_dict(self) -> dict:
         nulls = {} if not self.rows else {

@@ -161,6 +161,23 @@ def read_parquet_chunks(path: Path | str, rows: int, columns: list[str] | None =
             yield schema.empty_table().to_pandas()
 
 
+def read_parquet_frames(path: Path | str, rows: int) -> Iterator:
+    """A Parquet file as Polars frames of at most ``rows`` rows (one empty frame, with the
+    file's columns, if it has none)."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    with _naming(path):
+        f = pq.ParquetFile(path)
+    with f:
+        empty = True
+        for batch in f.iter_batches(batch_size=rows):
+            empty = False
+            yield pl.from_arrow(batch)
+        if empty:
+            yield pl.from_arrow(f.schema_arrow.empty_table())
+
+
 def take_rows(chunks: Iterable[pd.DataFrame], positions: np.ndarray) -> pd.DataFrame:
     """The rows at ``positions`` (sorted, counted across ``chunks`` one after another)."""
     parts, start = [], 0
@@ -180,15 +197,29 @@ def read_parquet_rows(paths: list[Path], positions: np.ndarray, rows: int) -> pd
 
 class ParquetWriter:
     """Frames appended to one Parquet file, with the schema (and pandas types) of the first
-    (a frame with no rows still writes the file, with its columns)."""
+    (a frame with no rows still writes the file, with its columns), or with ``schema``
+    (Arrow tables or Polars frames cast to it)."""
 
-    def __init__(self, path: Path | str):
-        self.path, self._writer, self.rows = Path(path), None, 0
+    def __init__(self, path: Path | str, schema=None):
+        self.path, self._writer, self.rows, self._schema = Path(path), None, 0, schema
 
-    def write(self, frame: pd.DataFrame) -> None:
+    def write(self, frame) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        if not isinstance(frame, pd.DataFrame):  # Arrow or Polars
+            table = frame if isinstance(frame, pa.Table) else frame.to_arrow()
+            if self._schema is not None:
+                table = table.cast(self._schema)
+            elif table.schema.metadata is None:  # Polars' large strings, as pandas writes
+                table = table.cast(pa.schema([f.with_type(pa.string())
+                                              if pa.types.is_large_string(f.type) else f
+                                              for f in table.schema]))
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self.path, table.schema)
+            self._writer.write_table(table)
+            self.rows += table.num_rows
+            return
         if self._writer is None:
             # An object column with no value in the first frame has Arrow type null; every
             # object column here is text, which later frames may hold.

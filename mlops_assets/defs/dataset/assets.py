@@ -46,18 +46,19 @@ def validate_batch(context: dg.AssetExecutionContext, raw_batch: Path, project: 
     batch_id, start, unlabeled = context.partition_key, 0, 0
     reasons, first_quarantined = [], []
     with work_dir(project, "validate_batch") as work, \
-            io.ParquetWriter(work / "valid.parquet") as valid, \
-            io.ParquetWriter(work / "quarantined.parquet") as quarantined:
-        for chunk in io.read_parquet_chunks(raw_batch, io.CHUNK_ROWS):
-            result = data.validate_rows(data.parse_batch(chunk, contract, batch_id, start),
-                                        contract)
-            start += len(chunk)
-            valid.write(result.valid)
-            quarantined.write(result.quarantined)
-            unlabeled += int(result.valid[TARGET].isna().sum())
-            reasons.append(result.reasons_by_column())
+            io.ParquetWriter(work / "valid.parquet", data.row_schema(contract)) as valid, \
+            io.ParquetWriter(work / "quarantined.parquet",
+                             data.row_schema(contract, quarantine=True)) as quarantined:
+        for chunk in io.read_parquet_frames(raw_batch, io.CHUNK_ROWS):
+            good, bad = data.check_frame(*data.parse_frame(chunk, contract, batch_id, start),
+                                         contract)
+            start += chunk.height
+            valid.write(good)
+            quarantined.write(bad)
+            unlabeled += good[TARGET].null_count()
+            reasons.append(data.reasons_by_column(bad["reason"]).to_pandas())
             if sum(map(len, first_quarantined)) <= 100:
-                first_quarantined.append(result.quarantined[[ROW_KEY, "reason"]])
+                first_quarantined.append(bad.select(ROW_KEY, "reason").head(101).to_pandas())
         valid.close()
         quarantined.close()
         reasons = (pd.concat(reasons).groupby("column", sort=False)["rows"].sum()

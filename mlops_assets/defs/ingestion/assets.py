@@ -27,7 +27,7 @@ def raw_batch(context: dg.AssetExecutionContext, project: ProjectResource):
     backup = data.backup_batch(path, project.paths.backup, batch_id, sha)
     profile = data.BatchProfile(contract, batch_id)
     with work_dir(project, "raw_batch") as work, io.ParquetWriter(work / "raw.parquet") as out:
-        for chunk in data.read_batch_chunks(path, contract, io.CHUNK_ROWS):
+        for chunk in data.read_batch_frames(path, contract, io.CHUNK_ROWS):
             profile.add(chunk)
             out.write(chunk)
         out.close()
@@ -58,15 +58,17 @@ def raw_batch_schema(
     contract = project.contract()
     path = project.paths.landing / f"{context.partition_key}{data.BATCH_SUFFIX}"
     schema, parts, rows = raw_schema(contract), [], 0
-    for chunk in io.read_parquet_chunks(raw_batch, io.CHUNK_ROWS):
+    for chunk in io.read_parquet_frames(raw_batch, io.CHUNK_ROWS):
         if rows == 0:
             problem = data.layout_problem(chunk, contract, path)
             if problem:
                 return dg.AssetCheckResult(passed=False, description=problem,
-                                           metadata={"rows": len(chunk), "problem": problem})
-        chunk.index += rows  # failures name the row of the whole batch
-        parts.append(failure_cases(schema, chunk))
-        rows += len(chunk)
+                                           metadata={"rows": chunk.height, "problem": problem})
+        cases = failure_cases(schema, chunk)
+        # failures name the row of the whole batch
+        cases["index"] = [str(int(i) + rows) if i.isdigit() else i for i in cases["index"]]
+        parts.append(cases)
+        rows += chunk.height
     failures = pd.concat(parts, ignore_index=True)
     return dg.AssetCheckResult(
         passed=failures.empty,

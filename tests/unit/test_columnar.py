@@ -1,0 +1,129 @@
+"""The columnar ingestion (Polars, Pandera's Polars backend) against the pandas path it
+replaced (tests/oracle_ingestion.py): the same text, row keys, valid rows with the same
+types, and the same quarantined rows with the same reasons, on every Bank batch and on a
+10x sample with planted faults, read in chunks smaller than the batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from mlops_assets.config import ROW_KEY, load_contract
+from mlops_assets.lib import data
+from mlops_assets.schemas import failure_cases, raw_schema
+from tests import oracle_ingestion as oracle
+
+BANK = load_contract("bank")
+
+
+def _both(path, contract, batch: str, rows: int):
+    """(text, valid, quarantined) by the oracle and by the columnar path, chunk by chunk."""
+    out = {}
+    for name, read, check in (
+        ("oracle", lambda: oracle.read_batch_chunks(path, contract, rows),
+         lambda chunk, start: oracle.validate_rows(
+             oracle.parse_batch(chunk, contract, batch, start), contract)),
+        ("columnar", lambda: (f.to_pandas() for f in data.read_batch_frames(path, contract,
+                                                                            rows)),
+         lambda chunk, start: data.validate_rows(
+             data.parse_batch(chunk, contract, batch, start), contract)),
+    ):
+        texts, valid, quarantined, start = [], [], [], 0
+        for chunk in read():
+            texts.append(chunk.reset_index(drop=True))
+            result = check(chunk, start)
+            valid.append(result.valid)
+            quarantined.append(result.quarantined)
+            start += len(chunk)
+        # An empty quarantine's reason column is float64 in pandas' hands (no values):
+        # stored, it is text either way.
+        quarantined = [q.astype({"reason": object}) for q in quarantined]
+        out[name] = tuple(pd.concat(f, ignore_index=True) for f in (texts, valid, quarantined))
+    return out["oracle"], out["columnar"]
+
+
+def _assert_same(expected, got):
+    for what, e, g in zip(("text", "valid", "quarantined"), expected, got, strict=True):
+        pd.testing.assert_frame_equal(g, e, obj=what)
+
+
+@pytest.mark.parametrize("rows", [1_000, 200_000])
+def test_every_bank_batch_is_ingested_as_the_pandas_path_did(tmp_path, bank_batches, rows):
+    for batch, frame in bank_batches.items():
+        path = data.write_batch(frame, tmp_path, batch, BANK.source.separator)
+        expected, got = _both(path, BANK, batch, rows)
+        _assert_same(expected, got)
+
+
+def _planted(bank_batches, copies: int = 10) -> tuple[pd.DataFrame, dict[int, str]]:
+    """A month ten times over (new rows each time), with faults planted at known rows."""
+    base = bank_batches["2008-11"]
+    frame = pd.concat([base] * copies, ignore_index=True)
+    rng = np.random.default_rng(7)
+    faults = {
+        "age": ["999", "old", "-4", "", "nan", "inf", "17"],
+        "job": ["astronaut", "", "unknown", "ADMIN."],
+        "contact": ["", "pigeon"],
+        "y": ["maybe", "", "unknown"],
+        "campaign": ["1,5", "0x10", " 3 "],
+        "pdays": ["999", "1000"],
+        "euribor3m": ["-inf", "NaN"],
+    }
+    planted = {}
+    for column, values in faults.items():
+        for value in values:
+            at = int(rng.integers(len(frame)))
+            frame.loc[at, column] = value
+            planted[at] = f"{column}={value!r}"
+    return frame, planted
+
+
+def test_a_10x_sample_with_planted_faults_is_quarantined_alike(tmp_path, bank_batches):
+    frame, planted = _planted(bank_batches)
+    path = data.write_batch(frame, tmp_path, "b10x", BANK.source.separator)
+    expected, got = _both(path, BANK, "b10x", 3_000)
+    _assert_same(expected, got)
+    quarantined = got[2]
+    assert len(quarantined) >= 12  # the planted faults that are faults, each with its reason
+    assert quarantined["reason"].str.len().gt(0).all()
+    assert set(quarantined[ROW_KEY]) <= {f"b10x:{i:06d}" for i in planted}
+
+
+def test_an_overflowing_number_is_quarantined_out_of_range(tmp_path, bank_batches):
+    """The one difference from the pandas path: "1e999" overflows to infinity (as Python's
+    float() reads it), out of range, where pandas read it as no number at all. Refused
+    either way."""
+    frame = bank_batches["2008-11"].head(50).copy()
+    frame.loc[3, "age"] = "1e999"
+    path = data.write_batch(frame, tmp_path, "b", BANK.source.separator)
+    result = data.validate_rows(data.parse_batch(data.read_batch(path, BANK), BANK, "b"), BANK)
+    assert result.quarantined[ROW_KEY].tolist() == ["b:000003"]
+    assert result.quarantined["reason"].iat[0] == "age: out of range (17.0, 120.0) (value inf)"
+
+
+def test_the_raw_check_finds_what_the_pandas_schema_found(tmp_path, bank_batches):
+    frame = bank_batches["2009-03"].copy()
+    frame.loc[: len(frame) // 2, "campaign"] = "many"  # half of a numeric column: wrong type
+    frame = frame.drop(columns=["poutcome"])  # a column missing
+    path = data.write_batch(frame, tmp_path, "bad", BANK.source.separator)
+    text = next(data.read_batch_frames(path, BANK, 1 << 30))
+    got = failure_cases(raw_schema(BANK), text)
+    expected = failure_cases(oracle.raw_schema(BANK), text.to_pandas())
+    key = ["column", "check", "index"]
+    pd.testing.assert_frame_equal(
+        got[key].sort_values(key, ignore_index=True),
+        expected[key].sort_values(key, ignore_index=True))
+    assert "campaign" in set(got["column"]) and "poutcome" in set(got["failure_case"])
+
+
+def test_an_empty_file_and_a_header_alone(tmp_path):
+    empty = tmp_path / "e.csv"
+    empty.write_bytes(b"")
+    assert next(data.read_batch_frames(empty, BANK, 10)).width == 0
+    header = tmp_path / "h.csv"
+    header.write_text("age;job\n")
+    frame = next(data.read_batch_frames(header, BANK, 10))
+    assert frame.columns == ["age", "job"] and frame.height == 0
+    assert frame.schema == pl.Schema({"age": pl.String, "job": pl.String})
