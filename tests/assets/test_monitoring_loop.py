@@ -19,6 +19,10 @@ from mlops_assets.lib.registry import Registry
 from tests.conftest import check_results, trained_project
 
 BATCHES = ("2008-11", "2009-04", "2009-05", "2009-06")
+# Two months from late 2010, served as one window: another economy, another base rate, and a
+# ranking the 2008-09 model still holds (its AUC there is within a few points of validation's;
+# on 2010-05..07 it is not, and the labels rightly say retrain). Then the month after.
+WINDOW, NEXT = ("2010-08", "2010-09"), "2010-10"
 
 
 def _tick(defs, instance, name, cursor=None):
@@ -91,16 +95,16 @@ def test_the_labels_decide_recalibrate_or_retrain_and_drift_only_warns(looped, b
         first.skip_reason.skip_message
     cursor = first.cursor
 
-    # A month from 2010: different economy, different base rate.
-    _serve(project, pd.concat([bank_batches["2010-05"], bank_batches["2010-06"]]), "2010-05")
+    first_month, second_month = WINDOW
+    _serve(project, pd.concat([bank_batches[m] for m in WINDOW]), first_month)
     waiting = _tick(defs, instance, "window_sensor")  # the log is not read yet: it waits
     assert not waiting.run_requests
-    assert "2010-05: waiting for prediction_log" in waiting.skip_reason.skip_message
+    assert f"{first_month}: waiting for prediction_log" in waiting.skip_reason.skip_message
     log_cursor = _read_traffic(defs, instance)
     windows = _tick(defs, instance, "window_sensor")
-    assert [r.partition_key for r in windows.run_requests] == ["2010-05"]
+    assert [r.partition_key for r in windows.run_requests] == [first_month]
     run = defs.resolve_job_def("monitor_window").execute_in_process(
-        instance=instance, partition_key="2010-05", raise_on_error=False)
+        instance=instance, partition_key=first_month, raise_on_error=False)
     checks = check_results(run)
     drift_check = checks["drift_report:drift_within_limit"]
     assert not drift_check.passed and "features drifted" in drift_check.description
@@ -113,14 +117,14 @@ def test_the_labels_decide_recalibrate_or_retrain_and_drift_only_warns(looped, b
     assert evidence["labelled"] == live["labelled"] and evidence["auc_se"] > 0
 
     # The labels say: ranking holds, the scores are far under the observed rate.
-    assert evidence["positive_rate"] > 0.5 and evidence["calibration_gap"] < -0.2
+    assert evidence["positive_rate"] > 0.4 and evidence["calibration_gap"] < -0.2
     trigger = _tick(defs, instance, "retrain_sensor", cursor)
     assert len(trigger.run_requests) == 1
     request = trigger.run_requests[0]
-    assert request.job_name == request.tags["retrain/action"] == "recalibrate"
+    assert request.job_name == request.tags["retrain/action"] == "recalibrate", request.tags
     assert request.run_key.startswith("recalibrate:recalibrate-")
     cause = request.tags["retrain/cause"]
-    assert "window 2010-05: calibration off" in cause and "ranking holds" in cause
+    assert f"window {first_month}: calibration off" in cause and "ranking holds" in cause
     assert "drift warning" in cause  # drift is named, it did not decide
     again = _tick(defs, instance, "retrain_sensor", trigger.cursor)  # same cause: no new run
     assert not again.run_requests
@@ -129,14 +133,14 @@ def test_the_labels_decide_recalibrate_or_retrain_and_drift_only_warns(looped, b
     # a new version with lineage to the champion, through the same evaluation and gate.
     registry = Registry(project.home)
     champion = registry.champion()
-    for key in ("2010-05", "2010-06"):
+    for key in WINDOW:
         project.land(key, bank_batches[key])
     assert all(r.success for r in project.ingest()[1])
     run = orchestration.run_job(defs, instance, request.job_name,
                                 run_config=request.run_config, raise_on_error=False)
     candidate = run.output_for_node("candidate_model")
     assert candidate["recalibrated_from"] == champion
-    assert set(candidate["calibration_periods"]) >= {"2010-06"}
+    assert set(candidate["calibration_periods"]) >= {second_month}
     assert candidate["calibration_rows"] >= 400
     new = registry.load(candidate["tag"])
     assert new.calibrator is not None and registry.get(candidate["tag"]).info.metadata[
@@ -149,18 +153,20 @@ def test_the_labels_decide_recalibrate_or_retrain_and_drift_only_warns(looped, b
     assert registry.champion() == candidate["tag"]  # promoted: it serves from now on
 
     # The next window is judged against the model that answered it.
-    _serve(project, bank_batches["2010-07"], "2010-07")
+    _serve(project, bank_batches[NEXT], NEXT)
     _read_traffic(defs, instance, log_cursor)
-    # New labels arrived, but 2010-05 already had a label for every prediction: only the
+    # New labels arrived, but the first window already had a label for every prediction: only the
     # new window is due.
     due = _tick(defs, instance, "window_sensor", windows.cursor).run_requests
-    assert [r.partition_key for r in due] == ["2010-07"]
+    assert [r.partition_key for r in due] == [NEXT]
     run = defs.resolve_job_def("monitor_window").execute_in_process(
-        instance=instance, partition_key="2010-07", raise_on_error=False)
+        instance=instance, partition_key=NEXT, raise_on_error=False)
     assert run.output_for_node("live_performance")["judged_version"] == registry.champion()
     later = _tick(defs, instance, "retrain_sensor", trigger.cursor)
-    assert [r.job_name for r in later.run_requests] == ["recalibrate"]
-    assert "window 2010-07" in later.run_requests[0].tags["retrain/cause"]
+    # The recalibrated champion fits the next month: the labels say hold, and say why.
+    assert not later.run_requests, later.run_requests
+    held = later.skip_reason.skip_message
+    assert f"window {NEXT}: AUC" in held and "recalibration would remove" in held, held
 
 
 def test_enough_new_labelled_rows_trigger_retraining(looped, bank_batches):

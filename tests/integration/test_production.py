@@ -25,6 +25,7 @@ import pytest
 
 from mlops_assets import postgres
 from mlops_assets.config import PROJECT_ROOT
+from mlops_assets.defs.ingestion import sensors as ingestion_sensors
 from mlops_assets.procs import free_port, server
 from tests.byod import datasets
 from tests.byod.test_bring_your_own_data import serve_bento
@@ -127,12 +128,22 @@ def test_the_loop_runs_on_postgres_with_separate_services(tmp_path):
                                                              "postgres://")})
         assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
         assert "landed 6 of 6 batches" in demo.stdout  # 2021-01 .. 2021-06 by signup_date
-        # Every step went to the Dask cluster (STEP_WORKER_STARTING: submitted to it).
+        # Every step went to the Dask cluster (STEP_WORKER_STARTING: submitted to it); the
+        # batches' own runs ran inside the ingest_landed step a worker was running.
+        children = ("SELECT run_id FROM run_tags WHERE key = "
+                    f"'{ingestion_sensors.PARENT_TAG}'")
         submitted = query(url, "SELECT count(*) FROM event_logs WHERE dagster_event_type = "
                           "'STEP_WORKER_STARTING' AND event LIKE '%Dask scheduler%'")[0][0]
-        steps = query(url, "SELECT count(*) FROM event_logs WHERE "
-                      "dagster_event_type = 'STEP_START'")[0][0]
+        steps = query(url, "SELECT count(*) FROM event_logs WHERE dagster_event_type = "
+                      f"'STEP_START' AND run_id NOT IN ({children})")[0][0]
         assert submitted == steps > 20
+        parents = query(url, "SELECT DISTINCT t.value, r.pipeline_name FROM run_tags t JOIN "
+                        "runs r ON r.run_id = t.value WHERE t.key = "
+                        f"'{ingestion_sensors.PARENT_TAG}'")
+        assert parents and {job for _, job in parents} == {"ingest_landed"}
+        for parent, _ in parents:
+            assert query(url, "SELECT count(*) FROM event_logs WHERE run_id = %s AND "
+                         "dagster_event_type = 'STEP_WORKER_STARTING'", parent)[0][0] == 1
         # Both workers ran steps of the training run: outputs written by one were read by
         # the other through the IO manager's shared folder.
         (train_id,), = query(url, "SELECT run_id FROM runs WHERE pipeline_name = "
@@ -153,7 +164,8 @@ def test_the_loop_runs_on_postgres_with_separate_services(tmp_path):
                         "'ASSET_CHECK_EVALUATION'")
             check_events = cur.fetchone()[0]
             cur.execute("SELECT count(*) FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
-                        "WHERE t.key = 'dagster/sensor_name' AND t.value = 'landing_sensor'")
+                        "WHERE t.key = 'dagster/sensor_name' AND t.value = 'landing_sensor' "
+                        "AND r.pipeline_name = 'ingest_batch'")
             by_sensor = cur.fetchone()[0]
         kill_a_worker_mid_step(url, ui_port)
     assert runs[("ingest_batch", "SUCCESS")] == 6 and by_sensor == 6  # the profile's daemon
