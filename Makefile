@@ -8,11 +8,16 @@ export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 .PHONY: setup demo test test-fast lint ui bench bench-quick bench-stateful clean browser
 
 # The lock file pins every package; uv installs it in seconds where pip takes minutes.
+# Bytecode is compiled once here: uv does not by default, and where PYTHONDONTWRITEBYTECODE
+# is set (as on this project's machines) every process would compile every module it imports
+# again (import dagster: 2.98 s without .pyc files, 1.23 s with them; mlops_assets.definitions
+# 5.82 s vs 2.43 s; every step process, code server, daemon and worker pays it).
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.9
-	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -r requirements.lock
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m compileall -q -j 0 mlops_assets tests benchmarks
 	touch $@
 
 setup: $(VENV)/.installed
