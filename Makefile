@@ -36,7 +36,7 @@ $(CHROMIUM):
 browser: $(CHROMIUM)
 
 test: setup lint browser  ## set up and run every test (unit, assets, real servers, a browser)
-	$(BIN)/python -m pytest -n 2 --dist load
+	$(BIN)/python -m pytest -n 2 --dist load --maxschedchunk 1
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not integration"

@@ -187,8 +187,10 @@ def trained_home(tmp_path: Path, monkeypatch, bank_batches, batches):
 
 def pytest_collection_modifyitems(config, items):
     """The long tests (real servers, whole pipelines) first: make test runs on two workers
-    (-n 2 --dist load, which hands out tests in this order), and a long test started last
-    would leave one worker idle while it ran."""
+    (-n 2 --dist load --maxschedchunk 1, which hands out tests in this order, one or two at a
+    time), and a long test started last would leave one worker idle while it ran. Without
+    --maxschedchunk, xdist sends each worker a first chunk of a quarter of its share (21
+    tests here): every long test went to the first worker, one after the other."""
     items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
                                  item.get_closest_marker("integration") is None))
 

@@ -56,6 +56,7 @@ def _quarantine(project) -> pd.DataFrame:
                       for key in BATCHES], ignore_index=True)
 
 
+@pytest.mark.slow
 def test_the_pipeline_on_a_dask_cluster_matches_the_local_run(trained, batches, tmp_path,
                                                               monkeypatch):
     """Ingestion, the dataset and training on the Dask executor (each step a task on a

@@ -32,6 +32,7 @@ def _ingest_runs(home: Path) -> list[dg.DagsterRun]:
         return list(instance.get_runs(dg.RunsFilter(job_name="ingest_batch")))
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_demo_stops_in_one_line_and_the_rerun_finishes(tmp_path):
     home = tmp_path / "home"
     contract = contract_with_gate(tmp_path, min_auc=0.5)  # 3 periods, 1 trial: a weak model

@@ -162,6 +162,7 @@ def test_killed_runs_are_marked_failed_and_the_queue_moves_on(prepared, tmp_path
     assert project.registry().champion() is None
 
 
+@pytest.mark.slow
 def test_a_run_killed_inside_the_promotion_pool_does_not_hold_it(prepared, tmp_path):
     project = prepared
     instance = project.instance

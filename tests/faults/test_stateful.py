@@ -30,7 +30,7 @@ from mlops_assets.launcher import reap_dead_runs
 from mlops_assets.lib import data, split
 from tests.conftest import make_project
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BANK = load_contract("bank")
 MONTHS = ("2008-05", "2008-06", "2008-07", "2008-08")
 ROWS = 400  # rows of each month: enough for a test set, small enough for many builds
