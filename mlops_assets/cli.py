@@ -143,17 +143,9 @@ def cmd_batches(args) -> int:
 
 def cmd_rollback(args) -> int:
     """Run the rollback job through the instance, so the UI records the change."""
-    import dagster as dg
-
-    from mlops_assets import orchestration
-
     home, _ = _setup(args)
-    config = {"to": args.to, "reason": args.reason}
-    with dg.DagsterInstance.get() as instance, orchestration.Launcher(instance) as launcher:
-        result = launcher.run("rollback", run_config={
-            "ops": {"rollback_champion": {"config": config}}})
-    if not result.success:
-        print(f"rollback failed: {result.failure()}", file=sys.stderr)
+    if not _launch("rollback", "rollback_champion", {"to": args.to, "reason": args.reason},
+                   "rollback"):
         return 1
     from mlops_assets.lib.registry import Registry
 
@@ -164,19 +156,23 @@ def cmd_rollback(args) -> int:
 
 def cmd_gc(args) -> int:
     """Run the collect_storage job: delete stored versions nothing refers to any more."""
+    _setup(args)
+    config = {"grace_hours": args.grace_hours, "dry_run": args.dry_run}
+    return 0 if _launch("collect_storage", "collect_stored_versions", config, "gc") else 1
+
+
+def _launch(job: str, op: str, config: dict, what: str) -> bool:
+    """Run ``job`` (its ``op`` given ``config``) through the instance, so the UI records it;
+    on failure, one line on stderr saying ``what`` failed and why."""
     import dagster as dg
 
     from mlops_assets import orchestration
 
-    _setup(args)
-    config = {"grace_hours": args.grace_hours, "dry_run": args.dry_run}
     with dg.DagsterInstance.get() as instance, orchestration.Launcher(instance) as launcher:
-        result = launcher.run("collect_storage", run_config={
-            "ops": {"collect_stored_versions": {"config": config}}})
+        result = launcher.run(job, run_config={"ops": {op: {"config": config}}})
     if not result.success:
-        print(f"gc failed: {result.failure()}", file=sys.stderr)
-        return 1
-    return 0
+        print(f"{what} failed: {result.failure()}", file=sys.stderr)
+    return result.success
 
 
 def _interrupt(*_) -> None:
@@ -322,19 +318,12 @@ def cmd_production(args) -> int:
 
 def cmd_alias(args) -> int:
     """Run the set_canary or set_shadow job: point that alias at a version (or clear it)."""
-    import dagster as dg
-
-    from mlops_assets import orchestration
     from mlops_assets.lib.registry import Registry
 
     home, _ = _setup(args)
     alias = args.alias
     config = {"tag": None if args.clear else args.tag, "reason": args.reason}
-    with dg.DagsterInstance.get() as instance, orchestration.Launcher(instance) as launcher:
-        result = launcher.run(f"set_{alias}", run_config={
-            "ops": {f"set_{alias}_alias": {"config": config}}})
-    if not result.success:
-        print(f"{alias} change failed: {result.failure()}", file=sys.stderr)
+    if not _launch(f"set_{alias}", f"set_{alias}_alias", config, f"{alias} change"):
         return 1
     print(f"{alias}: {Registry(home).alias(alias)}")
     return 0
