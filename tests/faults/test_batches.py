@@ -5,11 +5,16 @@ landing sensor and jobs on a real instance and asserts what is stored afterwards
 
 from __future__ import annotations
 
+import json
+
+import dagster as dg
 import pandas as pd
 import pytest
 
+from mlops_assets import orchestration
 from mlops_assets.config import BATCH, CONTENT, ROW_KEY
 from mlops_assets.defs.dataset.assets import batch_eligibility
+from mlops_assets.defs.ingestion.sensors import CONTENT_TAG, LandedConfig
 from mlops_assets.lib import data, split
 from tests.conftest import check_results
 
@@ -199,3 +204,51 @@ def test_a_folder_or_a_broken_link_in_the_landing_folder_is_skipped_with_the_rea
     message = tick.skip_reason.skip_message
     assert "x: skipped: x.csv is a folder" in message
     assert "gone: skipped: gone.csv is a broken link" in message
+
+
+def test_an_interrupted_ingestion_is_retried_once_however_late_its_run_is_seen_ending(project,
+                                                                                      small):
+    """The rerun after Ctrl-C, under load (seen in a suite run beside a CPU hog): the driver
+    run of two batches died; one batch's own run was still 'starting' when the sensor first
+    looked and was marked failed by run monitoring only later, outside the window of recently
+    ended drivers: it was never ingested again and the demo waited 900 s for it. The other was
+    asked for again on every tick while its first retry sat in the queue."""
+    for key in ("2008-05", "2008-06"):
+        project.land(key, small[key])
+    first = orchestration.tick_landing_sensor(project.defs, project.instance)
+    driver_job = project.defs.resolve_job_def("ingest_landed")
+    sha = {}
+    for request in first.run_requests:  # both drivers died
+        project.instance.create_run_for_job(driver_job, run_config=request.run_config,
+                                            status=dg.DagsterRunStatus.FAILURE)
+        config = LandedConfig(**request.run_config["ops"]["ingest_landed_batches"]["config"])
+        sha.update(zip(config.batches, config.contents, strict=True))
+    assert sorted(sha) == ["2008-05", "2008-06"]
+    child = project.instance.create_run_for_job(
+        project.defs.resolve_job_def("ingest_batch"), status=dg.DagsterRunStatus.STARTING,
+        tags={"batch": "2008-05", CONTENT_TAG: sha["2008-05"]})
+
+    def tick(cursor):
+        result = orchestration.tick_landing_sensor(project.defs, project.instance, cursor)
+        asked = [b for r in result.run_requests for b in
+                 r.run_config["ops"]["ingest_landed_batches"]["config"]["batches"]]
+        return result, asked
+
+    second, asked = tick(first.cursor)
+    assert asked == ["2008-06"]  # 2008-05's own run has not ended: not decided yet
+    # The retry waits to start: the next ticks do not ask for it again.
+    project.instance.create_run_for_job(driver_job, run_config=second.run_requests[0].run_config,
+                                        status=dg.DagsterRunStatus.NOT_STARTED)
+    third, asked = tick(second.cursor)
+    assert asked == []
+    # 2008-05's run is marked failed (no step failed, no check failed: interrupted) long
+    # after its driver ended.
+    project.instance.report_run_failed(child)
+    late = json.loads(third.cursor)
+    late["checked_until"] += 3600
+    fourth, asked = tick(json.dumps(late))
+    assert asked == ["2008-05"]
+    project.instance.create_run_for_job(driver_job, run_config=fourth.run_requests[0].run_config,
+                                        status=dg.DagsterRunStatus.NOT_STARTED)
+    _, asked = tick(fourth.cursor)
+    assert asked == []

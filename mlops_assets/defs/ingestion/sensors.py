@@ -118,41 +118,63 @@ def run_key(batch: str, sha: str, attempt: int) -> str:
     return f"{batch}:{sha}" + (f":{attempt}" if attempt else "")
 
 
-def _cursor(text: str | None) -> tuple[dict[str, str], float, dict[str, int]]:
+def _cursor(text: str | None) -> tuple[dict[str, str], float, dict[str, int], list[str]]:
     raw = json.loads(text) if text else {}
     if "known" not in raw:  # the cursor before interrupted runs were looked for
-        return raw, time.time(), {}
-    return raw["known"], raw["checked_until"], raw.get("retried", {})
+        return raw, time.time(), {}, []
+    return raw["known"], raw["checked_until"], raw.get("retried", {}), raw.get("pending", [])
+
+
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+             dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+             dg.DagsterRunStatus.CANCELING]
+
+
+def _batches_of(run: dg.DagsterRun) -> list[str]:
+    """``batch:content`` of each batch an ingest_landed run was asked to ingest."""
+    config = run.run_config.get("ops", {}).get("ingest_landed_batches", {}).get("config", {})
+    return [f"{b}:{sha}" for b, sha in zip(config.get("batches", []),
+                                           config.get("contents", []), strict=False)]
 
 
 def _retries(instance: dg.DagsterInstance, since: float, landed: dict[str, str],
-             known: dict[str, str], retried: dict[str, int], log) -> dict[str, int]:
+             known: dict[str, str], retried: dict[str, int], pending: list[str],
+             log) -> dict[str, int]:
     """Batches to ingest again, with their attempt number: those whose ingest_landed run
     ended (killed, interrupted, lost) before their own run judged them. A batch failed by
     its checks or its own error is not retried; none more than MAX_ATTEMPTS times in all
-    (``retried``, kept in the cursor, counts the retries asked for)."""
+    (``retried``, kept in the cursor, counts the retries asked for). A batch that cannot be
+    decided yet (its own run not ended, or an ingest_landed run for it still queued or
+    running) stays in ``pending`` (kept in the cursor) and is looked at again next tick,
+    however long ago its ingest_landed run ended; one already asked for again is not asked
+    for twice."""
     retry: dict[str, int] = {}
     ended = instance.get_runs(dg.RunsFilter(
         job_name=ingest_landed.name, statuses=[dg.DagsterRunStatus.FAILURE,
                                                dg.DagsterRunStatus.CANCELED],
         updated_after=datetime.fromtimestamp(since - 60, tz=UTC)), limit=200)
-    for driver in ended:
-        config = driver.run_config.get("ops", {}).get("ingest_landed_batches", {}).get(
-            "config", {})
-        for batch, sha in zip(config.get("batches", []), config.get("contents", []),
-                              strict=False):
-            key = f"{batch}:{sha}"
-            if batch in retry or landed.get(batch) != sha or known.get(batch) != sha \
-                    or retried.get(key, 0) >= MAX_ATTEMPTS - 1:
-                continue
-            tries = attempts(instance, batch, sha)
-            if tries and (tries[0].status not in TERMINAL_RUN
-                          or not interrupted(instance, tries[0])):
-                continue  # judged (passed or failed), or still running
-            retried[key] = retried.get(key, 0) + 1
-            retry[batch] = retried[key]
-            log(f"{batch}: run {driver.run_id} ended before judging the batch; ingesting it "
-                f"again (attempt {retry[batch] + 1})")
+    candidates = dict.fromkeys([*pending, *(key for run in ended for key in _batches_of(run))])
+    if not candidates:
+        return retry
+    in_flight = {key for run in instance.get_runs(dg.RunsFilter(
+        job_name=ingest_landed.name, statuses=IN_FLIGHT)) for key in _batches_of(run)}
+    undecided: list[str] = []
+    for key in candidates:
+        batch, _, sha = key.rpartition(":")
+        if batch in retry or landed.get(batch) != sha or known.get(batch) != sha \
+                or retried.get(key, 0) >= MAX_ATTEMPTS - 1:
+            continue
+        tries = attempts(instance, batch, sha)
+        if key in in_flight or (tries and tries[0].status not in TERMINAL_RUN):
+            undecided.append(key)  # being ingested (again): decided by its own run
+            continue
+        if tries and not interrupted(instance, tries[0]):
+            continue  # judged: passed, or failed by its checks or its own error
+        retried[key] = retried.get(key, 0) + 1
+        retry[batch] = retried[key]
+        log(f"{batch}: its ingestion ended before judging the batch; ingesting it again "
+            f"(attempt {retry[batch] + 1})")
+    pending[:] = undecided
     return retry
 
 
@@ -169,7 +191,7 @@ TERMINAL_RUN = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
                 "two runs.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
-    cursor, checked_until, retried = _cursor(context.cursor)
+    cursor, checked_until, retried, pending = _cursor(context.cursor)
     now = time.time()
     files = data.landed_files(project.paths.landing)
     waiting = {b: why for b, p in files.items() if (why := data.incomplete_reason(p))}
@@ -180,12 +202,13 @@ def landing_sensor(context: dg.SensorEvaluationContext, project: ProjectResource
     for batch, sha in landed.items():
         if known.get(batch) != sha and ingested_version(context.instance, batch) == sha:
             known[batch] = sha
-    retry = _retries(context.instance, checked_until, landed, known, retried,
+    retry = _retries(context.instance, checked_until, landed, known, retried, pending,
                      context.log.warning)
     plan = data.plan_ingestion(landed, known)
     skipped = {**plan.skipped, **waiting}
     known.update(plan.to_ingest)
-    new_cursor = json.dumps({"known": known, "checked_until": now, "retried": retried})
+    new_cursor = json.dumps({"known": known, "checked_until": now, "retried": retried,
+                             "pending": pending})
     requests = sorted({**{b: (sha, 0) for b, sha in plan.to_ingest.items()},
                        **{b: (landed[b], n) for b, n in retry.items()}}.items())
     existing = set(context.instance.get_dynamic_partitions(batches.name))
