@@ -41,12 +41,19 @@ def record_model(contract: DatasetContract) -> type[BaseModel]:
     )
 
 
-def request_model(contract: DatasetContract, max_records: int) -> type[BaseModel]:
-    """The body of POST /predict: ``{"records": [...]}`` with 1 to ``max_records`` records."""
+def request_model(contract: DatasetContract, max_records: int,
+                  base: type[BaseModel] | None = None) -> type[BaseModel]:
+    """The body of POST /predict: ``{"records": [...]}`` with 1 to ``max_records`` records
+    (``base``: the service passes ``bentoml.IODescriptor``, BentoML's input model)."""
     records = Annotated[list[record_model(contract)],  # type: ignore[misc]
                         Field(min_length=1, max_length=max_records)]
-    return create_model("PredictRequest", __config__=ConfigDict(extra="forbid"),
-                        records=(records, ...))
+    if base is None:
+        return create_model("PredictRequest", __config__=ConfigDict(extra="forbid"),
+                            records=(records, ...))
+    model = create_model("PredictRequest", __base__=base, records=(records, ...))
+    model.model_config["extra"] = "forbid"
+    model.model_rebuild(force=True)
+    return model
 
 
 class ColumnReader:

@@ -1,5 +1,7 @@
 """ASGI guard in front of the predict routes: auth, content type and body size are refused
-with a 4xx before BentoML parses anything, and the body is never read past the limit."""
+with a 4xx before BentoML parses anything, and the body is never read past the limit. A 5xx
+that BentoML answered with its generic message gets the reason back (``reason``: what the
+batched route raised, e.g. the prediction log's full disk)."""
 
 from __future__ import annotations
 
@@ -31,8 +33,10 @@ async def _reply(send, status: int, message: str, headers: list | None = None) -
 
 class RequestGuard:
     def __init__(self, app, routes: Mapping[str, Route], api_token: str | None = None,
-                 health: Callable[[], tuple[bool, str]] | None = None):
+                 health: Callable[[], tuple[bool, str]] | None = None,
+                 reason: Callable[[], str | None] | None = None):
         self.app = app
+        self.reason = reason
         self.routes = dict(routes)
         self.api_token = api_token
         self.health = health
@@ -89,4 +93,22 @@ class RequestGuard:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        return await self.app(scope, replay, send)
+        return await self.app(scope, replay, self._with_reason(send))
+
+    def _with_reason(self, send):
+        """``send`` that answers a 5xx with ``reason()`` as its error (when there is one)."""
+        if self.reason is None:
+            return send
+        replaced = False
+
+        async def _send(message):
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] >= 500:
+                reason = self.reason()
+                if reason is not None:
+                    replaced = True
+                    return await _reply(send, message["status"], reason)
+            if not replaced:
+                await send(message)
+
+        return _send

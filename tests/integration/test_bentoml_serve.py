@@ -92,6 +92,29 @@ def test_bentoml_serve_hot_swaps_the_champion_without_failing_requests(tmp_path,
     assert answered <= logged and len(answered) > 20
 
 
+def _through_bentoml_clients(port: int, records: list[dict], tables: dict[str, Path]):
+    """Every endpoint through BentoML's own clients, sync and async, as a BentoML user
+    calls them: what they list and what they answer."""
+    import asyncio
+
+    import bentoml
+
+    url = f"http://127.0.0.1:{port}"
+    with bentoml.SyncHTTPClient(url, timeout=60) as client:
+        listed = sorted(client.endpoints)
+        one = client.predict(records=records)
+        answered = {fmt: pd.read_csv(client.predict_batch(path)) if fmt == "csv"
+                    else pd.read_parquet(client.predict_batch(path))
+                    for fmt, path in tables.items()}
+
+    async def call_async():
+        async with bentoml.AsyncHTTPClient(url, timeout=60) as client:
+            return await asyncio.gather(*(client.predict(records=[r]) for r in records))
+
+    concurrent = [answer[0] for answer in asyncio.run(call_async())]
+    return listed, one, concurrent, answered
+
+
 def test_a_built_bento_serves_its_own_model(tmp_path, bank_batches):
     from mlops_assets.lib.bento import build_bento
 
@@ -100,16 +123,21 @@ def test_a_built_bento_serves_its_own_model(tmp_path, bank_batches):
     built = build_bento(home, first, Registry(home).load(first).contract)
     Registry(home).promote(second, "the registry moves on; the Bento must not")
     port = free_port()
-    bentoml = Path(sys.executable).parent / "bentoml"
     env = {"BENTOML_HOME": str(home / "bentoml"), "MLOPS_HOME": str(tmp_path / "serving"),
            "MLOPS_MAX_BATCH_ROWS": "400"}
-    cmd = [str(bentoml), "serve", built.tag, "--port", str(port)]
+    cmd = [str(Path(sys.executable).parent / "bentoml"), "serve", built.tag, "--port",
+           str(port)]
     sent = pd.DataFrame(records_from(test_rows, 400), columns=BANK.features)
     bad = sent.head(5).astype(object)
     bad.loc[2, "job"] = "astronaut"
     answers = {}
+    tables = {"csv": tmp_path / "rows.csv", "parquet": tmp_path / "rows.parquet"}
+    for fmt, path in tables.items():
+        path.write_bytes(to_bytes(sent, fmt))
     with server(cmd, f"http://127.0.0.1:{port}/readyz", tmp_path / "bento.log", env, tmp_path,
                 timeout=120):
+        listed, one, concurrent, by_client = _through_bentoml_clients(
+            port, records_from(test_rows, 5), tables)
         status, body = post(port, records_from(test_rows, 3))
         # The batch route of the same service: CSV and Parquet in, the same format out.
         for fmt, media in (("csv", "text/csv"), ("parquet", "application/vnd.apache.parquet")):
@@ -129,4 +157,12 @@ def test_a_built_bento_serves_its_own_model(tmp_path, bank_batches):
     assert problem == {"row": 2, "column": "job", "value": "astronaut",
                        "reason": "job: unseen category 'astronaut'"}
     assert too_many[0] == 413 and b"401 rows is over the limit of 400" in too_many[1]
-    assert len(predlog.read(tmp_path / "serving" / "predictions")) == 3 + 2 * 400
+    # BentoML's clients: both endpoints listed, every answer the offline probability.
+    assert listed == ["predict", "predict_batch"]
+    offline = Registry(home).load(first).predict_records(records_from(test_rows, 5))
+    for answered in (one, concurrent):
+        assert [a["model_version"] for a in answered] == [first] * 5
+        np.testing.assert_allclose([a["probability"] for a in answered], offline, rtol=1e-12)
+    for fmt, got in by_client.items():
+        np.testing.assert_allclose(got["probability"], expected, rtol=1e-12, err_msg=fmt)
+    assert len(predlog.read(tmp_path / "serving" / "predictions")) == 3 + 2 * 400 + 10 + 800
