@@ -83,6 +83,13 @@ def request_schema(contract: DatasetContract) -> pa.DataFrameSchema:
                               name=f"{contract.name}_request")
 
 
+def polars_request_schema(contract: DatasetContract) -> pla.DataFrameSchema:
+    """``request_schema`` on Pandera's Polars backend: a typed table (categories as text,
+    numbers as Float64) the batch route judges without pandas (lib/scoring.load_table)."""
+    return pla.DataFrameSchema(_feature_columns(contract, pla, pl.Utf8, pl.Float64),
+                               strict=True, name=f"{contract.name}_request")
+
+
 def feature_schema(contract: DatasetContract) -> pa.DataFrameSchema:
     """What the model sees: categories with the contract's fixed order, numbers as float."""
     columns: dict[str, pa.Column] = {}

@@ -32,6 +32,12 @@ def encode(columns: Mapping[str, Sequence[Any]], contract: DatasetContract) -> n
     out = np.empty((n, len(names)), dtype=np.float64)
     for j, name in enumerate(names):
         values = columns[name]
+        if type(values).__module__.startswith("polars"):  # a validated table's column
+            out[:, j] = _encode_polars(values, name, contract)
+            continue
+        if isinstance(values, list):  # a request's records: a lookup per value is cheaper
+            out[:, j] = _encode_values(values, name, contract)  # than pandas' set-up
+            continue
         if name in contract.categorical:
             codes = pd.Categorical(values, categories=contract.categorical[name].categories).codes
             out[:, j] = np.where(codes < 0, np.nan, codes)
@@ -40,6 +46,32 @@ def encode(columns: Mapping[str, Sequence[Any]], contract: DatasetContract) -> n
             sentinel = contract.numeric[name].sentinel
             out[:, j] = col if sentinel is None else np.where(col == sentinel, np.nan, col)
     return out
+
+
+def _encode_values(values: list, name: str, contract: DatasetContract) -> list[float]:
+    """``encode`` of one column of plain values, by ``_encode_one``'s rules."""
+    nan = np.nan
+    if name in contract.categorical:
+        codes = contract.category_codes[name]
+        return [nan if _is_missing(v) else codes.get(v, nan) for v in values]
+    sentinel = contract.numeric[name].sentinel
+    return [nan if _is_missing(v) or (x := float(v)) == sentinel else x for v in values]
+
+
+def _encode_polars(values, name: str, contract: DatasetContract) -> np.ndarray:
+    """``encode`` of one Polars column (text categories, Float64 numbers), without a Python
+    object per value: the same codes as ``pd.Categorical`` (the category's position, NaN for
+    missing or unknown) and the same sentinel rule."""
+    import polars as pl
+
+    if name in contract.categorical:
+        categories = contract.categorical[name].categories
+        known = values.cast(pl.Utf8).replace_strict(
+            categories, list(range(len(categories))), default=None, return_dtype=pl.Float64)
+        return known.to_numpy()
+    col = values.cast(pl.Float64).to_numpy()
+    sentinel = contract.numeric[name].sentinel
+    return col if sentinel is None else np.where(col == sentinel, np.nan, col)
 
 
 def _encode_one(record: Mapping[str, Any], contract: DatasetContract) -> np.ndarray:

@@ -69,7 +69,7 @@ class PredictionLog:
                 os.ftruncate(fd, end)
                 raise
 
-    def write_table(self, inputs: pd.DataFrame, answer: pa.Table, latency_ms: float) -> Path:
+    def write_table(self, inputs, answer: pa.Table, latency_ms: float) -> Path:
         """One scored table (``answer``: request_id, probability, label, model_version,
         variant; ``inputs``: the validated features, same rows) as one Parquet file, renamed
         into place when whole. An OSError (a full disk) leaves no file behind."""
@@ -101,10 +101,13 @@ class PredictionLog:
                 self._fd = None
 
 
-def _column(values: pd.Series) -> pa.Array:
+def _column(values) -> pa.Array:
     """An input column for the log: text dictionary-encoded (a table's categories repeat;
     converting 10,000 strings one by one and writing them plain took half the log's time),
     anything else as Arrow converts it."""
+    if type(values).__module__.startswith("polars"):  # a validated table's column
+        arrow = values.to_arrow()
+        return arrow.dictionary_encode() if pa.types.is_large_string(arrow.type) else arrow
     if values.dtype == object:
         codes, uniques = pd.factorize(values, use_na_sentinel=True)
         if all(isinstance(u, str) for u in uniques):

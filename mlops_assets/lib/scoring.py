@@ -1,14 +1,21 @@
 """Scoring a table at once: the batch route of the service and the batch-scoring path.
 
 A table (CSV or Parquet bytes) is read, typed and validated column by column with the
-ingestion's Pandera domains (``schemas.request_schema``: the features of ``clean_schema``),
-encoded by the one feature function and predicted in one call. Every problem is reported as
-row + column + value; nothing is scored unless every row is valid.
+ingestion's Pandera domains (the features of ``clean_schema``), encoded by the one feature
+function and predicted in one call. Every problem is reported as row + column + value;
+nothing is scored unless every row is valid.
+
+``load_table`` is the entry: Arrow reads the bytes, Polars types them and Pandera's Polars
+backend judges them (``schemas.polars_request_schema``), with no pandas object column on the
+way. A table it cannot take at once (a cell that breaks the schema, a column of a type that
+needs converting: numbers as text, categories as numbers, foreign Arrow types) goes through
+``validate`` on pandas, which names every bad cell (the 422) or converts what can be.
 """
 
 from __future__ import annotations
 
 import decimal
+import functools
 import io
 import sys
 import time
@@ -19,15 +26,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pandera.pandas as pandera
+import pandera.polars as pandera_polars
+import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
+from pandera.api.polars.types import PolarsData
 
 from mlops_assets.config import DatasetContract, as_text
 from mlops_assets.lib import features
 from mlops_assets.lib.io import write_with
 from mlops_assets.lib.predlog import PredictionLog
-from mlops_assets.schemas import failure_reason, request_schema
+from mlops_assets.schemas import failure_reason, polars_request_schema, request_schema
 
 # Media type -> format. The answer has the request's format.
 FORMATS = {
@@ -58,6 +68,93 @@ class TableError(ValueError):
         return out
 
 
+def load_table(body: bytes, fmt: str, contract: DatasetContract,
+               max_rows: int) -> pl.DataFrame:
+    """The request's table, typed and judged: every feature in the contract's order,
+    categories as text (missing as null), numbers as Float64. Raises TableError as
+    ``validate`` does (400, 413, 415, 422 naming row, column and value)."""
+    fast = _columnar(body, fmt, contract, max_rows)
+    if fast is not None:
+        return fast
+    frame = validate(read_request_table(body, fmt, contract), contract, max_rows)
+    return pl.from_pandas(frame, schema_overrides={
+        **{n: pl.Utf8 for n in contract.categorical},
+        **{n: pl.Float64 for n in contract.numeric}})
+
+
+def _columnar(body: bytes, fmt: str, contract: DatasetContract,
+              max_rows: int) -> pl.DataFrame | None:
+    """The fast path of ``load_table``: the table if it is valid as it came (the usual
+    case), None if it needs ``validate`` (a problem to name, a type to convert)."""
+    try:
+        if fmt == "parquet":
+            table = pq.read_table(pa.BufferReader(body))
+        elif fmt == "csv":
+            table = pcsv.read_csv(pa.BufferReader(body), convert_options=_csv_options(contract))
+        else:
+            return None
+    except Exception:  # validate reads it again and names the problem
+        return None
+    names = table.column_names
+    if (not 0 < table.num_rows <= max_rows or len(set(names)) != len(names)
+            or not set(names) <= set(contract.features)
+            or any(n not in names and not _nullable(contract, n) for n in contract.features)):
+        return None
+    for name in names:
+        kind = table.schema.field(name).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        ok = ((pa.types.is_string(kind) or pa.types.is_large_string(kind))
+              if name in contract.categorical
+              else (pa.types.is_integer(kind) or pa.types.is_floating(kind))
+              and not pa.types.is_float16(kind))
+        if not ok:
+            return None
+    frame = pl.from_arrow(table, rechunk=False)
+    missing = ["", *contract.missing_tokens]
+    columns = []
+    for name in contract.features:
+        if name not in names:
+            dtype = pl.Utf8 if name in contract.categorical else pl.Float64
+            columns.append(pl.lit(None, dtype).alias(name))
+        elif name in contract.categorical:
+            text = pl.col(name).cast(pl.Utf8)
+            columns.append(pl.when(text.is_in(missing)).then(None).otherwise(text).alias(name))
+        else:
+            # NaN is missing, as pandas reads it on the other path.
+            columns.append(pl.col(name).cast(pl.Float64).fill_nan(None).alias(name))
+    frame = frame.select(columns)
+    return frame if _passes(frame, _polars_schema(contract)) else None
+
+
+def _passes(frame: pl.DataFrame, schema: pandera_polars.DataFrameSchema) -> bool:
+    """Does ``frame`` (typed as ``schema`` says) pass every check of ``schema``? Pandera's
+    own Polars check functions, all in one Polars query: ``schema.validate`` runs and
+    collects each check apart (32 ms for 10,000 rows of 19 columns; this, 5 ms). Nulls pass
+    a check and fail only a column that is not nullable, as in ``validate``. Whether a table
+    that fails is refused, and why, is ``validate``'s to say (tests/unit/test_table_scoring
+    holds the two to the same verdicts)."""
+    lazy, parts = frame.lazy(), []
+    for name, column in schema.columns.items():
+        for check in column.checks:
+            judged = functools.partial(check._check_fn, **check._check_kwargs)(
+                PolarsData(lazy, name))
+            parts.append(judged.select(pl.first().alias(f"{name}:{check.name}")))
+        if not column.nullable:
+            parts.append(lazy.select(pl.col(name).is_not_null().alias(f"{name}:required")))
+    if not parts:
+        return True
+    verdicts = pl.concat(parts, how="horizontal").select(pl.all().fill_null(True).all())
+    return all(verdicts.collect().row(0))
+
+
+def _csv_options(contract: DatasetContract) -> pcsv.ConvertOptions:
+    types = {n: pa.string() for n in contract.categorical}
+    types.update({n: pa.float64() for n in contract.numeric})
+    return pcsv.ConvertOptions(column_types=types, null_values=["", *contract.missing_tokens],
+                               strings_can_be_null=True, quoted_strings_can_be_null=True)
+
+
 def read_request_table(body: bytes, fmt: str, contract: DatasetContract) -> pd.DataFrame:
     """The request's bytes as a frame. Parquet comes typed. CSV is read by Arrow with the
     contract's types (categories as text, numbers as float, the missing tokens as null);
@@ -68,12 +165,8 @@ def read_request_table(body: bytes, fmt: str, contract: DatasetContract) -> pd.D
             return pq.read_table(pa.BufferReader(body)).to_pandas()
         if fmt == "csv":
             try:
-                types = {n: pa.string() for n in contract.categorical}
-                types.update({n: pa.float64() for n in contract.numeric})
-                options = pcsv.ConvertOptions(
-                    column_types=types, null_values=["", *contract.missing_tokens],
-                    strings_can_be_null=True, quoted_strings_can_be_null=True)
-                return pcsv.read_csv(pa.BufferReader(body), convert_options=options).to_pandas()
+                return pcsv.read_csv(pa.BufferReader(body),
+                                     convert_options=_csv_options(contract)).to_pandas()
             except pa.ArrowInvalid as err:
                 if "conversion error" not in str(err).lower():
                     raise
@@ -217,15 +310,19 @@ def validate(table: pd.DataFrame, contract: DatasetContract, max_rows: int) -> p
     return frame
 
 
-_SCHEMAS: dict[str, pandera.DataFrameSchema] = {}
+_SCHEMAS: dict[tuple[str, str], pandera.DataFrameSchema] = {}
 
 
-def _schema(contract: DatasetContract) -> pandera.DataFrameSchema:
-    """``request_schema`` built once per contract (building it costs ~5 ms a request)."""
-    key = contract.model_dump_json()
+def _schema(contract: DatasetContract, build=request_schema):
+    """A request schema built once per contract (building one costs ~5 ms a request)."""
+    key = (build.__name__, contract.model_dump_json())
     if key not in _SCHEMAS:
-        _SCHEMAS[key] = request_schema(contract)
+        _SCHEMAS[key] = build(contract)
     return _SCHEMAS[key]
+
+
+def _polars_schema(contract: DatasetContract) -> pandera_polars.DataFrameSchema:
+    return _schema(contract, polars_request_schema)
 
 
 def _nullable(contract: DatasetContract, name: str) -> bool:
@@ -233,9 +330,9 @@ def _nullable(contract: DatasetContract, name: str) -> bool:
     return bool(spec and spec.nullable)
 
 
-def matrix(frame: pd.DataFrame, contract: DatasetContract) -> np.ndarray:
-    """A validated frame through the one feature function."""
-    return features.encode({n: frame[n].to_numpy() for n in contract.features}, contract)
+def matrix(frame: pl.DataFrame, contract: DatasetContract) -> np.ndarray:
+    """A validated frame (``load_table``) through the one feature function."""
+    return features.encode({n: frame[n] for n in contract.features}, contract)
 
 
 def answer(probabilities: np.ndarray, threshold: float, version: str, variant: str,
@@ -273,6 +370,8 @@ def to_bytes(table: pa.Table | pd.DataFrame, fmt: str) -> bytes:
     """A table in the request's format."""
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
+    elif isinstance(table, pl.DataFrame):
+        table = table.to_arrow()
     out = io.BytesIO()
     if fmt == "csv":
         plain = pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type)
@@ -330,14 +429,12 @@ def score_file(path: Path, contract: DatasetContract, model, out_dir: Path,
                               f"{sorted(SUFFIXES)}")
     started = time.perf_counter()
     try:
-        table = read_request_table(path.read_bytes(), fmt, contract)
-        frame = validate(table, contract, sys.maxsize)
+        frame = load_table(path.read_bytes(), fmt, contract, sys.maxsize)
     except TableError as err:
         raise TableError(err.status, f"{path}: {err}", err.problems, err.total) from err
     p = model.predict_matrix(matrix(frame, model.contract))
     scored = answer(p, model.threshold, model.version, "batch")
-    inputs = pa.Table.from_pandas(frame, preserve_index=False)
-    table = inputs
+    table = frame.to_arrow()
     for name in scored.column_names:
         table = table.append_column(name, scored[name])
     version = model.version.replace(":", "-")

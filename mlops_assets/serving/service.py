@@ -270,9 +270,8 @@ class Classifier:
             return _refuse(context, {"error": chosen}, HTTPStatus.SERVICE_UNAVAILABLE)
         variant, model, shadow = chosen
         try:
-            frame = scoring.validate(
-                scoring.read_request_table(table.read_bytes(), fmt, CONTRACT), CONTRACT,
-                SETTINGS.max_batch_rows)
+            frame = scoring.load_table(table.read_bytes(), fmt, CONTRACT,
+                                       SETTINGS.max_batch_rows)
         except scoring.TableError as err:
             return _refuse(context, err.body(), err.status)
         matrix = scoring.matrix(frame, model.contract)
@@ -280,7 +279,7 @@ class Classifier:
         answer = scoring.answer(probabilities, model.threshold, model.version, variant)
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         shadowed = _shadow_scores(shadow, model, matrix,
-                                  {n: frame[n].to_numpy() for n in CONTRACT.features})
+                                  {n: frame[n] for n in CONTRACT.features})
         logged = answer if shadowed is None else scoring.with_shadow(answer, shadowed, shadow)
         try:
             self.log.write_table(frame, logged, latency_ms)
@@ -296,6 +295,11 @@ class Classifier:
         self.runtime.stop()
         self.log.close()
 
+
+# BentoML derives an answer's media type from its JSON schema, which it generates again for
+# every answer unless the output model names it (~0.8 ms of a /predict answer, 38% of the
+# server's time at concurrency 1): named here, as IODescriptor.media_type allows.
+Classifier.apis["predict"].output_spec.media_type = "application/json"
 
 Classifier.add_asgi_middleware(
     RequestGuard,

@@ -1,8 +1,10 @@
-"""The one feature function: the single-record path equals the vectorized path."""
+"""The one feature function: the single-record path, a request's lists of values and a
+validated Polars table all give the vectorized path's matrix."""
 
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 
 from mlops_assets.config import load_contract
 from mlops_assets.lib import data, features
@@ -18,6 +20,13 @@ def test_single_record_path_equals_vectorized_path(bank_batches):
         record = rows.iloc[i][BANK.features].to_dict()
         one = features.encode({k: [v] for k, v in record.items()}, BANK)
         np.testing.assert_array_equal(one[0], matrix[i])
+    as_lists = {c: rows[c].astype(object).where(rows[c].notna(), None).tolist()
+                for c in BANK.features}
+    np.testing.assert_array_equal(features.encode(as_lists, BANK), matrix)
+    as_polars = pl.DataFrame(as_lists, schema={
+        **{c: pl.Utf8 for c in BANK.categorical}, **{c: pl.Float64 for c in BANK.numeric}})
+    np.testing.assert_array_equal(
+        features.encode({c: as_polars[c] for c in BANK.features}, BANK), matrix)
 
 
 def test_sentinel_and_missing_become_nan_and_frame_round_trips(bank_batches):
