@@ -486,7 +486,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-rounds", type=int, default=None,
                         help="pipeline training budget in boosting rounds (default: the "
                              "training spec's)")
-    parser.add_argument("--only", choices=["serving", "drift", "pipeline", "profiles"],
+    parser.add_argument("--only", choices=["serving", "drift", "pipeline", "profiles",
+                                           "quality"],
                         default=None,
                         help="run one benchmark group")
     args = parser.parse_args(argv)
@@ -499,7 +500,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     # The profiles (two full demos, ~10 min) are left out of --quick, which CI runs.
     wanted = {args.only} if args.only else (
-        {"serving", "drift", "pipeline"} | (set() if args.quick else {"profiles"}))
+        {"serving", "drift", "pipeline", "quality"} | (set() if args.quick else {"profiles"}))
     if wanted & {"serving", "drift"}:
         with tempfile.TemporaryDirectory() as tmp:
             home = Path(tmp)
@@ -515,6 +516,13 @@ def main(argv=None) -> int:
                                              args.max_rounds)
     if "profiles" in wanted:
         results["profiles"] = bench_profiles()
+    if "quality" in wanted:
+        from benchmarks import quality
+
+        results["quality"] = (quality.bench_quality(sizes=(1000,), seeds=(0,), n_trials=5,
+                                                    datasets=("breast_cancer", "bank"))
+                              if args.quick else quality.bench_quality())
+        print(quality.table(results["quality"]))
     results["seconds"] = time.perf_counter() - started
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = Path(args.out)

@@ -62,6 +62,20 @@ def _scale_notes(model: dict, evaluation: dict) -> str:
     return "".join(f"\n{n}" for n in notes)
 
 
+def _training(model: dict) -> str:
+    """How the model was chosen and its hyperparameters, rounded as a person reads them."""
+    search = model.get("search", {})
+    judged = search.get("judged_by", "the validation set")
+    tuned = {k: v for k, v in model["params"].items()
+             if k not in ("objective", "metric", "verbose", "deterministic", "num_threads")}
+    rows = [{"hyperparameter": k, "value": f"{v:.4g}" if isinstance(v, float) else str(v)}
+            for k, v in tuned.items()]
+    return (f"{search.get('trials', '?')} trials (seed {search.get('seed', '?')}, objective "
+            f"{search.get('objective', '?')}, LightGBM's defaults first), judged on {judged}; "
+            f"{model['best_iteration']} boosting rounds.\n\n"
+            + pd.DataFrame(rows).to_markdown(index=False))
+
+
 def model_card(model: dict, evaluation: dict, contract: DatasetContract) -> str:
     m = evaluation["metrics"]
     lo, hi = evaluation["roc_auc_ci95"]
@@ -111,9 +125,10 @@ paired bootstrap bounds); largest slice AUC gap at most {contract.gate.max_slice
   monitoring's calibration gap says when).
 - Slices with fewer than 100 rows or 10 rows of a class are reported but not judged.
 
+## Training
+{_training(model)}
+
 ## Lineage
-- Hyperparameters: `{model['params']}`; best iteration {model['best_iteration']};
-  search: {model['search']}.
 - Code: git commit `{model.get('git_commit') or 'unknown'}`; libraries
   {model['libraries']}.
 - Dagster run `{model['dagster_run_id']}`.

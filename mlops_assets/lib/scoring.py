@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pandera.backends.polars.builtin_checks  # noqa: F401  (the checks' Polars functions)
 import pandera.pandas as pandera
 import pandera.polars as pandera_polars
 import polars as pl

@@ -9,7 +9,9 @@ Two ``@bentoml.api`` endpoints, so BentoML's own clients (``bentoml.SyncHTTPClie
   the model's threshold, model version, variant and a request id. It is *batchable*:
   BentoML's adaptive batching gathers concurrent requests (up to MLOPS_BATCH_REQUESTS
   requests, waiting at most MLOPS_MAX_LATENCY_MS), so a batch costs one prediction call and
-  one write to the prediction log. Client: ``client.predict(records=[{...}])``.
+  one write to the prediction log (MLOPS_BATCH_REQUESTS=1: each request on its own; which
+  is faster depends on the model's cost per row: README, Benchmarks). Client:
+  ``client.predict(records=[{...}])``.
 - POST /predict_batch takes a table (the raw body: CSV or Parquet, up to
   MLOPS_MAX_BATCH_ROWS rows), validates it column by column against the contract's domains
   (Pandera) and answers a table of the same format, one row per row; each table is one
@@ -204,8 +206,9 @@ class Classifier:
     def __is_ready__(self) -> bool:
         return self.runtime.ready
 
-    @bentoml.api(route="/predict", input_spec=PredictRequest, batchable=True,
-                 max_batch_size=SETTINGS.batch_requests,
+    @bentoml.api(route="/predict", input_spec=PredictRequest,
+                 batchable=SETTINGS.batch_requests > 1,
+                 max_batch_size=max(2, SETTINGS.batch_requests),
                  max_latency_ms=SETTINGS.max_latency_ms)
     async def predict(self, records: list) -> list[Prediction]:
         """One probability, label, model version, variant and request id per record.

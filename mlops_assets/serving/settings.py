@@ -32,7 +32,7 @@ class ServingSettings:
     | MLOPS_MAX_BATCH_ROWS | rows per /predict_batch table | 100000 |
     | MLOPS_MAX_BATCH_BYTES | /predict_batch body limit (413 beyond) | 67108864 |
     | MLOPS_API_TOKEN | if set, both predict routes need `Authorization: Bearer <token>` | - |
-    | MLOPS_BATCH_REQUESTS | /predict requests gathered into one batch at most | 64 |
+    | MLOPS_BATCH_REQUESTS | /predict requests batched together at most (1: none) | 64 |
     | MLOPS_MAX_LATENCY_MS | a /predict request waiting longer for its batch is a 503 | 1000 |
     """
 
@@ -69,7 +69,7 @@ class ServingSettings:
             max_batch_rows=int(_float("MLOPS_MAX_BATCH_ROWS", 100_000)),
             max_batch_bytes=int(_float("MLOPS_MAX_BATCH_BYTES", 64 * 1024 * 1024)),
             api_token=os.environ.get("MLOPS_API_TOKEN") or None,
-            batch_requests=max(2, int(_float("MLOPS_BATCH_REQUESTS", 64))),
+            batch_requests=max(1, int(_float("MLOPS_BATCH_REQUESTS", 64))),
             max_latency_ms=int(_float("MLOPS_MAX_LATENCY_MS", 1000)),
         )
 

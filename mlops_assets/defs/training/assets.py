@@ -4,6 +4,7 @@ then judged on the sealed test rows."""
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from mlops_assets.config import PERIOD, TARGET, DatasetContract
@@ -121,6 +122,8 @@ def candidate_model(
         features.to_matrix(search, contract), search[TARGET].to_numpy(),
         features.to_matrix(valid, contract), valid[TARGET].to_numpy(), contract, spec,
         log=context.log.info, full=full, cluster=cluster,
+        periods=np.concatenate([search[PERIOD].astype(str).to_numpy(),
+                                valid[PERIOD].astype(str).to_numpy()]),
     )
     validation_labels = validation_rows.labels()
     info = {
@@ -141,7 +144,8 @@ def candidate_model(
         "dataset_run_id": dataset_run,
         "batch_versions": batch_versions,
         "search": {"trials": len(trained.trials), "seed": spec.seed,
-                   "objective": spec.objective_metric, "seconds": round(trained.seconds, 2)},
+                   "objective": spec.objective_metric, "seconds": round(trained.seconds, 2),
+                   "judged_by": trained.judged_by},
         "dagster_run_id": context.run.run_id,
         **provenance(),
     }
@@ -167,6 +171,7 @@ def candidate_model(
             "best_iteration": trained.best_iteration,
             "trials": markdown_table(trials),
             "training_seconds": round(trained.seconds, 2),
+            "judged_by": trained.judged_by,
             "trained_on": ", ".join(f"{k} {v}" for k, v in trained.trained_on.items()),
             "batches": ", ".join(info["data_versions"]),
         },
