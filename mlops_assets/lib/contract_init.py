@@ -130,6 +130,12 @@ def infer(path: Path, target: str, period: str | None = None,
             if col not in frame.columns:
                 raise ContractError(f"column {col!r} is not in {where} (columns: "
                                     f"{list(frame.columns)[:20]})")
+        repeated = int(label_frame[key].duplicated().sum())
+        if repeated:  # one label per row, or the join would multiply rows
+            review.append(f"{labels_path}: {repeated} key(s) labelled more than once (e.g. "
+                          f"{label_frame.loc[label_frame[key].duplicated(), key].iloc[0]!r}): "
+                          "the last label of each is used")
+            label_frame = label_frame.drop_duplicates(key, keep="last")
         joined = df[[key]].merge(label_frame[[key, target]], on=key, how="left")
         target_values = joined[target].fillna("")
     else:

@@ -327,3 +327,42 @@ def test_contract_init_names_an_unreadable_file_and_never_writes_an_infinite_bou
     binary.write_bytes(bytes(range(256)) * 40)
     with pytest.raises(ContractError, match=str(binary)):
         contract_init.infer(binary, "y")
+
+
+@pytest.mark.parametrize("labels_apart", [False, True], ids=["label in the data", "--labels"])
+def test_contract_init_drops_a_leaking_column_wherever_the_labels_come_from(tmp_path,
+                                                                              labels_apart):
+    """A column recorded after the outcome (the label with 3% noise, and a score that is
+    the label plus noise) is dropped as a leak when the labels come in the data file and
+    when they come apart, joined on a key (the labels file also repeats a key: the last
+    label counts, and the review says so)."""
+    from mlops_assets.lib import contract_init
+
+    rng = np.random.default_rng(7)
+    n = 900
+    y = rng.random(n) < 0.3
+    frame = pd.DataFrame({
+        "id": [f"r{i:05d}" for i in rng.permutation(n)],
+        "x": rng.normal(size=n).round(3), "c": rng.choice(["a", "b", "c"], n),
+        "closing_fee": np.where(y ^ (rng.random(n) < 0.03), 25.0, 0.0),
+        "recovery": np.where(y, rng.normal(3, 1, n), rng.normal(0, 1, n)).round(3)})
+    label = np.where(y, "yes", "no")
+    if labels_apart:
+        frame.to_parquet(tmp_path / "rows.parquet", index=False)
+        labels = pd.DataFrame({"id": frame["id"], "label": label}).sample(frac=1,
+                                                                          random_state=1)
+        labels = pd.concat([labels.head(1).assign(label="no" if label[0] == "yes" else "yes"),
+                            labels])  # a repeated key, its first label wrong
+        labels.to_parquet(tmp_path / "labels.parquet", index=False)
+        inferred = contract_init.infer(tmp_path / "rows.parquet", "label",
+                                       labels_path=tmp_path / "labels.parquet", key="id")
+        assert any("1 key(s) labelled more than once" in line for line in inferred.review)
+    else:
+        frame.assign(label=label).to_csv(tmp_path / "rows.csv", index=False)
+        inferred = contract_init.infer(tmp_path / "rows.csv", "label")
+    kept = {*inferred.contract["numeric"], *inferred.contract["categorical"]}
+    assert kept == {"x", "c"}, inferred.review
+    for column in ("closing_fee", "recovery"):
+        assert column in inferred.contract["drop_columns"]
+        assert any(line.startswith(f"'{column}': predicts the label almost alone")
+                   for line in inferred.review)
