@@ -136,14 +136,19 @@ def bench_serving(home: Path, rows: pd.DataFrame, quick: bool) -> dict:
            "MLOPS_MAX_BATCH_ROWS": str(table_rows),
            "MLOPS_MAX_BODY_BYTES": str(8 * 2**20), "BENTOML_DO_NOT_TRACK": "true"}
     bin_dir = Path(sys.executable).parent
-    targets = {
-        "bentoml": lambda port: [str(bin_dir / "bentoml"), "serve", "--port", str(port)],
-        "bare_starlette": lambda port: [sys.executable, "-m", "benchmarks.bare_app", str(port)],
+    def bentoml(port: int) -> list[str]:
+        return [str(bin_dir / "bentoml"), "serve", "--port", str(port)]
+
+    targets = {  # name: (command, environment)
+        "bentoml": (bentoml, env),  # adaptive batching on /predict (the default)
+        "bentoml_unbatched": (bentoml, {**env, "MLOPS_BATCH_REQUESTS": "1"}),
+        "bare_starlette": (lambda port: [sys.executable, "-m", "benchmarks.bare_app",
+                                         str(port)], env),
     }
-    for name, cmd in targets.items():
+    for name, (cmd, target_env) in targets.items():
         port = free_port()
-        with server(cmd(port), f"http://127.0.0.1:{port}/readyz", home / f"{name}.log", env,
-                    PROJECT_ROOT, timeout=120) as proc:
+        with server(cmd(port), f"http://127.0.0.1:{port}/readyz", home / f"{name}.log",
+                    target_env, PROJECT_ROOT, timeout=120) as proc:
             os.sched_setaffinity(proc.pid, {0})  # the server on one core ...
             for child in _children(proc.pid):
                 os.sched_setaffinity(child, {0})
@@ -168,12 +173,15 @@ def bench_serving(home: Path, rows: pd.DataFrame, quick: bool) -> dict:
                                                    / results["floor_table_rows_per_s"])
                     results[f"bentoml_table_{fmt}"] = table_run
             os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-    for c in concurrencies:
-        results[f"ratio_throughput_c{c}"] = (results[f"bentoml_c{c}"]["throughput_rps"]
-                                             / results[f"bare_starlette_c{c}"]["throughput_rps"])
-    for c in (1, concurrencies[-1]):
-        results[f"ratio_p99_c{c}"] = (results[f"bentoml_c{c}"]["p99_ms"]
-                                      / results[f"bare_starlette_c{c}"]["p99_ms"])
+    for served in ("bentoml", "bentoml_unbatched"):
+        suffix = "" if served == "bentoml" else "_unbatched"
+        for c in concurrencies:
+            results[f"ratio_throughput_c{c}{suffix}"] = (
+                results[f"{served}_c{c}"]["throughput_rps"]
+                / results[f"bare_starlette_c{c}"]["throughput_rps"])
+        for c in (1, concurrencies[-1]):
+            results[f"ratio_p99_c{c}{suffix}"] = (results[f"{served}_c{c}"]["p99_ms"]
+                                                  / results[f"bare_starlette_c{c}"]["p99_ms"])
     return results
 
 

@@ -141,6 +141,29 @@ def cmd_batches(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    """The registry at a glance, newest first (--json for scripts)."""
+    import json
+
+    import pandas as pd
+
+    from mlops_assets.lib.registry import Registry
+
+    home = Path(args.home).resolve() if args.home else default_home()
+    if not home.is_dir():  # a look never creates a home
+        print(f"no project home at {home}: run the pipeline first (mlops-assets demo)")
+        return 0
+    rows = Registry(home).overview()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("no model versions yet: run the pipeline first (mlops-assets demo)")
+        return 0
+    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f", missingval=""))
+    return 0
+
+
 def cmd_rollback(args) -> int:
     """Run the rollback job through the instance, so the UI records the change."""
     home, _ = _setup(args)
@@ -418,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--to", default=None, help="model tag (default: the previous champion)")
     rb.add_argument("--reason", default="manual rollback (CLI)")
     rb.set_defaults(func=cmd_rollback)
+    models = sub.add_parser("models", help="the model registry at a glance: versions, "
+                            "aliases, data, sealed-test metrics, Bentos")
+    models.add_argument("--json", action="store_true", help="one JSON list, for scripts")
+    models.set_defaults(func=cmd_models)
     bl = sub.add_parser("batches", help="which landed batches reach the dataset, and why not")
     bl.set_defaults(func=cmd_batches)
     for alias, what in (("canary", "send a share of traffic to a model version"),

@@ -36,13 +36,10 @@ def _release_after_success(_context: dg.HookContext) -> None:
     io.release_memory()
 
 
-@dg.failure_hook(name="release_memory_after_failure")
-def _release_after_failure(_context: dg.HookContext) -> None:
-    io.release_memory()
-
-
-# After every step of the jobs that move the most data (lib/io.release_memory).
-RELEASE_MEMORY = {_release_after_success, _release_after_failure}
+# After every successful step of the jobs that move the most data (lib/io.release_memory).
+# Only after success: a failure hook beside it logged a HOOK_SKIPPED event on every step that
+# succeeded, and a failed run ends its process anyway.
+RELEASE_MEMORY = {_release_after_success}
 
 dataset_job = dg.define_asset_job(
     "build_dataset",
@@ -122,6 +119,7 @@ def build_definitions(
             training.model_evaluation,
             training.model_card,
             governance.gate_report,
+            governance.candidate_bento,
             governance.champion,
             deployment.bento,
             monitoring.prediction_log_files,
@@ -140,6 +138,7 @@ def build_definitions(
             dataset.test_set_is_sealed,
             *features.feature_checks,
             *governance.gate_checks,
+            governance.serves_like_offline,
             *monitoring.monitoring_checks,
         ],
         jobs=[ingestion_sensors.ingest_job, ingestion_sensors.ingest_landed, dataset_job,

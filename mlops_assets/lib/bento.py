@@ -1,4 +1,7 @@
-"""Build an immutable Bento holding one model version and the serving code."""
+"""Build an immutable Bento holding one model version and the serving code, and validate it
+as it will run: started by ``bentoml serve`` in a child process, it must answer sealed test
+rows with the offline probabilities before its model may become the champion (TFX's
+InfraValidator is the model for this)."""
 
 from __future__ import annotations
 
@@ -12,9 +15,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from mlops_assets.config import PROJECT_ROOT, DatasetContract
+from mlops_assets.lib import io
+
+INDEX = "bentos.json"  # under <home>/bentoml: model tag -> the tag of its (validated) Bento
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,12 @@ class BuiltBento:
     path: Path
     size_bytes: int
     seconds: float
+
+
+def _build_dir(home: Path) -> Path:
+    folder = Path(home) / "bento_build"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _dir_size(path: Path) -> int:
@@ -39,9 +52,8 @@ def build_bento(home: Path, model_tag: str, contract: DatasetContract,
     started = time.perf_counter()
     bentoml_home = Path(home) / "bentoml"
     # A fresh folder per build: two builds at once (even of one model) never share files.
-    (Path(home) / "bento_build").mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=re.sub(r"[^\w.-]", "-", model_tag) + ".",
-                                  dir=Path(home) / "bento_build"))
+                                  dir=_build_dir(home)))
     spec = yaml.safe_load((PROJECT_ROOT / "bentofile.yaml").read_text())
     for pattern in spec["include"]:
         for src in PROJECT_ROOT.glob(pattern):
@@ -70,3 +82,117 @@ def build_bento(home: Path, model_tag: str, contract: DatasetContract,
     name, version = tag.split(":")
     path = bentoml_home / "bentos" / name / version
     return BuiltBento(tag, path, _dir_size(path), time.perf_counter() - started)
+
+
+def bento_path(home: Path, bento_tag: str) -> Path:
+    name, version = bento_tag.split(":")
+    return Path(home) / "bentoml" / "bentos" / name / version
+
+
+def record_bento(home: Path, model_tag: str, bento_tag: str) -> None:
+    """Remember ``bento_tag`` as the Bento of ``model_tag`` (atomically; later wins)."""
+    index = Path(home) / "bentoml" / INDEX
+    known = io.read_json(index) if index.is_file() else {}
+    io.write_json(index, {**known, model_tag: bento_tag})
+
+
+def bento_of(home: Path, model_tag: str) -> str | None:
+    """The recorded Bento of ``model_tag``, if it is still in the store."""
+    index = Path(home) / "bentoml" / INDEX
+    tag = (io.read_json(index) if index.is_file() else {}).get(model_tag)
+    return tag if tag and bento_path(home, tag).is_dir() else None
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What the served Bento answered: passed, why (a sentence naming what failed), and the
+    numbers (seconds until ready, rows compared, the largest difference)."""
+
+    passed: bool
+    why: str
+    ready_seconds: float | None = None
+    rows: int = 0
+    max_abs_diff: float | None = None
+
+
+def validate_bento(home: Path, bento_tag: str, records: list[dict], expected: np.ndarray,
+                   ready_timeout_s: float = 120.0, tolerance: float = 1e-9,
+                   single_rows: int = 5) -> Validation:
+    """Start ``bentoml serve <bento_tag>`` (the store under ``<home>/bentoml``) on a free
+    port of 127.0.0.1 in a child process, wait for /readyz at most ``ready_timeout_s``, send
+    ``single_rows`` of ``records`` one by one to /predict and all of them as a Parquet table
+    to /predict_batch, and compare every answer with ``expected`` (the offline
+    probabilities). The server is stopped by its PID; its prediction log is thrown away."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlops_assets.lib.scoring import MEDIA, to_bytes
+    from mlops_assets.procs import free_port, server
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    work = Path(tempfile.mkdtemp(prefix="deploy-check.", dir=_build_dir(home)))
+    log = work / "serve.log"
+    env = {**os.environ, "BENTOML_HOME": str(Path(home) / "bentoml"),
+           "MLOPS_HOME": str(work / "home"), "BENTOML_DO_NOT_TRACK": "true",
+           "MLOPS_MAX_BATCH_ROWS": str(max(len(records), 1))}
+    env.pop("MLOPS_API_TOKEN", None)  # the check's own server, reachable only here
+    cmd = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", "127.0.0.1",
+           "--port", str(port)]
+
+    def post(path: str, body: bytes, media: str) -> tuple[int, bytes]:
+        request = urllib.request.Request(url + path, data=body,
+                                         headers={"Content-Type": media})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    started = time.perf_counter()
+    answers: list[tuple[str, np.ndarray]] = []
+    try:
+        with server(cmd, f"{url}/readyz", log, env, work, timeout=ready_timeout_s):
+            ready = time.perf_counter() - started
+            singles = []
+            for record in records[:single_rows]:
+                status, body = post("/predict", json.dumps({"records": [record]}).encode(),
+                                    "application/json")
+                if status != 200:
+                    return Validation(False, f"/predict answered {status} for a sealed test "
+                                      f"row: {body[:300].decode(errors='replace')}", ready)
+                singles.append(json.loads(body)[0]["probability"])
+            answers.append(("/predict", np.array(singles)))
+            table = to_bytes(pd.DataFrame(records), "parquet")
+            status, body = post("/predict_batch", table, MEDIA["parquet"])
+            if status != 200:
+                return Validation(False, f"/predict_batch answered {status} for "
+                                  f"{len(records)} sealed test rows: "
+                                  f"{body[:300].decode(errors='replace')}", ready)
+            answered = pq.read_table(pa.BufferReader(body))
+            answers.append(("/predict_batch", answered["probability"].to_numpy()))
+    except (TimeoutError, RuntimeError) as err:
+        tail = " | ".join(line for line in str(err).splitlines()[-6:] if line.strip())
+        return Validation(False, f"bentoml serve {bento_tag} did not become ready within "
+                          f"{ready_timeout_s:g} s: {tail[-600:]}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    worst = 0.0
+    for route, got in answers:
+        want = expected[:len(got)]
+        diff = np.abs(got - want)
+        if not np.all(np.isfinite(got)) or diff.max() > tolerance:
+            i = int(np.nanargmax(np.where(np.isfinite(diff), diff, np.inf)))
+            return Validation(False, f"{route} answered {got[i]!r} for sealed test row {i}, "
+                              f"offline {want[i]!r} (difference {diff[i]:.3g} > {tolerance:g})",
+                              ready, len(records), float(diff.max()))
+        worst = max(worst, float(diff.max()))
+    return Validation(True, f"bentoml serve {bento_tag} was ready in {ready:.1f} s and "
+                      f"answered {min(single_rows, len(records))} single rows and a "
+                      f"{len(records)}-row table with the offline probabilities (largest "
+                      f"difference {worst:.2g} <= {tolerance:g})", ready, len(records), worst)

@@ -140,6 +140,36 @@ class Registry:
     def versions(self) -> list[str]:
         return [str(m.tag) for m in sorted(self.store.list(), key=lambda m: m.creation_time)]
 
+    def overview(self) -> list[dict]:
+        """Every version at a glance, newest first (``mlops-assets models``): aliases,
+        created, the data it was trained on, its sealed-test AUC and log loss (from its
+        evaluation report, where it has one), what it was recalibrated from, and its Bento."""
+        from mlops_assets.lib.bento import bento_of
+
+        aliases: dict[str, list[str]] = {}
+        for alias, tag in self.aliases().items():
+            aliases.setdefault(tag, []).append(alias)
+        rows = []
+        for model in sorted(self.store.list(), key=lambda m: m.creation_time, reverse=True):
+            tag, meta = str(model.tag), model.info.metadata
+            evaluated = self.home / "reports" / "evaluation" / tag.replace(":", "-")
+            metrics = (io.read_json(evaluated / "evaluation.json").get("metrics", {})
+                       if (evaluated / "evaluation.json").is_file() else {})
+            batches = list(meta.get("data_versions") or {})
+            rows.append({
+                "version": tag,
+                "aliases": ", ".join(sorted(aliases.get(tag, []))),
+                "created": model.creation_time.strftime("%Y-%m-%d %H:%M:%S"),
+                "trained_on": (f"{len(batches)} batches {batches[0]}..{batches[-1]}"
+                               if batches else ""),
+                "dataset_run": (meta.get("dataset_run_id") or "")[:8],
+                "test_auc": metrics.get("roc_auc"),
+                "test_log_loss": metrics.get("log_loss"),
+                "recalibrated_from": meta.get("recalibrated_from") or "",
+                "bento": bento_of(self.home, tag) or "",
+            })
+        return rows
+
     # --- aliases ------------------------------------------------------------------------
     # The journal (one JSON event per line, appended and fsynced under a lock) is the truth;
     # aliases.json is a snapshot rewritten atomically after each event, for people and

@@ -221,3 +221,32 @@ def test_sample_positions_are_a_deterministic_ordered_subset():
     assert len(a) == 500 == len(set(a)) and (a == b).all() and (np.diff(a) > 0).all()
     assert a.max() < 10_000 and not (a == sample_positions(10_000, 500, seed=4)).all()
     assert (sample_positions(300, 500) == np.arange(300)).all()  # small: every row
+
+
+def test_small_data_is_judged_by_folds_and_the_search_never_loses_to_the_defaults(tmp_path):
+    """The quick form of the quality benchmark (benchmarks/quality.py; the full one is in
+    make bench): scikit-learn's 569-row breast-cancer data brought in by contract init. The
+    first trial is LightGBM's defaults, the search keeps the best by its own estimate (so
+    never below the defaults' estimate), trials are judged by stratified 5-fold CV, and on
+    the sealed test rows the champion is no worse than LGBMClassifier() and a logistic
+    regression trained on the same rows."""
+    from benchmarks import quality
+
+    contract = quality.breast_cancer(tmp_path)
+    run = quality.one_run(quality.valid_rows(contract), contract, seed=0, n_trials=6)
+    assert run["judged_by"].startswith("5-fold cross-validation over the")
+    assert run["search_best_vs_defaults"]
+    assert run["champion"] >= run["lightgbm_defaults"] - 0.005, run
+    assert run["champion"] >= run["logistic_regression"] - 0.005, run
+
+
+def test_the_first_trial_is_lightgbms_defaults_and_every_space_holds_them():
+    defaults = training.FIRST_TRIALS[0]
+    assert defaults == {"learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20,
+                        "feature_fraction": 1.0, "lambda_l2": 1e-3}
+    for rows in (300, 900, 4000, 40_000):
+        space = training.SearchSpace().for_rows(rows)
+        assert training._within(defaults, space) == defaults, (rows, space)
+    small, large = training.SearchSpace().for_rows(900), training.SearchSpace()
+    assert small.num_leaves[0] < large.num_leaves[0]
+    assert small.min_child_samples[1] < large.min_child_samples[1]

@@ -9,7 +9,7 @@ import pandas as pd
 from mlops_assets.config import PERIOD, TARGET
 from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.resources import GateResource, ProjectResource
-from mlops_assets.lib import evaluation, features, gate, training
+from mlops_assets.lib import bento, evaluation, features, gate, training
 from mlops_assets.lib.registry import CANARY, PRODUCTION, SHADOW
 
 SMOKE_ROWS = 50
@@ -69,14 +69,7 @@ def gate_report(
             p_champ[sliced], p_chal[sliced])
     protected = evaluation.slice_groups(test_features, contract, only=contract.protected)
     gaps = gate.error_rate_gaps(protected, y_all, (p_chal >= challenger.threshold).astype(int))
-    sample = features.to_frame(
-        features.to_matrix(test_features.head(SMOKE_ROWS), challenger.contract),
-        challenger.contract,
-    )
-    records = [
-        {k: (None if pd.isna(v) else v) for k, v in row.items()}
-        for row in sample.astype(object).to_dict("records")
-    ]
+    records = features.to_records(test_features.head(SMOKE_ROWS), challenger.contract)
     rules = {
         "meets_absolute_thresholds": gate.absolute(model_evaluation["metrics"], policy),
         "not_worse_than_champion": gate.non_inferior(comparison, policy),
@@ -168,14 +161,71 @@ gate_checks = [
 ]
 
 
+class DeployCheckConfig(dg.Config):
+    rows: int = 200  # sealed test rows the served Bento must answer as offline
+    ready_timeout_s: float = 120.0  # bound on `bentoml serve` becoming ready
+
+
+@dg.asset(group_name="governance", kinds={"bentoml"}, pool="promotion")
+def candidate_bento(
+    context: dg.AssetExecutionContext,
+    config: DeployCheckConfig,
+    candidate_model: dict,
+    gate_report: dict,
+    test_features: Path,
+    project: ProjectResource,
+) -> dg.Output[dict]:
+    """The challenger's Bento, built once and validated as it will run: started with
+    `bentoml serve` in a child process on 127.0.0.1, it must become ready and answer sealed
+    test rows (single rows and a /predict_batch table) with the offline probabilities before
+    the champion may move (the blocking check `serves_like_offline`). The champion's Bento is
+    this one, never a rebuild."""
+    registry = project.registry()
+    tag = candidate_model["tag"]
+    model = registry.load(tag)
+    rows = training.FeatureRows(test_features, model.contract).frame().head(config.rows)
+    built = bento.build_bento(project.paths.home, tag, model.contract)
+    checked = bento.validate_bento(project.paths.home, built.tag,
+                                   features.to_records(rows, model.contract),
+                                   model.predict_frame(rows), config.ready_timeout_s)
+    if checked.passed:
+        bento.record_bento(project.paths.home, tag, built.tag)
+    context.log.info(f"deploy-time check of {built.tag} ({tag}): {checked.why}")
+    return dg.Output(
+        {"model_tag": tag, "bento_tag": built.tag, "passed": checked.passed,
+         "why": checked.why, "ready_seconds": checked.ready_seconds, "rows": checked.rows,
+         "max_abs_diff": checked.max_abs_diff},
+        metadata={"bento_tag": built.tag, "model_tag": tag, "passed": checked.passed,
+                  "why": checked.why, "build_seconds": round(built.seconds, 2),
+                  "bento_size": dg.MetadataValue.text(f"{built.size_bytes / 2**20:.1f} MiB")},
+    )
+
+
+@dg.asset_check(asset=candidate_bento, name="serves_like_offline", blocking=True,
+                description="The challenger's Bento, started with `bentoml serve`, became "
+                            "ready within the bound and answered sealed test rows with the "
+                            "offline probabilities (to 1e-9).")
+def serves_like_offline(candidate_bento: dict) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=bool(candidate_bento["passed"]), description=candidate_bento["why"],
+        metadata={"bento_tag": candidate_bento["bento_tag"],
+                  "rows": candidate_bento["rows"],
+                  **({"ready_seconds": round(candidate_bento["ready_seconds"], 2)}
+                     if candidate_bento["ready_seconds"] is not None else {}),
+                  **({"max_abs_diff": float(candidate_bento["max_abs_diff"])}
+                     if candidate_bento["max_abs_diff"] is not None else {})})
+
+
 @dg.asset(group_name="governance", kinds={"bentoml"}, pool="promotion")
 def champion(
     context: dg.AssetExecutionContext,
     candidate_model: dict,
     gate_report: dict,
+    candidate_bento: dict,
     project: ProjectResource,
 ) -> dg.Output[dict]:
-    """The production alias: moved to the challenger only after every gate check passed."""
+    """The production alias: moved to the challenger only after every gate check passed and
+    its Bento answered as offline when served (`candidate_bento`)."""
     registry = project.registry()
     tag = candidate_model["tag"]
     if registry.champion() == tag:
