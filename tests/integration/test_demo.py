@@ -116,7 +116,7 @@ def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path
         # The lineage: every stage's group.
         page.goto(f"{ui}/asset-groups", wait_until="networkidle")
         skip_welcome()
-        for group in ("ingestion", "validation", "dataset", "features", "training",
+        for group in ("ingestion", "validation", "labels", "dataset", "features", "training",
                       "evaluation", "governance", "deployment", "monitoring"):
             page.get_by_text(group, exact=True).first.wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "lineage.png"))

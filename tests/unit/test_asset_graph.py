@@ -11,13 +11,15 @@ ASSETS = {
     "features": ["test_features", "train_features", "validation_features"],
     "training": ["candidate_model"],
     "evaluation": ["model_card", "model_evaluation"],
-    "governance": ["champion", "gate_report"],
+    "governance": ["candidate_bento", "champion", "gate_report"],
     "deployment": ["bento"],
     "scoring": ["batch_scores"],
-    "monitoring": ["drift_report", "feedback_files", "feedback_labels", "live_performance",
-                   "prediction_log", "prediction_log_files", "serving_health", "window_traffic"],
+    "labels": ["feedback_files", "feedback_labels"],
+    "monitoring": ["drift_report", "live_performance", "prediction_log", "prediction_log_files",
+                   "serving_health", "window_traffic"],
 }
 CHECKS = [
+    "candidate_bento:serves_like_offline",
     "drift_report:drift_within_limit",
     "gate_report:meets_absolute_thresholds",
     "gate_report:not_worse_than_champion",
@@ -61,3 +63,20 @@ def test_monitoring_is_downstream_of_the_served_model():
     assert {"bento", "champion", "prediction_log_files", "prediction_log", "window_traffic"} \
         <= upstream("drift_report")
     assert {"feedback_files", "feedback_labels", "bento"} <= upstream("live_performance")
+
+
+LIFECYCLE = ["ingestion", "validation", "labels", "dataset", "features", "training", "evaluation",
+             "governance", "deployment", "scoring", "monitoring"]
+
+
+def test_the_group_graph_reads_in_lifecycle_order_with_no_cycle():
+    """Collapsed to groups (the UI's lineage view), every edge runs forward in the
+    lifecycle: the group graph has no cycle, and ingestion is drawn before deployment."""
+    graph = defs.resolve_asset_graph()
+    group = {key: graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert set(group.values()) == set(LIFECYCLE)
+    backwards = sorted(
+        f"{group[up]} -> {group[key]} ({up.to_user_string()} -> {key.to_user_string()})"
+        for key in group for up in graph.get(key).parent_keys
+        if up in group and LIFECYCLE.index(group[up]) > LIFECYCLE.index(group[key]))
+    assert backwards == []
