@@ -235,7 +235,8 @@ def cmd_ui(args) -> int:
     reports_url = f"http://{args.host}:{args.reports_port}"
     evidently_root = Paths(home).evidently
     ReportStore(evidently_root, reports_url).ensure_workspace()
-    env = {"MLOPS_REPORTS_URL": reports_url}
+    # The reports' links and the alerts' links point at the ports this UI runs on.
+    env = {"MLOPS_REPORTS_URL": reports_url, "MLOPS_UI_URL": f"http://{args.host}:{args.port}"}
     logs = Paths(home).reports / "ui"
     procs = []
     signal.signal(signal.SIGTERM, _interrupt)  # stopped by PID: stop the children too
@@ -303,6 +304,7 @@ def cmd_production(args) -> int:
             procs.append(cluster.start_workers(address, args.workers, logs / "dask-workers.log",
                                                {}, PROJECT_ROOT))
             cluster.wait_for_workers(address, args.workers, procs, logs / "dask-workers.log")
+        os.environ.setdefault("MLOPS_UI_URL", f"http://127.0.0.1:{args.port}")  # alert links
         grpc_port = free_port()
         workspace = home / "dagster" / orchestration.GRPC_WORKSPACE
         io.write_text(workspace, yaml.safe_dump({"load_from": [{"grpc_server": {

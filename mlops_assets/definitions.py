@@ -7,7 +7,7 @@ import os
 import dagster as dg
 
 from mlops_assets.config import Paths, default_home
-from mlops_assets.defs import storage
+from mlops_assets.defs import alerts, storage
 from mlops_assets.defs.dataset import assets as dataset
 from mlops_assets.defs.dataset import reports
 from mlops_assets.defs.deployment import assets as deployment
@@ -151,7 +151,8 @@ def build_definitions(
               storage.collect_storage],
         sensors=[ingestion_sensors.landing_sensor, monitoring_sensors.prediction_log_sensor,
                  monitoring_sensors.feedback_sensor, monitoring_sensors.window_sensor,
-                 monitoring_sensors.retrain_sensor, scoring.scoring_sensor],
+                 monitoring_sensors.retrain_sensor, scoring.scoring_sensor,
+                 *alerts.alert_sensors],
         schedules=[monitoring_sensors.daily_monitoring, storage.daily_retention],
         resources={
             "project": ProjectResource(home=home, contract_name=contract,
