@@ -37,22 +37,32 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> No
     raise TimeoutError(f"{url} not ready after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def start(cmd: list[str], log: Path, env: dict, cwd: Path) -> subprocess.Popen:
-    """Run ``cmd`` in its own session (so its children stop with it), output to ``log``."""
+def _die_with_parent() -> None:  # pragma: no cover (runs in the child before exec)
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start(cmd: list[str], log: Path, env: dict, cwd: Path,
+          die_with_parent: bool = False) -> subprocess.Popen:
+    """Run ``cmd`` in its own session (so its children stop with it), output to ``log``.
+    ``die_with_parent``: the child gets SIGTERM if this process dies first (Linux), so a
+    server a killed run started does not outlive it."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         return subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
 
 
 @contextmanager
 def server(cmd: list[str], ready_url: str | None, log: Path, env: dict, cwd: Path,
-           timeout=90.0):
+           timeout=90.0, die_with_parent: bool = False):
     """Run ``cmd``; yield the Popen once ``ready_url`` answers 200 (at once if None); stop it
     by its PID on exit."""
-    proc = start(cmd, log, env, cwd)
+    proc = start(cmd, log, env, cwd, die_with_parent)
     try:
         if ready_url:
             wait_http(ready_url, timeout, proc, log)

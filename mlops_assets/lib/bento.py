@@ -157,7 +157,9 @@ def validate_bento(home: Path, bento_tag: str, records: list[dict], expected: np
     started = time.perf_counter()
     answers: list[tuple[str, np.ndarray]] = []
     try:
-        with server(cmd, f"{url}/readyz", log, env, work, timeout=ready_timeout_s):
+        # A run killed during the check takes the server with it (die_with_parent).
+        with server(cmd, f"{url}/readyz", log, env, work, timeout=ready_timeout_s,
+                    die_with_parent=True):
             ready = time.perf_counter() - started
             singles = []
             for record in records[:single_rows]:

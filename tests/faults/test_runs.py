@@ -184,9 +184,9 @@ def test_a_run_killed_inside_the_promotion_pool_does_not_hold_it(prepared, tmp_p
         run = instance.get_run_by_id(run_id)
         assert run.status not in orchestration.TERMINAL, orchestration.run_failure(
             instance, run_id)
-        return "bento" in steps
+        return "candidate_bento" in steps  # the long step of the pool: build and serve
 
-    wait_until(in_pool_step, 300, every=0.1, what="the run inside the bento step")
+    wait_until(in_pool_step, 300, every=0.1, what="the run inside the candidate_bento step")
     assert instance.event_log_storage.get_concurrency_info("promotion").claimed_slots
     # Kill the run worker, the code server and the launcher outright.
     victims = [psutil.Process(launcher.pid), *psutil.Process(launcher.pid).children(True)]
