@@ -141,7 +141,7 @@ def bench_serving(home: Path, rows: pd.DataFrame, quick: bool) -> dict:
 
     targets = {  # name: (command, environment)
         "bentoml": (bentoml, env),  # adaptive batching on /predict (the default)
-        "bentoml_unbatched": (bentoml, {**env, "MLOPS_BATCH_REQUESTS": "1"}),
+        "bentoml_unbatched": (bentoml, {**env, "MLOPS_ADAPTIVE_BATCHING": "0"}),
         "bare_starlette": (lambda port: [sys.executable, "-m", "benchmarks.bare_app",
                                          str(port)], env),
     }

@@ -7,10 +7,10 @@ Two ``@bentoml.api`` endpoints, so BentoML's own clients (``bentoml.SyncHTTPClie
 - POST /predict takes ``{"records": [...]}`` (1 to MLOPS_MAX_RECORDS records, validated by a
   model generated from the dataset contract) and answers per record: probability, label at
   the model's threshold, model version, variant and a request id. It is *batchable*:
-  BentoML's adaptive batching gathers concurrent requests (up to MLOPS_BATCH_REQUESTS
-  requests, waiting at most MLOPS_MAX_LATENCY_MS), so a batch costs one prediction call and
-  one write to the prediction log (MLOPS_BATCH_REQUESTS=1: each request on its own; which
-  is faster depends on the model's cost per row: README, Benchmarks). Client:
+  BentoML's adaptive batching gathers concurrent requests (up to MLOPS_MAX_RECORDS records,
+  so no request is split; a request waits at most MLOPS_MAX_LATENCY_MS), so a batch costs one
+  prediction call and one write to the prediction log (MLOPS_ADAPTIVE_BATCHING=0: each
+  request on its own; which is faster depends on the concurrency: README, Benchmarks). Client:
   ``client.predict(records=[{...}])``.
 - POST /predict_batch takes a table (the raw body: CSV or Parquet, up to
   MLOPS_MAX_BATCH_ROWS rows), validates it column by column against the contract's domains
@@ -207,8 +207,9 @@ class Classifier:
         return self.runtime.ready
 
     @bentoml.api(route="/predict", input_spec=PredictRequest,
-                 batchable=SETTINGS.batch_requests > 1,
-                 max_batch_size=max(2, SETTINGS.batch_requests),
+                 batchable=SETTINGS.adaptive_batching,
+                 # in records: BentoML splits a request larger than this across batches
+                 max_batch_size=max(2, SETTINGS.max_records),
                  max_latency_ms=SETTINGS.max_latency_ms)
     async def predict(self, records: list) -> list[Prediction]:
         """One probability, label, model version, variant and request id per record.

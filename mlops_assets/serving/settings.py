@@ -32,7 +32,7 @@ class ServingSettings:
     | MLOPS_MAX_BATCH_ROWS | rows per /predict_batch table | 100000 |
     | MLOPS_MAX_BATCH_BYTES | /predict_batch body limit (413 beyond) | 67108864 |
     | MLOPS_API_TOKEN | if set, both predict routes need `Authorization: Bearer <token>` | - |
-    | MLOPS_BATCH_REQUESTS | /predict requests batched together at most (1: none) | 64 |
+    | MLOPS_ADAPTIVE_BATCHING | 1: /predict batches concurrent requests; 0: one by one | 1 |
     | MLOPS_MAX_LATENCY_MS | a /predict request waiting longer for its batch is a 503 | 1000 |
     """
 
@@ -47,7 +47,7 @@ class ServingSettings:
     max_batch_rows: int
     max_batch_bytes: int
     api_token: str | None
-    batch_requests: int = 64
+    adaptive_batching: bool = True
     max_latency_ms: int = 1000
 
     @classmethod
@@ -69,7 +69,7 @@ class ServingSettings:
             max_batch_rows=int(_float("MLOPS_MAX_BATCH_ROWS", 100_000)),
             max_batch_bytes=int(_float("MLOPS_MAX_BATCH_BYTES", 64 * 1024 * 1024)),
             api_token=os.environ.get("MLOPS_API_TOKEN") or None,
-            batch_requests=max(1, int(_float("MLOPS_BATCH_REQUESTS", 64))),
+            adaptive_batching=_float("MLOPS_ADAPTIVE_BATCHING", 1) != 0,
             max_latency_ms=int(_float("MLOPS_MAX_LATENCY_MS", 1000)),
         )
 
