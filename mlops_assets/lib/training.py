@@ -414,15 +414,26 @@ def train(
         trained_on |= {"search_rows": len(y_train), "train_rows": n_rows,
                        "rounds": best_iteration}
     booster.free_dataset()  # the trees are all it needs now (a streamed fit's Dataset: GBs)
-    p_valid = booster.predict(x_valid, num_iteration=best_iteration)
-    threshold = choose_threshold(y_valid, p_valid, spec.threshold_rule)
-    metrics = _validation_metrics(y_valid, p_valid, threshold)
-    log(f"best of {len(study.trials)} trials: {_rounded(study.best_params)}; validation "
-        f"{_rounded(metrics)}; threshold {threshold:.4f} ({spec.threshold_rule})")
+    return _finished(booster, params, best_iteration, y_valid,
+                     booster.predict(x_valid, num_iteration=best_iteration), spec, trials,
+                     started, trained_on, judged_by, "validation", log)
+
+
+def _finished(booster: lgb.Booster, params: dict, rounds: int, y: np.ndarray,
+              p: np.ndarray, spec: TrainingSpec, trials: list[dict], started: float,
+              trained_on: dict, judged_by: str, judged_on: str,
+              log: Callable[[str], None]) -> TrainedModel:
+    """The threshold and the metrics from the judged predictions ``p`` of labels ``y``
+    (validation, or out of fold), said in the log, and the trained model."""
+    threshold = choose_threshold(y, p, spec.threshold_rule)
+    metrics = _validation_metrics(y, p, threshold)
+    chosen = _rounded({k: params[k] for k in trials[0] if k in params})
+    log(f"best of {len(trials)} trials: {chosen}; {judged_on} {_rounded(metrics)}; {rounds} "
+        f"rounds; threshold {threshold:.4f} ({spec.threshold_rule})")
     return TrainedModel(
         booster=booster,
         params={k: (float(v) if isinstance(v, float) else v) for k, v in params.items()},
-        best_iteration=best_iteration,
+        best_iteration=rounds,
         threshold=threshold,
         validation_metrics=metrics,
         trials=trials,
@@ -480,19 +491,5 @@ def _refit_cross_validated(params: dict, dall, x: np.ndarray, y: np.ndarray, fol
         out_of_fold[held_out] = booster.predict(x[held_out], num_iteration=rounds)
     booster = lgb.train(params, dall, num_boost_round=rounds)
     booster.free_dataset()
-    threshold = choose_threshold(y, out_of_fold, spec.threshold_rule)
-    metrics = _validation_metrics(y, out_of_fold, threshold)
-    chosen = _rounded({k: params[k] for k in trials[0] if k in params})
-    log(f"best of {len(trials)} trials: {chosen}; out-of-fold {_rounded(metrics)}; {rounds} "
-        f"rounds on all {len(y)} rows; threshold {threshold:.4f} ({spec.threshold_rule})")
-    return TrainedModel(
-        booster=booster,
-        params={k: (float(v) if isinstance(v, float) else v) for k, v in params.items()},
-        best_iteration=rounds,
-        threshold=threshold,
-        validation_metrics=metrics,
-        trials=trials,
-        seconds=time.perf_counter() - started,
-        trained_on={"where": "local"},
-        judged_by=judged_by,
-    )
+    return _finished(booster, params, rounds, y, out_of_fold, spec, trials, started,
+                     {"where": "local"}, judged_by, "out-of-fold", log)
