@@ -37,10 +37,12 @@ def _min_interval() -> float:
 def _send(found: list[alerts.Alert], project: ProjectResource) -> str:
     """Rate-limit ``found``, queue it for every sink, send what is due; a sentence for the
     tick. A sink that is down only delays (lib/alerts.Outbox)."""
-    sinks = alerts.sinks_from_env()
+    sinks, problems = alerts.sinks_from_env()
+    said = "".join(f"; not usable: {p}" for p in problems)
     if not sinks:
         return (f"no alert sink set (MLOPS_ALERT_WEBHOOK_URL, MLOPS_ALERT_SMTP_URL): "
-                f"{len(found)} alert(s) not sent" + (f": {found[0].title}" if found else ""))
+                f"{len(found)} alert(s) not sent" + (f": {found[0].title}" if found else "")
+                + said)
     folder = project.paths.home / "alerts"
     state_file = folder / "last_sent.json"
     last_sent = io.read_json(state_file) if state_file.is_file() else {}
@@ -53,7 +55,7 @@ def _send(found: list[alerts.Alert], project: ProjectResource) -> str:
         sent, waiting = outbox.deliver(sink, send)
         parts.append(f"{sink.name}: {sent} sent, {waiting} waiting")
     return f"{len(send)} new alert(s), {len(held)} held back by the rate limit; " + \
-        "; ".join(parts)
+        "; ".join(parts) + said
 
 
 def _check_alert(evaluation, run_id: str) -> alerts.Alert:

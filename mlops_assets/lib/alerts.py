@@ -61,6 +61,9 @@ class WebhookSink:
     name = "webhook"
 
     def __init__(self, url: str, timeout: float = 10.0):
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"MLOPS_ALERT_WEBHOOK_URL={url!r}: write http(s)://host[:port]/path")
         self.url, self.timeout = url, timeout
 
     def send(self, alert: Alert) -> None:
@@ -104,17 +107,27 @@ class EmailSink:
             server.send_message(message)
 
 
-def sinks_from_env(env: dict | None = None) -> list:
-    """The sinks the environment sets (none: alerts are counted, not sent)."""
+def sinks_from_env(env: dict | None = None) -> tuple[list, list[str]]:
+    """The sinks the environment sets (none: alerts are counted, not sent), and what is wrong
+    with the settings of those it cannot use (each named with its variable and value; the
+    other sinks still get the alerts)."""
     env = os.environ if env is None else env
     sinks: list = []
-    if env.get("MLOPS_ALERT_WEBHOOK_URL"):
-        sinks.append(WebhookSink(env["MLOPS_ALERT_WEBHOOK_URL"]))
-    if env.get("MLOPS_ALERT_SMTP_URL"):
-        to = [a.strip() for a in env.get("MLOPS_ALERT_EMAIL_TO", "").split(",") if a.strip()]
-        sinks.append(EmailSink(env["MLOPS_ALERT_SMTP_URL"], to,
-                               env.get("MLOPS_ALERT_EMAIL_FROM")))
-    return sinks
+    problems: list[str] = []
+    builders = {
+        "MLOPS_ALERT_WEBHOOK_URL": lambda: WebhookSink(env["MLOPS_ALERT_WEBHOOK_URL"]),
+        "MLOPS_ALERT_SMTP_URL": lambda: EmailSink(
+            env["MLOPS_ALERT_SMTP_URL"],
+            [a.strip() for a in env.get("MLOPS_ALERT_EMAIL_TO", "").split(",") if a.strip()],
+            env.get("MLOPS_ALERT_EMAIL_FROM")),
+    }
+    for variable, build in builders.items():
+        if env.get(variable):
+            try:
+                sinks.append(build())
+            except ValueError as err:
+                problems.append(str(err))
+    return sinks, problems
 
 
 class Outbox:
@@ -148,7 +161,7 @@ class Outbox:
                                                              "link")})
             try:
                 sink.send(alert)
-            except (OSError, smtplib.SMTPException) as err:
+            except (OSError, smtplib.SMTPException, ValueError) as err:
                 entry["tries"] += 1
                 wait = min(FIRST_RETRY_S * 2 ** (entry["tries"] - 1), MAX_RETRY_S)
                 entry["next"] = now + wait

@@ -6,6 +6,7 @@ InfraValidator is the model for this)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -89,18 +90,32 @@ def bento_path(home: Path, bento_tag: str) -> Path:
     return Path(home) / "bentoml" / "bentos" / name / version
 
 
+def _index(home: Path) -> dict:
+    """The model -> Bento index; a damaged one is an empty one (it only saves rebuilds: a
+    champion without a recorded Bento gets one built), said in the log."""
+    index = Path(home) / "bentoml" / INDEX
+    if not index.is_file():
+        return {}
+    try:
+        known = io.read_json(index)
+        if isinstance(known, dict):
+            return known
+    except ValueError:
+        pass
+    logging.getLogger(__name__).warning("%s is damaged: read as empty", index)
+    return {}
+
+
 def record_bento(home: Path, model_tag: str, bento_tag: str) -> None:
     """Remember ``bento_tag`` as the Bento of ``model_tag`` (atomically; later wins)."""
-    index = Path(home) / "bentoml" / INDEX
-    known = io.read_json(index) if index.is_file() else {}
-    io.write_json(index, {**known, model_tag: bento_tag})
+    io.write_json(Path(home) / "bentoml" / INDEX, {**_index(home), model_tag: bento_tag})
 
 
 def bento_of(home: Path, model_tag: str) -> str | None:
     """The recorded Bento of ``model_tag``, if it is still in the store."""
-    index = Path(home) / "bentoml" / INDEX
-    tag = (io.read_json(index) if index.is_file() else {}).get(model_tag)
-    return tag if tag and bento_path(home, tag).is_dir() else None
+    tag = _index(home).get(model_tag)
+    return tag if isinstance(tag, str) and ":" in tag and bento_path(home, tag).is_dir() \
+        else None
 
 
 @dataclass(frozen=True)

@@ -182,3 +182,20 @@ def test_no_sink_means_nothing_sent_and_the_tick_says_so(tmp_path, monkeypatch):
     said = alert_defs._send([alerts.Alert("x", "check y failed", "why", "link")], project)
     assert said.startswith("no alert sink set") and "1 alert(s) not sent" in said
     assert not (Path(tmp_path) / "alerts").exists()
+
+
+def test_a_misconfigured_sink_is_named_and_the_others_still_alert(tmp_path, monkeypatch):
+    from mlops_assets.lib import alerts
+
+    sinks, problems = alerts.sinks_from_env({
+        "MLOPS_ALERT_WEBHOOK_URL": "ftp://example/hook",
+        "MLOPS_ALERT_SMTP_URL": "smtp://127.0.0.1:2525", "MLOPS_ALERT_EMAIL_TO": ""})
+    assert sinks == []
+    assert problems == [
+        "MLOPS_ALERT_WEBHOOK_URL='ftp://example/hook': write http(s)://host[:port]/path",
+        "MLOPS_ALERT_SMTP_URL is set but MLOPS_ALERT_EMAIL_TO is empty"]
+    sinks, problems = alerts.sinks_from_env({
+        "MLOPS_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook",
+        "MLOPS_ALERT_SMTP_URL": "mail.example.com", "MLOPS_ALERT_EMAIL_TO": "a@b"})
+    assert [s.name for s in sinks] == ["webhook"]
+    assert problems[0].startswith("MLOPS_ALERT_SMTP_URL='mail.example.com': write smtp://")
