@@ -214,6 +214,30 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def _redirect_old_links(store, host: str, reports_port: int, logs: Path) -> list:
+    """A redirect (mlops_assets/redirect.py) on every other local port that reports' links
+    were made with, to the port the reports UI runs on now, so every link in the Dagster UI
+    opens whichever port the reports UI was started on, then or later."""
+    from urllib.parse import urlsplit
+
+    from mlops_assets.procs import start
+
+    started = []
+    for base in store.link_bases():
+        old = urlsplit(base)
+        if old.hostname not in ("127.0.0.1", "localhost", host) or old.port in (None,
+                                                                                reports_port):
+            continue
+        if _port_in_use(host, old.port):
+            print(f"note: reports linked at {base} will not open: port {old.port} is in use",
+                  file=sys.stderr)
+            continue
+        started.append(start([sys.executable, "-m", "mlops_assets.redirect", host,
+                              str(old.port), f"http://{host}:{reports_port}"],
+                             logs / f"redirect-{old.port}.log", {}, PROJECT_ROOT))
+    return started
+
+
 def cmd_ui(args) -> int:
     """The Dagster UI (`dagster dev`: webserver + daemon) and the Evidently UI that serves the
     reports, both on 127.0.0.1, started with this interpreter's own executables (nothing needs
@@ -253,6 +277,9 @@ def cmd_ui(args) -> int:
         wait_http(f"http://{args.host}:{args.port}/server_info", 180, dagster,
                   logs / "dagster.log")
         wait_http(f"{reports_url}/api/version", 60, reports, logs / "evidently.log")
+        # Once both hold their ports: a redirect never takes the Dagster UI's.
+        procs += _redirect_old_links(ReportStore(evidently_root, reports_url), args.host,
+                                     args.reports_port, logs)
         print(f"Dagster UI:    http://{args.host}:{args.port}")
         print(f"Reports (Evidently UI): {reports_url}")
         print(f"logs: {logs}; stop with Ctrl-C", flush=True)

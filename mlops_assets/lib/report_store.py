@@ -20,6 +20,7 @@ from pathlib import Path
 from mlops_assets.lib import io
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+LINKS_FILE = "link_bases.json"  # the base URLs reports' links were made with
 
 
 def reports_url() -> str:
@@ -88,6 +89,20 @@ class ReportStore:
             project.dashboard.add_panel(panel, tab=tab)
         return project
 
+    def link_bases(self) -> list[str]:
+        """Every base URL a report's link was made with (oldest first): `mlops-assets ui`
+        redirects those ports to the one it serves the reports on (mlops_assets/redirect.py)."""
+        path = self.root / LINKS_FILE
+        try:
+            bases = io.read_json(path) if path.is_file() else []
+        except ValueError:
+            return []  # damaged: links made before stay as they are
+        return [b for b in bases if isinstance(b, str)]
+
+    def _remember_link_base(self) -> None:  # under the publish lock
+        if self.base_url not in (bases := self.link_bases()):
+            io.write_json(self.root / LINKS_FILE, [*bases, self.base_url])
+
     def ensure_workspace(self) -> None:
         """An (empty) workspace folder, so `evidently ui` can start before any report."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -105,6 +120,7 @@ class ReportStore:
             workspace = Workspace(str(self.root))
             project = self._project(workspace, dataset)
             ref = workspace.add_run(project.id, snapshot, include_data=False)
+            self._remember_link_base()
         snapshot_id = str(ref.id)
         return Published(Path(html), f"{self.base_url}/projects/{project.id}/reports/"
                          f"{snapshot_id}", snapshot_id, str(project.id))

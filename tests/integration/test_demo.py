@@ -68,23 +68,31 @@ def test_demo_then_the_ui_in_a_browser(tmp_path):
         demo_run = instance.get_runs(dg.RunsFilter(job_name="train_and_promote"))[0]
     assert demo_run.remote_job_origin is not None  # launched through the instance
 
+    # The UI with the reports on another port than the one the demo's links were made
+    # with: the links still open (a redirect from the old port).
     exe = Path(sys.executable).parent / "mlops-assets"
     log = tmp_path / "ui.log"
+    served_port = free_port()
     with open(log, "w") as out:
         ui = subprocess.Popen(
             [str(exe), "--home", str(home), "ui", "--port", str(port), "--reports-port",
-             str(reports_port)], stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+             str(served_port)], stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
             env={**os.environ, "DAGSTER_HOME": str(home / "dagster")}, start_new_session=True)
     try:
         wait_until(lambda: answers(f"http://127.0.0.1:{port}/server_info"), 180, 1, "UI")
-        wait_until(lambda: answers(f"{reports_url}/api/version"), 60, 1, "reports UI")
-        _browse(f"http://127.0.0.1:{port}", reports_url, demo_run.run_id, home, tmp_path)
+        wait_until(lambda: answers(f"http://127.0.0.1:{served_port}/api/version"), 60, 1,
+                   "reports UI")
+        wait_until(lambda: answers(f"{reports_url}/api/version"), 60, 1,
+                   "the redirect from the reports' old port")
+        _browse(f"http://127.0.0.1:{port}", reports_url, demo_run.run_id, home, tmp_path,
+                f"http://127.0.0.1:{served_port}")
     finally:
         os.kill(ui.pid, signal.SIGTERM)
         assert ui.wait(60) == 0, log.read_text()[-3000:]
 
 
-def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path) -> None:
+def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path,
+            served_url: str) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -121,7 +129,8 @@ def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path
             page.get_by_text(group, exact=True).first.wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "lineage.png"))
 
-        # The evaluation report opens with one click, over HTTP, and shows its ROC AUC.
+        # The evaluation report opens with one click, over HTTP, and shows its ROC AUC, its
+        # link made for the reports' old port.
         page.goto(f"{ui}/assets/model_evaluation", wait_until="networkidle")
         skip_welcome()
         link = page.locator(f'a[href^="{reports_url}/projects/"]').first
@@ -130,6 +139,7 @@ def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path
             click_through_overlays(link)
         report = opened.value
         report.wait_for_load_state("networkidle")
+        assert report.url.startswith(served_url), report.url  # followed to today's port
         report.get_by_text("ROC AUC", exact=True).first.wait_for(timeout=30_000)
         report.screenshot(path=str(shots / "evaluation_report.png"))
         report.close()
