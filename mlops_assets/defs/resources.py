@@ -47,7 +47,10 @@ class ProjectResource(dg.ConfigurableResource):
         return Registry(self.home)
 
     def report_store(self) -> ReportStore:
-        return ReportStore(self.paths.evidently, self.reports_url)
+        contract = self.contract()
+        nullable = [name for name, spec in {**contract.categorical, **contract.numeric}.items()
+                    if spec.nullable]
+        return ReportStore(self.paths.evidently, self.reports_url, nullable)
 
 
 class GateResource(dg.ConfigurableResource):

@@ -217,7 +217,12 @@ def classification_snapshot(
     from evidently.metrics import MeanValue
     from evidently.presets import ClassificationPreset
 
-    data = pd.DataFrame({"target": y.astype(int), "prediction": p})
+    # The label under the contract's own name (the report is titled "Target: 'y'"), 1 =
+    # positive; "prediction" is its predicted probability.
+    label = contract.target.column
+    if label in contract.features or label == "prediction":
+        label = f"{label} (label)"
+    data = pd.DataFrame({label: y.astype(int), "prediction": p})
     for column in contract.numeric:
         data[column] = frame[column].to_numpy()
     numeric = list(contract.numeric)
@@ -225,7 +230,7 @@ def classification_snapshot(
         data["predicted_probability"], data["observed_label"] = p, y.astype(float)
         numeric += ["predicted_probability", "observed_label"]
     definition = DataDefinition(
-        classification=[BinaryClassification(target="target", prediction_probas="prediction",
+        classification=[BinaryClassification(target=label, prediction_probas="prediction",
                                              pos_label=1)],
         numerical_columns=numeric,
     )

@@ -4,13 +4,12 @@
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import pyarrow.parquet as pq
 
 from mlops_assets.config import PERIOD, TARGET
 from mlops_assets.defs.metadata import markdown_table, report_link
 from mlops_assets.defs.resources import ProjectResource
-from mlops_assets.lib import evaluation, features, io, reports
+from mlops_assets.lib import evaluation, io, reports
 
 
 class EdaConfig(dg.Config):
@@ -37,7 +36,9 @@ def eda_report(
     rows = io.read_parquet_rows(files, positions, config.chunk_rows)
     sampled = None if len(positions) == total else (
         f"a deterministic sample of {len(positions):,} of {total:,} rows (seed 0)")
-    frame = pd.concat([features.build_features(rows, contract), rows[[TARGET, PERIOD]]], axis=1)
+    # The rows as the contract defines them (categories as text, a sentinel such as
+    # pdays = 999 a value), not the model's encoding: missing means what the contract says.
+    frame = rows[[*contract.features, TARGET, PERIOD]]
     path = project.paths.reports / "eda" / f"data_summary_{context.run.run_id[:8]}.html"
     published = project.report_store().publish(reports.eda_snapshot(frame, contract),
                                                contract.name, path)

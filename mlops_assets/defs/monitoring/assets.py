@@ -40,7 +40,10 @@ feedback_files = dg.AssetSpec(
 @dg.asset(partitions_def=prediction_days, group_name="monitoring", kinds={"pandas"},
           deps=[prediction_log_files])
 def prediction_log(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.Output:
-    """One day of the service's prediction log (every worker's file), inputs flattened."""
+    """One day of the service's prediction log (every worker's file), inputs flattened.
+
+    Empty until there is traffic: `mlops-assets simulate --months 2` replays later months through a
+    real `bentoml serve` (or send requests to one) and the monitoring runs on them."""
     root = project.paths.home / "predictions"
     # Measured before reading: if the files grow meanwhile, the window sensor sees a size
     # this materialization does not cover and waits for the next one.
@@ -88,7 +91,10 @@ def _window(context, project: ProjectResource) -> monitoring.Window:
 def window_traffic(context: dg.AssetExecutionContext, prediction_log: Mapping[str, pd.DataFrame],
                    project: ProjectResource) -> dg.Output:
     """The predictions logged inside one monitoring window (a named time range), from the
-    prediction-log days it touches (only those are read)."""
+    prediction-log days it touches (only those are read).
+
+    Empty until there is traffic: `mlops-assets simulate --months 2` replays later months through a
+    real `bentoml serve` (or send requests to one) and the monitoring runs on them."""
     window = _window(context, project)
     rows = monitoring.window_rows(prediction_log, window)
     first, last = monitoring.window_days(window)
@@ -109,7 +115,11 @@ def drift_report(
 ) -> dg.Output[dict]:
     """Drift of the window's inputs and predictions against the champion's training
     reference: per-feature scores (vectorized, Evidently's tests) and Evidently's HTML report
-    on a deterministic sample."""
+    on a deterministic sample.
+
+    Empty until there is traffic: `mlops-assets simulate --months 2` replays later months through a
+    real `bentoml serve` (or send requests to one) and the monitoring runs on them.
+    """
     registry = project.registry()
     champion = registry.champion()
     if champion is None:
@@ -158,7 +168,11 @@ def live_performance(context: dg.AssetExecutionContext, window_traffic: pd.DataF
                      feedback_labels: pd.DataFrame | None,
                      project: ProjectResource) -> dg.Output[dict]:
     """Live metrics of the window's predictions that have a delayed label, and Evidently's
-    classification report on them (the dashboard's live ROC AUC and log loss)."""
+    classification report on them (the dashboard's live ROC AUC and log loss).
+
+    Empty until there is traffic: `mlops-assets simulate --months 2` replays later months through a
+    real `bentoml serve` (or send requests to one) and the monitoring runs on them.
+    """
     contract = project.contract()
     labels = feedback_labels if feedback_labels is not None else monitoring.no_feedback()
     m = monitoring.live_metrics(window_traffic, labels)
@@ -221,7 +235,10 @@ def live_performance_above_floors(
 
 @dg.asset(partitions_def=windows, group_name="monitoring", kinds={"pandas"})
 def serving_health(window_traffic: pd.DataFrame, project: ProjectResource) -> dg.Output[dict]:
-    """Missing inputs, outputs, values outside the training range, latency percentiles."""
+    """Missing inputs, outputs, values outside the training range, latency percentiles.
+
+    Empty until there is traffic: `mlops-assets simulate --months 2` replays later months through a
+    real `bentoml serve` (or send requests to one) and the monitoring runs on them."""
     registry = project.registry()
     champion = registry.champion()
     reference = registry.reference(champion) if champion else pd.DataFrame()
