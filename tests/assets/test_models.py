@@ -70,7 +70,8 @@ def test_train_evaluate_promote_and_card(trained):
     assert bundle["model_tag"] == model["tag"]
     assert bundle["contract"] == project.contract.model_dump(mode="json")  # the whole contract
     assert not (bento_dir / "src/mlops_assets/defs").exists()  # serving code only
-    assert bento["bento_bytes"].value > 0
+    assert bento["bento_size"].value.endswith(" MiB") and bento_dir.is_dir()
+    assert bento["origin"].value == "the Bento its deploy-time check served"
 
 
 def _shuffle_labels(project, name: str, seed: int) -> None:

@@ -40,8 +40,8 @@ def bento(project: ProjectResource) -> dg.MaterializeResult:
             "bento_tag": bento_tag,
             "model_tag": tag,
             "origin": origin,
-            "bento_bytes": size,
-            "model_bytes": model_bytes,
+            "bento_size": dg.MetadataValue.text(f"{size / 2**20:.1f} MiB"),
+            "model_size": dg.MetadataValue.text(f"{model_bytes / 2**10:.0f} KiB"),
             "seconds": round(time.perf_counter() - started, 2),
             "bento_path": dg.MetadataValue.path(str(path)),
             "serve": dg.MetadataValue.md(

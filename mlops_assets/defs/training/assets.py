@@ -172,7 +172,9 @@ def candidate_model(
             "trials": markdown_table(trials),
             "training_seconds": round(trained.seconds, 2),
             "judged_by": trained.judged_by,
-            "trained_on": ", ".join(f"{k} {v}" for k, v in trained.trained_on.items()),
+            "trained_on": trained.trained_on["where"] + "".join(
+                f", {k.replace('_', ' ')} {v}" for k, v in trained.trained_on.items()
+                if k != "where"),
             "batches": ", ".join(info["data_versions"]),
         },
     )
