@@ -123,6 +123,8 @@ def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path
 
         # The lineage: every stage's group.
         page.goto(f"{ui}/asset-groups", wait_until="networkidle")
+        page.wait_for_timeout(2_000)
+        assert page.get_by_text("Join the Dagster community").count() == 0  # nux: off
         skip_welcome()
         for group in ("ingestion", "validation", "labels", "dataset", "features", "training",
                       "evaluation", "governance", "deployment", "monitoring"):
