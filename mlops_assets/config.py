@@ -33,6 +33,15 @@ KEY = "_key"  # the contract's key column (a row id label files join on), as tex
 CONTENT = "_content"
 VERSION = "_version"  # the stored version (run) of a batch, in the sealed manifest
 SPLITS = ("train", "validation", "test")
+# What the columns the pipeline adds mean (the UI's column tables).
+BOOKKEEPING = {
+    ROW_KEY: "the row's id: <batch>:<row number in its file>",
+    BATCH: "the landed batch (file) the row came in",
+    PERIOD: "the period the row belongs to (the contract's period column or row chunk)",
+    SPLIT: "train, validation or test: a hash of the row's content, sealed once",
+    CONTENT: "a hash of the row's features and label: the same row under any name",
+    KEY: "the contract's key column, as text (delayed labels join on it)",
+}
 RESERVED_COLUMNS = frozenset({ROW_KEY, BATCH, PERIOD, SPLIT, TARGET, KEY, CONTENT, VERSION,
                               "reason"})
 
@@ -266,7 +275,7 @@ class DatasetContract(_Strict):
             return (f"label {self.target.column!r}: 1 = {'/'.join(self.target.positive)}, "
                     f"0 = {'/'.join(self.target.negative)}")
         else:
-            return None
+            return BOOKKEEPING.get(column)
         return f"{spec.description}; {text}" if spec.description else text
 
     @property

@@ -10,10 +10,16 @@ from mlops_assets.lib.report_store import Published
 
 
 def column_schema(df: pd.DataFrame, contract: DatasetContract | None = None) -> dg.TableSchema:
-    """Columns with their types and, given the contract, what it says about each."""
+    """Columns with their types and, given the contract, what it says about each (a
+    category column's type is "category", not pandas' "object")."""
+    def kind(name: str, dtype) -> str:
+        if contract is not None and name in contract.categorical:
+            return "category"
+        return "text" if str(dtype) in ("object", "string", "large_string") else str(dtype)
+
     return dg.TableSchema(columns=[
-        dg.TableColumn(str(c), str(t), description=contract.describe(str(c)) if contract
-                       else None) for c, t in df.dtypes.items()])
+        dg.TableColumn(str(c), kind(str(c), t), description=contract.describe(str(c))
+                       if contract else None) for c, t in df.dtypes.items()])
 
 
 def frame_metadata(df: pd.DataFrame, contract: DatasetContract | None = None) -> dict:
