@@ -80,3 +80,15 @@ def test_the_group_graph_reads_in_lifecycle_order_with_no_cycle():
         for key in group for up in graph.get(key).parent_keys
         if up in group and LIFECYCLE.index(group[up]) > LIFECYCLE.index(group[key]))
     assert backwards == []
+
+
+def test_every_asset_has_an_owner_its_stage_a_code_version_and_its_source():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        name = key.to_user_string()
+        assert node.owners == ["team:mlops"], name
+        assert node.tags.get("lifecycle") == node.group_name, name
+        if node.is_materializable:  # the files outside (specs) have no code of their own
+            assert "dagster/code_references" in node.metadata, name
+            assert node.code_version and len(node.code_version) == 12, name
