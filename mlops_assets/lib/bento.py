@@ -193,10 +193,15 @@ def validate_bento(home: Path, bento_tag: str, records: list[dict], expected: np
                                   f"{body[:300].decode(errors='replace')}", ready)
             answered = pq.read_table(pa.BufferReader(body))
             answers.append(("/predict_batch", answered["probability"].to_numpy()))
-    except (TimeoutError, RuntimeError) as err:
-        tail = " | ".join(line for line in str(err).splitlines()[-6:] if line.strip())
-        return Validation(False, f"bentoml serve {bento_tag} did not become ready within "
-                          f"{ready_timeout_s:g} s: {tail[-600:]}")
+    except (TimeoutError, RuntimeError) as err:  # procs.wait_http: not ready, or exited
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raised = [line for line in lines if re.match(r"[\w.]+(Error|Exception)\b", line)]
+        said = [line for line in lines if line.startswith("Error:")]  # bentoml's own line
+        import_failed = [line for line in lines if "import bento by tag" in line]  # and why
+        why = " | ".join(raised[-1:] + said[-1:] + import_failed[-1:]) or " | ".join(lines[-4:])
+        what = ("exited before it was ready" if isinstance(err, RuntimeError)
+                else f"did not become ready within {ready_timeout_s:g} s")
+        return Validation(False, f"bentoml serve {bento_tag} {what}: {why[-800:]}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     worst = 0.0
