@@ -42,7 +42,7 @@ def test_train_evaluate_promote_and_card(trained):
         "train_features")).asset_materialization.metadata["dagster/column_schema"].value
     described = {c.name: c.description for c in schema.columns}
     assert described["pdays"] == "numeric in [0, 999]; 999 means not applicable"
-    assert described["_split"].startswith("train, validation or test")  # (#29)
+    assert described["_row_key"].startswith("the row's id")  # (#29)
     assert {c.name: c.type for c in schema.columns}["job"] == "category"
     model = run.output_for_node("candidate_model")
     registry = project.registry()
