@@ -10,7 +10,7 @@ import warnings
 import dagster as dg
 
 from mlops_assets.config import Paths, default_home
-from mlops_assets.defs import alerts, storage
+from mlops_assets.defs import alerts, patches, storage
 from mlops_assets.defs.dataset import assets as dataset
 from mlops_assets.defs.dataset import reports
 from mlops_assets.defs.deployment import assets as deployment
@@ -32,6 +32,9 @@ from mlops_assets.defs.scoring import assets as scoring
 from mlops_assets.defs.training import assets as training
 from mlops_assets.lib import io
 from mlops_assets.lib.report_store import reports_url
+
+# Every process that executes steps loads this module: its pool claims are then race-free.
+patches.guard_pool_claims()
 
 
 @dg.success_hook(name="release_memory")

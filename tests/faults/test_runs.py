@@ -26,7 +26,7 @@ from tests.helpers import contract_with_gate, wait_until
 
 pytestmark = pytest.mark.integration
 BATCHES = ("2008-11", "2009-04", "2009-05")
-POOL_STEPS = {"gate_report", "champion", "bento"}
+POOL_STEPS = {"gate_report", "candidate_bento", "champion", "bento"}
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.generation import GenerationMode
 
 from tests.serving.test_service import AUTH
 
@@ -15,9 +17,15 @@ def test_fuzzing_the_openapi_schema_finds_no_5xx(client):
     assert predict, "the OpenAPI schema has no /predict operation"
     seen: list[int] = []
 
-    @settings(max_examples=150, deadline=None, database=None,
+    # Both modes, explicitly: positive cases alone are all valid now that the schema names each
+    # column's categories (a CI run drew 150 of them and never saw a 4xx). Derandomized, so a
+    # run is the same run everywhere.
+    cases = st.one_of(predict[0].as_strategy(GenerationMode.POSITIVE),
+                      predict[0].as_strategy(GenerationMode.NEGATIVE))
+
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
-    @given(case=predict[0].as_strategy())
+    @given(case=cases)
     def run(case):
         kwargs = case.as_transport_kwargs(base_url="http://testserver", headers=AUTH)
         response = client.request(**kwargs)
