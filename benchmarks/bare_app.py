@@ -15,8 +15,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlops_assets.config import default_home, load_contract
-from mlops_assets.lib.predlog import PredictionLog
-from mlops_assets.lib.registry import Registry
+from mlops_assets.lib.governance.registry import Registry
+from mlops_assets.lib.serving.predlog import PredictionLog
 from mlops_assets.serving.inputs import ColumnReader, request_model
 
 CONTRACT = load_contract(os.environ.get("MLOPS_CONTRACT", "bank"))

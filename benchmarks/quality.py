@@ -1,4 +1,4 @@
-"""Model quality across data sizes: the champion's training (lib/training.train, as the
+"""Model quality across data sizes: the champion's training (lib/training/search.train, as the
 pipeline runs it) against LightGBM's defaults and a logistic regression, on the same sealed
 test rows.
 
@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.config import PERIOD, TARGET, DatasetContract, load_contract
-from mlops_assets.lib import contract_init, data, features, split, training
+from mlops_assets.lib.dataset import contract_init, data, features, split
+from mlops_assets.lib.training import search
 
 SIZES = (500, 1000, 2000, 5000)
 SEEDS = (0, 1, 2, 3, 4)
@@ -77,9 +78,9 @@ def one_run(rows: pd.DataFrame, contract: DatasetContract, seed: int,
     x = {s: features.to_matrix(features.build_features(p, contract), contract)
          for s, p in parts.items()}
     y = {s: p[TARGET].to_numpy(int) for s, p in parts.items()}
-    spec = training.spec_for(contract, seed=seed, n_trials=n_trials)
+    spec = search.spec_for(contract, seed=seed, n_trials=n_trials)
     started = time.perf_counter()
-    champion = training.train(
+    champion = search.train(
         x["train"], y["train"], x["validation"], y["validation"], contract, spec,
         log=lambda _: None, periods=np.concatenate(
             [parts["train"][PERIOD].astype(str), parts["validation"][PERIOD].astype(str)]))

@@ -26,9 +26,13 @@ import pandas as pd
 
 from benchmarks import loadgen
 from mlops_assets.config import PROJECT_ROOT, TARGET, load_contract
-from mlops_assets.lib import data, drift, features, io, scoring, split, training
-from mlops_assets.lib.registry import Registry
-from mlops_assets.procs import free_port, server
+from mlops_assets.lib import io
+from mlops_assets.lib.dataset import data, features, split
+from mlops_assets.lib.governance.registry import Registry
+from mlops_assets.lib.monitoring import drift
+from mlops_assets.lib.serving import scoring
+from mlops_assets.lib.training import search
+from mlops_assets.platform.procs import free_port, server
 
 CONTRACT = load_contract("bank")
 
@@ -94,9 +98,9 @@ def rows_and_model(home: Path) -> pd.DataFrame:
     parts = {s: rows[rows["_split"] == s] for s in ("train", "validation")}
     m = {s: features.to_matrix(features.build_features(p, CONTRACT), CONTRACT)
          for s, p in parts.items()}
-    trained = training.train(m["train"], parts["train"][TARGET].to_numpy(int), m["validation"],
+    trained = search.train(m["train"], parts["train"][TARGET].to_numpy(int), m["validation"],
                              parts["validation"][TARGET].to_numpy(int), CONTRACT,
-                             training.TrainingSpec(n_trials=2), log=lambda _: None)
+                             search.TrainingSpec(n_trials=2), log=lambda _: None)
     registry = Registry(home)
     tag = registry.save(CONTRACT, trained.booster, trained.threshold, trained.best_iteration, {})
     registry.promote(tag, "benchmark")
@@ -438,7 +442,7 @@ def bench_profiles(periods: int = 26, trials: int = 2) -> dict:
     time, per-job orchestration overhead per step, and the challenger's sealed-test AUC."""
     import re
 
-    from mlops_assets import postgres
+    from mlops_assets.platform import postgres
 
     cli = str(Path(sys.executable).parent / "mlops-assets")
     demo = ["demo", "--periods", str(periods), "--trials", str(trials)]

@@ -26,7 +26,7 @@ def _setup(args) -> tuple[Path, str]:
 
 
 def cmd_land(args) -> int:
-    from mlops_assets.lib import data
+    from mlops_assets.lib.dataset import data
 
     home, contract_name = _setup(args)
     contract = load_contract(contract_name)
@@ -44,7 +44,7 @@ def cmd_demo(args) -> int:
     import dagster as dg
 
     from mlops_assets import orchestration
-    from mlops_assets.lib import data
+    from mlops_assets.lib.dataset import data
 
     started = time.perf_counter()
     home, contract_name = _setup(args)
@@ -86,7 +86,7 @@ def cmd_demo(args) -> int:
             trials = args.trials or contract.training.n_trials
             config = {"ops": {"candidate_model": {"config": {"n_trials": trials}}}}
             train = launcher.run("train_and_promote", run_config=config)
-        from mlops_assets.lib.registry import Registry
+        from mlops_assets.lib.governance.registry import Registry
 
         champion = Registry(home).champion()
         m = train.materialization("model_evaluation")
@@ -147,7 +147,7 @@ def cmd_models(args) -> int:
 
     import pandas as pd
 
-    from mlops_assets.lib.registry import Registry
+    from mlops_assets.lib.governance.registry import Registry
 
     home = Path(args.home).resolve() if args.home else default_home()
     if not home.is_dir():  # a look never creates a home
@@ -170,7 +170,7 @@ def cmd_rollback(args) -> int:
     if not _launch("rollback", "rollback_champion", {"to": args.to, "reason": args.reason},
                    "rollback"):
         return 1
-    from mlops_assets.lib.registry import Registry
+    from mlops_assets.lib.governance.registry import Registry
 
     event = Registry(home).history()[-1]
     print(f"champion: {event['previous']} -> {event['tag']}")
@@ -215,12 +215,12 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 def _redirect_old_links(store, host: str, reports_port: int, logs: Path) -> list:
-    """A redirect (mlops_assets/redirect.py) on every other local port that reports' links
+    """A redirect (mlops_assets/platform/redirect.py) on every other local port that reports' links
     were made with, to the port the reports UI runs on now, so every link in the Dagster UI
     opens whichever port the reports UI was started on, then or later."""
     from urllib.parse import urlsplit
 
-    from mlops_assets.procs import start
+    from mlops_assets.platform.procs import start
 
     started = []
     for base in store.link_bases():
@@ -232,7 +232,7 @@ def _redirect_old_links(store, host: str, reports_port: int, logs: Path) -> list
             print(f"note: reports linked at {base} will not open: port {old.port} is in use",
                   file=sys.stderr)
             continue
-        started.append(start([sys.executable, "-m", "mlops_assets.redirect", host,
+        started.append(start([sys.executable, "-m", "mlops_assets.platform.redirect", host,
                               str(old.port), f"http://{host}:{reports_port}"],
                              logs / f"redirect-{old.port}.log", {}, PROJECT_ROOT))
     return started
@@ -244,8 +244,8 @@ def cmd_ui(args) -> int:
     to be on PATH) and stopped together by their PIDs."""
     import signal
 
-    from mlops_assets.lib.report_store import ReportStore
-    from mlops_assets.procs import start, stop_all, wait_http
+    from mlops_assets.lib.reporting.report_store import ReportStore
+    from mlops_assets.platform.procs import start, stop_all, wait_http
 
     busy = [p for p in dict.fromkeys((args.port, args.reports_port))
             if _port_in_use(args.host, p)]
@@ -306,10 +306,11 @@ def cmd_production(args) -> int:
 
     import yaml
 
-    from mlops_assets import cluster, orchestration, postgres
+    from mlops_assets import orchestration
     from mlops_assets.definitions import EXECUTOR_ENV, SCHEDULER_ENV
     from mlops_assets.lib import io
-    from mlops_assets.procs import free_port, start, stop_all, wait_http
+    from mlops_assets.platform import cluster, postgres
+    from mlops_assets.platform.procs import free_port, start, stop_all, wait_http
 
     home = Path(args.home).resolve() if args.home else default_home()
     logs = Paths(home).reports / "production"
@@ -370,7 +371,7 @@ def cmd_production(args) -> int:
 
 def cmd_alias(args) -> int:
     """Run the set_canary or set_shadow job: point that alias at a version (or clear it)."""
-    from mlops_assets.lib.registry import Registry
+    from mlops_assets.lib.governance.registry import Registry
 
     home, _ = _setup(args)
     alias = args.alias
@@ -383,12 +384,14 @@ def cmd_alias(args) -> int:
 
 def cmd_backtest(args) -> int:
     """Replay the periods after the first N offline for each retraining policy."""
-    from mlops_assets.lib import backtest, io, training
+    from mlops_assets.lib import io
+    from mlops_assets.lib.monitoring import backtest
+    from mlops_assets.lib.training import search
 
     home, contract_name = _setup(args)
     contract = load_contract(contract_name)
     detail, summary = backtest.run(
-        contract, args.initial_periods, training.spec_for(contract, n_trials=args.trials),
+        contract, args.initial_periods, search.spec_for(contract, n_trials=args.trials),
         backtest.TriggerPolicy(cooldown_periods=args.cooldown),
     )
     out = Path(args.out) if args.out else Paths(home).reports / "backtest"
@@ -407,7 +410,7 @@ def cmd_simulate(args) -> int:
     """Replay the months after the first 12 against real servers; print the timeline."""
     from mlops_assets import replay
     from mlops_assets.lib import io
-    from mlops_assets.lib.registry import Registry
+    from mlops_assets.lib.governance.registry import Registry
 
     home, contract_name = _setup(args)
     contract = load_contract(contract_name)
@@ -431,7 +434,7 @@ def cmd_simulate(args) -> int:
 
 def cmd_contract_init(args) -> int:
     """Infer a starter contract from a data file and say what to review."""
-    from mlops_assets.lib import contract_init, data
+    from mlops_assets.lib.dataset import contract_init, data
 
     data_file = Path(args.data_file)
     out = Path(args.out) if args.out else data_file.resolve().parent / (

@@ -29,7 +29,7 @@ SPLIT = "_split"
 TARGET = "_target"  # the label as 0/1; missing while a row's label has not arrived
 KEY = "_key"  # the contract's key column (a row id label files join on), as text
 # A hash of a row's content (features and label): what decides its split, duplicates and
-# sealing, whichever file carried the row (lib/split.py).
+# sealing, whichever file carried the row (lib/dataset/split.py).
 CONTENT = "_content"
 VERSION = "_version"  # the stored version (run) of a batch, in the sealed manifest
 SPLITS = ("train", "validation", "test")

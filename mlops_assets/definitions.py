@@ -31,7 +31,7 @@ from mlops_assets.defs.resources import (
 from mlops_assets.defs.scoring import assets as scoring
 from mlops_assets.defs.training import assets as training
 from mlops_assets.lib import io
-from mlops_assets.lib.report_store import reports_url
+from mlops_assets.lib.reporting.report_store import reports_url
 
 # Every process that executes steps loads this module: its pool claims are then race-free.
 patches.guard_pool_claims()
@@ -118,7 +118,7 @@ def executor_from_env() -> dg.ExecutorDefinition:
         if not address:
             raise ValueError(f"{EXECUTOR_ENV}=dask needs {SCHEDULER_ENV}, the Dask scheduler's "
                              "address (tcp://host:port)")
-        from mlops_assets.cluster import dask_executor
+        from mlops_assets.platform.cluster import dask_executor
 
         return dask_executor(address)
     raise ValueError(f"{EXECUTOR_ENV}={kind!r}: expected 'in_process' or 'dask'")
@@ -132,7 +132,7 @@ def build_definitions(
     retrain_policy: RetrainPolicyResource | None = None,
 ) -> dg.Definitions:
     """Definitions for a project home and dataset contract (defaults: $MLOPS_HOME or ./var,
-    and $MLOPS_CONTRACT or bank) and gate thresholds (defaults in lib/gate.py)."""
+    and $MLOPS_CONTRACT or bank) and gate thresholds (defaults in lib/governance/gate.py)."""
     home = str(home or default_home())
     contract = contract or os.environ.get("MLOPS_CONTRACT", "bank")
     return dg.Definitions(

@@ -19,8 +19,8 @@ DAGSTER_YAML = PROJECT_ROOT / "dagster.yaml"
 def ensure_dagster_home(home: Path) -> Path:
     """Make ``home`` a DAGSTER_HOME whose dagster.yaml is the repository's (a symlink); with
     MLOPS_POSTGRES_URL set, a copy of it with PostgreSQL storage (the production profile)."""
-    from mlops_assets import postgres
     from mlops_assets.lib import io
+    from mlops_assets.platform import postgres
 
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ def run_job(
 ) -> dg.ExecuteInProcessResult:
     """Execute a job in this process on ``instance``; ``quiet`` keeps the console to warnings
     (the full event log is in the instance either way)."""
-    from mlops_assets.launcher import reap_dead_runs
+    from mlops_assets.platform.launcher import reap_dead_runs
 
     reap_dead_runs(instance)  # a dead run's pool slot would make this run wait for ever
     config = {**(run_config or {}), **(QUIET if quiet else {})}
@@ -121,7 +121,7 @@ def workspace_file(instance: dg.DagsterInstance) -> Path:
     """The code location runs are launched from: the production profile's code server while
     the profile runs on this instance (so a CLI run executes where the UI's and the
     sensors' do, with the profile's executor), else the code loaded from workspace.yaml."""
-    from mlops_assets import postgres
+    from mlops_assets.platform import postgres
 
     grpc = Path(instance.root_directory) / GRPC_WORKSPACE
     return grpc if os.environ.get(postgres.URL_ENV) and grpc.is_file() else WORKSPACE_YAML
@@ -154,12 +154,12 @@ class Launcher:
         from dagster._core.workspace.load_target import WorkspaceFileTarget
 
         if self._want_daemon and not daemon_running(self.instance):
-            from mlops_assets import procs
+            from mlops_assets.platform import procs
 
             self._daemon = procs.start(
                 [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
                  str(WORKSPACE_YAML)], self._log_dir / "cli-daemon.log", {}, PROJECT_ROOT)
-        from mlops_assets.launcher import reap_dead_runs
+        from mlops_assets.platform.launcher import reap_dead_runs
 
         reap_dead_runs(self.instance)  # before any run waits on a dead run's slot
         self._context = WorkspaceProcessContext(
@@ -172,7 +172,7 @@ class Launcher:
         if self._context is not None:
             self._context.__exit__(*exc)
         if self._daemon is not None:
-            from mlops_assets import procs
+            from mlops_assets.platform import procs
 
             procs.stop(self._daemon)
 
@@ -224,7 +224,7 @@ def daemon_running(instance: dg.DagsterInstance, fresh_s: float = 60) -> bool:
     that trusted it would wait for a sensor that never ticks. On the embedded instance the
     daemon is a process on this machine with this DAGSTER_HOME; with PostgreSQL storage it may
     run on another host, and the heartbeat is all there is to go by."""
-    from mlops_assets import postgres
+    from mlops_assets.platform import postgres
 
     beat = instance.get_daemon_heartbeats().get("SENSOR")
     if beat is None or time.time() - beat.timestamp >= fresh_s:

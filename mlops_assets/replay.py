@@ -21,10 +21,12 @@ import pandas as pd
 from mlops_assets.config import PROJECT_ROOT, TARGET, DatasetContract, Paths
 from mlops_assets.defs.metadata import latest_metadata
 from mlops_assets.defs.monitoring.sensors import judged_windows
-from mlops_assets.lib import data, io, monitoring
-from mlops_assets.lib.registry import Registry
-from mlops_assets.lib.retraining import LossPolicy
-from mlops_assets.procs import free_port, server
+from mlops_assets.lib import io
+from mlops_assets.lib.dataset import data
+from mlops_assets.lib.governance.registry import Registry
+from mlops_assets.lib.monitoring import live
+from mlops_assets.lib.monitoring.retraining import LossPolicy
+from mlops_assets.platform.procs import free_port, server
 
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
           dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
@@ -142,7 +144,7 @@ def run(home: Path, contract: DatasetContract, settings: ReplaySettings,
             before = registry.champion()
             records, labels = records_of(rows, contract)
             ids = send(url, records, settings.batch_size)
-            monitoring.write_window(paths.home / "monitoring" / "windows", month, started,
+            live.write_window(paths.home / "monitoring" / "windows", month, started,
                                     time.time() + 0.001)
             feedback = pd.DataFrame({"request_id": ids, contract.target.column: labels.map(
                 {1: contract.target.positive[0], 0: contract.target.negative[0]}).to_numpy()})
@@ -156,11 +158,11 @@ def run(home: Path, contract: DatasetContract, settings: ReplaySettings,
                 judged = [j for j in judged_windows(instance, registry, LossPolicy())
                           if j.window == month]
                 why = judged[0].action.why if judged else "no labelled window judged"
-            live = latest_metadata(instance, "live_performance", month)[1]
+            observed = latest_metadata(instance, "live_performance", month)[1]
             drifted = latest_metadata(instance, "drift_report", month)[1]
             row = {"month": month, "requests": len(ids), "champion": before,
-                   "live_auc": live.get("roc_auc"), "live_f1": live.get("f1"),
-                   "calibration_gap": live.get("calibration_gap"),
+                   "live_auc": observed.get("roc_auc"), "live_f1": observed.get("f1"),
+                   "calibration_gap": observed.get("calibration_gap"),
                    "drift_share": drifted.get("drifted_share"),
                    "action": action, "why": why, "result": result,
                    "champion_after": registry.champion(),

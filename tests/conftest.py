@@ -18,7 +18,7 @@ from mlops_assets import orchestration
 from mlops_assets.config import DatasetContract, Paths, load_contract
 from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.resources import GateResource
-from mlops_assets.lib import data
+from mlops_assets.lib.dataset import data
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -143,7 +143,7 @@ class Project:
                                / f"{run.run_id}.parquet")
 
     def registry(self):
-        from mlops_assets.lib.registry import Registry
+        from mlops_assets.lib.governance.registry import Registry
 
         return Registry(self.home)
 

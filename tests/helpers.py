@@ -15,8 +15,8 @@ import lightgbm as lgb
 import numpy as np
 
 from mlops_assets.config import PROJECT_ROOT, DatasetContract
-from mlops_assets.lib.registry import Registry
-from mlops_assets.procs import free_port, server
+from mlops_assets.lib.governance.registry import Registry
+from mlops_assets.platform.procs import free_port, server
 
 
 def post(port: int, records: list[dict], headers: dict | None = None,

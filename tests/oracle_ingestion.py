@@ -14,7 +14,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from mlops_assets.config import BATCH, KEY, PERIOD, ROW_KEY, TARGET, DatasetContract
-from mlops_assets.lib.data import BatchError, ValidatedBatch
+from mlops_assets.lib.dataset.data import BatchError, ValidatedBatch
 from mlops_assets.schemas import _feature_columns, failure_reason
 
 

@@ -1,6 +1,6 @@
-"""Alerts (lib/alerts.py sends them): a run-failure sensor and an asset-check sensor, both on
-the daemon, so the embedded default (`mlops-assets ui`, `simulate`) and the production
-profile alert alike.
+"""Alerts (lib/monitoring/alerts.py sends them): a run-failure sensor and an asset-check
+sensor, both on the daemon, so the embedded default (`mlops-assets ui`, `simulate`) and the
+production profile alert alike.
 
 - ``alert_on_failed_checks`` turns every failed check evaluation into one alert naming the
   check, the asset (and partition) and the check's own reason: a blocked batch, drift over
@@ -25,7 +25,8 @@ import dagster as dg
 
 from mlops_assets.defs.ingestion.sensors import PARENT_TAG
 from mlops_assets.defs.resources import ProjectResource
-from mlops_assets.lib import alerts, io
+from mlops_assets.lib import io
+from mlops_assets.lib.monitoring import alerts
 
 FIRST_LOOK_BACK_S = 600  # a check that failed while no daemon ran is still told
 

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from mlops_assets.config import DatasetContract
-from mlops_assets.lib.report_store import Published
+from mlops_assets.lib.reporting.report_store import Published
 
 
 def column_schema(df: pd.DataFrame, contract: DatasetContract | None = None) -> dg.TableSchema:

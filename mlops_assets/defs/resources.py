@@ -12,10 +12,10 @@ import pandas as pd
 
 from mlops_assets.config import DatasetContract, Paths, load_contract
 from mlops_assets.lib import io
-from mlops_assets.lib.gate import GatePolicy
-from mlops_assets.lib.registry import Registry
-from mlops_assets.lib.report_store import DEFAULT_URL as DEFAULT_REPORTS_URL
-from mlops_assets.lib.report_store import ReportStore
+from mlops_assets.lib.governance.gate import GatePolicy
+from mlops_assets.lib.governance.registry import Registry
+from mlops_assets.lib.reporting.report_store import DEFAULT_URL as DEFAULT_REPORTS_URL
+from mlops_assets.lib.reporting.report_store import ReportStore
 
 # The Dask scheduler large training sets are fitted on (TrainingClusterResource).
 TRAINING_SCHEDULER_ENV = "MLOPS_TRAINING_SCHEDULER"
@@ -54,8 +54,8 @@ class ProjectResource(dg.ConfigurableResource):
 
 
 class GateResource(dg.ConfigurableResource):
-    """The promotion gate's thresholds (see lib/gate.py): the contract's ``gate`` section,
-    each overridable here (launchpad or code); unset fields keep the contract's value."""
+    """The promotion gate's thresholds (see lib/governance/gate.py): the contract's ``gate``
+    section, each overridable here (launchpad or code); unset fields keep the contract's value."""
 
     min_auc: float | None = None
     auc_margin: float | None = None
@@ -246,7 +246,7 @@ class StoredPartitions(Mapping):
 
 
 class TrainingClusterResource(dg.ConfigurableResource):
-    """The Dask cluster a large training set is fitted on (lib/dask_training.py; when, is
+    """The Dask cluster a large training set is fitted on (lib/training/dask_training.py; when, is
     TrainingConfig.distributed_min_rows): a running scheduler's ``address``
     ($MLOPS_TRAINING_SCHEDULER, tcp://host:port), or by default a LocalCluster of
     ``local_workers`` worker processes on this machine, started for the fit. Not the
@@ -257,7 +257,7 @@ class TrainingClusterResource(dg.ConfigurableResource):
     local_workers: int = 2
 
     def spec(self):
-        from mlops_assets.lib.dask_training import ClusterSpec
+        from mlops_assets.lib.training.dask_training import ClusterSpec
 
         return ClusterSpec(address=self.address or os.environ.get(TRAINING_SCHEDULER_ENV),
                            local_workers=self.local_workers)
@@ -275,7 +275,7 @@ class MonitoringResource(dg.ConfigurableResource):
 
 
 class RetrainPolicyResource(dg.ConfigurableResource):
-    """When the retraining sensor may launch (see lib/retraining.py), and how the runs it
+    """When the retraining sensor may launch (see lib/monitoring/retraining.py), and how the runs it
     launches train: search trials and the data window (latest N periods; None = all)."""
 
     cooldown_s: float = 3600.0
@@ -301,11 +301,11 @@ class RetrainPolicyResource(dg.ConfigurableResource):
         return {"ops": {"candidate_model": {"config": config}}}
 
     def policy(self):
-        from mlops_assets.lib.retraining import RetrainPolicy
+        from mlops_assets.lib.monitoring.retraining import RetrainPolicy
 
         return RetrainPolicy(cooldown_s=self.cooldown_s, min_new_rows=self.min_new_rows)
 
     def rule(self):
-        from mlops_assets.lib.retraining import LossPolicy
+        from mlops_assets.lib.monitoring.retraining import LossPolicy
 
         return LossPolicy(**{f: getattr(self, f) for f in LossPolicy.__dataclass_fields__})

@@ -69,14 +69,6 @@ def metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     }
 
 
-def sample_positions(n: int, max_rows: int, seed: int = 0) -> np.ndarray:
-    """Positions of a deterministic sample of at most ``max_rows`` of ``n`` rows, in order
-    (all of them when ``n <= max_rows``): what the costly parts (bootstrap CIs, Evidently
-    reports, a search) run on above a configured size."""
-    if n <= max_rows:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
-
 
 def bootstrap_auc_ci(
     y: np.ndarray, p: np.ndarray, n: int = 500, seed: int = 0, level: float = 0.95

@@ -326,3 +326,11 @@ def release_memory(above_mb: float = 1024) -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+def sample_positions(n: int, max_rows: int, seed: int = 0) -> np.ndarray:
+    """Positions of a deterministic sample of at most ``max_rows`` of ``n`` rows, in order
+    (all of them when ``n <= max_rows``): what the costly parts (bootstrap CIs, Evidently
+    reports, a search) run on above a configured size."""
+    if n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlops_assets.lib.model import ServingModel
-from mlops_assets.lib.registry import CANARY, PRODUCTION, SHADOW, Registry
+from mlops_assets.lib.governance.registry import CANARY, PRODUCTION, SHADOW, Registry
+from mlops_assets.lib.training.model import ServingModel
 
 log = logging.getLogger("mlops_assets.serving")
 

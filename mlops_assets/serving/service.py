@@ -40,17 +40,18 @@ from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse, Response
 
 from mlops_assets.config import DatasetContract, load_contract
-from mlops_assets.lib import features, scoring
-from mlops_assets.lib.model import ServingModel
-from mlops_assets.lib.predlog import PredictionLog
-from mlops_assets.lib.registry import PRODUCTION, Registry
+from mlops_assets.lib.dataset import features
+from mlops_assets.lib.governance.registry import PRODUCTION, Registry
+from mlops_assets.lib.serving import scoring
+from mlops_assets.lib.serving.predlog import PredictionLog
+from mlops_assets.lib.training.model import ServingModel
 from mlops_assets.serving.inputs import ColumnReader, Prediction, request_model
 from mlops_assets.serving.middleware import RequestGuard, Route
 from mlops_assets.serving.patches import patch_timeout_middleware
 from mlops_assets.serving.runtime import ModelRuntime
 from mlops_assets.serving.settings import ServingSettings
 
-# A built Bento carries bundle.json (written by lib/bento.py): it serves the one model it
+# A built Bento carries bundle.json (written by lib/governance/bento.py): it serves the one model it
 # was built with, from the Bento's own model store, and ignores the registry's aliases.
 BUNDLE_FILE = Path(__file__).with_name("bundle.json")
 BUNDLE = json.loads(BUNDLE_FILE.read_text()) if BUNDLE_FILE.is_file() else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mlops_assets import orchestration
-from mlops_assets.lib.registry import CANARY, SHADOW
+from mlops_assets.lib.governance.registry import CANARY, SHADOW
 from tests.conftest import make_project
 from tests.serving.conftest import train_two_models
 

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets import orchestration
-from mlops_assets.lib import monitoring, predlog, scoring
+from mlops_assets.lib.monitoring import live
+from mlops_assets.lib.serving import predlog, scoring
 from tests.conftest import make_project
 from tests.serving.conftest import BANK, records_from, train_two_models
 
@@ -70,6 +71,6 @@ def test_files_are_scored_by_the_champion_and_logged(tmp_path, monkeypatch, bank
     assert "bad.csv" in message and "row 7, column 'age', value 250" in message, message
     assert not list(project.paths.scored.glob("bad.*"))
     # Monitoring sees the scored rows as it sees the service's.
-    logged = monitoring.flatten(predlog.read(project.paths.predictions))
+    logged = live.flatten(predlog.read(project.paths.predictions))
     assert len(logged) == 350 and set(logged["variant"]) == {"batch"}
-    assert len(monitoring.current_features(logged, BANK)) == 350
+    assert len(live.current_features(logged, BANK)) == 350

@@ -16,7 +16,7 @@ from mlops_assets.config import VERSION
 from mlops_assets.definitions import EXECUTOR_ENV, SCHEDULER_ENV, reconstructable_job
 from mlops_assets.defs.ingestion.sensors import CONTENT_TAG, LandedConfig, run_key
 from mlops_assets.lib import io
-from mlops_assets.procs import free_port
+from mlops_assets.platform.procs import free_port
 from tests.conftest import make_project, materialized, trained_home
 
 # 36k rows (25k to train on, 5k sealed test rows), so that two fits of the same parameters
@@ -199,16 +199,16 @@ def test_a_training_step_on_the_production_executor_starts_its_local_cluster(tmp
     announced to the wrong scheduler: KeyError on the worker's address)."""
     from distributed import Client
 
-    from mlops_assets import cluster
     from mlops_assets.config import PROJECT_ROOT
-    from mlops_assets.procs import stop_all
+    from mlops_assets.platform import cluster
+    from mlops_assets.platform.procs import stop_all
 
     def fit_on_a_local_cluster(seed: int) -> tuple[int, float]:
         # On an executor worker, as a training step starts it there (defined here, so that
         # it travels by value: the worker cannot import this test module).
         import numpy as np
 
-        from mlops_assets.lib.dask_training import ClusterSpec, fit_on
+        from mlops_assets.lib.training.dask_training import ClusterSpec, fit_on
 
         rng = np.random.default_rng(seed)
         x = rng.normal(size=(4000, 3))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from mlops_assets.config import CONTENT, ROW_KEY
-from mlops_assets.lib import split
+from mlops_assets.lib.dataset import split
 from tests.conftest import check_results, make_project, materialized
 
 DATASET_ASSETS = {
@@ -60,7 +60,7 @@ def test_a_sealed_content_is_test_whichever_split_its_hash_would_choose(project,
 
 def test_adult_contract_materializes_the_same_assets(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
-    from mlops_assets.lib import data
+    from mlops_assets.lib.dataset import data
 
     adult = make_project(tmp_path, "adult")
     batches = list(data.source_batches(adult.contract).items())[:3]

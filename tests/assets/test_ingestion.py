@@ -118,7 +118,7 @@ def test_a_batch_is_ingested_in_chunks_as_it_would_be_whole(project, bank_batche
     """100-row chunks over a 282-row batch with bad values in the first and last chunks: the
     same text, valid rows, row keys and quarantine (with reasons) as reading and validating
     the batch at once, and the counts of the whole batch in the checks and metadata."""
-    from mlops_assets.lib import data
+    from mlops_assets.lib.dataset import data
 
     monkeypatch.setattr(io, "CHUNK_ROWS", 100)
     df = bank_batches["2009-03"].copy()

@@ -13,9 +13,10 @@ import pytest
 from mlops_assets import orchestration
 from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.resources import RetrainPolicyResource
-from mlops_assets.lib import data, monitoring
-from mlops_assets.lib.predlog import PredictionLog
-from mlops_assets.lib.registry import Registry
+from mlops_assets.lib.dataset import data
+from mlops_assets.lib.governance.registry import Registry
+from mlops_assets.lib.monitoring import live
+from mlops_assets.lib.serving.predlog import PredictionLog
 from tests.conftest import check_results, trained_project
 
 BATCHES = ("2008-11", "2009-04", "2009-05", "2009-06")
@@ -66,7 +67,7 @@ def _serve(project, rows: pd.DataFrame, window: str) -> list[str]:
                 "probability": float(p), "label": int(p >= model.threshold), "latency_ms": 1.0}
                for i, (rid, p) in enumerate(zip(ids, probs, strict=True))])
     log.close()
-    monitoring.write_window(project.home / "monitoring" / "windows", window, start - 1,
+    live.write_window(project.home / "monitoring" / "windows", window, start - 1,
                             time.time() + 0.01)
     feedback = project.home / "feedback"
     feedback.mkdir(parents=True, exist_ok=True)
@@ -110,11 +111,11 @@ def test_the_labels_decide_recalibrate_or_retrain_and_drift_only_warns(looped, b
     assert not drift_check.passed and "features drifted" in drift_check.description
     report = run.output_for_node("drift_report")
     assert report["rows_current"] > 300 and report["drifted_share"] > 0.5
-    live = run.output_for_node("live_performance")
-    assert live["labelled"] == report["rows_current"]
-    evidence = live["evidence"]
-    assert live["judged_version"] == Registry(project.home).champion()
-    assert evidence["labelled"] == live["labelled"] and evidence["auc_se"] > 0
+    performance = run.output_for_node("live_performance")
+    assert performance["labelled"] == report["rows_current"]
+    evidence = performance["evidence"]
+    assert performance["judged_version"] == Registry(project.home).champion()
+    assert evidence["labelled"] == performance["labelled"] and evidence["auc_se"] > 0
 
     # The labels say: ranking holds, the scores are far under the observed rate.
     assert evidence["positive_rate"] > 0.4 and evidence["calibration_gap"] < -0.2

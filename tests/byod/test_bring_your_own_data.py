@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from mlops_assets.config import PROJECT_ROOT, load_contract
-from mlops_assets.procs import free_port, server
+from mlops_assets.platform.procs import free_port, server
 from tests.byod import datasets
 from tests.helpers import post
 

@@ -15,7 +15,7 @@ from mlops_assets import orchestration
 from mlops_assets.config import BATCH, CONTENT, ROW_KEY
 from mlops_assets.defs.dataset.assets import batch_eligibility
 from mlops_assets.defs.ingestion.sensors import CONTENT_TAG, LandedConfig
-from mlops_assets.lib import data, split
+from mlops_assets.lib.dataset import data, split
 from tests.conftest import check_results
 
 GOOD = ("2008-05", "2008-06")

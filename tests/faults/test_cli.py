@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from mlops_assets.config import PROJECT_ROOT
-from mlops_assets.lib.registry import Registry
+from mlops_assets.lib.governance.registry import Registry
 from tests.helpers import contract_with_gate, wait_until
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from mlops_assets.config import BATCH, PROJECT_ROOT
-from mlops_assets.lib import split
+from mlops_assets.lib.dataset import split
 from tests.conftest import check_results
 from tests.helpers import wait_until
 
@@ -90,7 +90,7 @@ import os, signal, sys
 import dagster as dg
 from mlops_assets import orchestration
 from mlops_assets.definitions import build_definitions
-from mlops_assets.lib import split
+from mlops_assets.lib.dataset import split
 
 real = split.split_batches
 

@@ -11,7 +11,7 @@ from mlops_assets import orchestration
 from mlops_assets.config import load_contract
 from mlops_assets.defs.deployment.assets import bento
 from mlops_assets.defs.resources import ProjectResource
-from mlops_assets.lib.registry import Registry, RegistryError
+from mlops_assets.lib.governance.registry import Registry, RegistryError
 from tests.helpers import tiny_models
 
 BANK = load_contract("bank")
@@ -140,7 +140,7 @@ def test_a_damaged_journal_line_is_named_never_served(three):
     ('[1, 2]', "expected an object"),
 ], ids=["not-json", "negated-slope", "nan", "decreasing", "a-list"])
 def test_a_damaged_calibrator_names_its_file_and_version(three, damage, expected):
-    from mlops_assets.lib import calibration
+    from mlops_assets.lib.training import calibration
 
     registry, (a, b, c) = three
     rng = __import__("numpy").random.default_rng(0)

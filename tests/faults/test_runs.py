@@ -18,9 +18,9 @@ import pytest
 
 from mlops_assets import orchestration
 from mlops_assets.config import PROJECT_ROOT
-from mlops_assets.launcher import run_worker_pid
 from mlops_assets.lib import io
-from mlops_assets.procs import server
+from mlops_assets.platform.launcher import run_worker_pid
+from mlops_assets.platform.procs import server
 from tests.conftest import make_project
 from tests.helpers import contract_with_gate, wait_until
 

@@ -15,11 +15,11 @@ import pytest
 
 from mlops_assets import orchestration
 from mlops_assets.config import load_contract
-from mlops_assets.lib import predlog
-from mlops_assets.lib.predlog import PredictionLog
-from mlops_assets.lib.registry import Registry
-from mlops_assets.lib.scoring import to_bytes
-from mlops_assets.procs import stop
+from mlops_assets.lib.governance.registry import Registry
+from mlops_assets.lib.serving import predlog
+from mlops_assets.lib.serving.predlog import PredictionLog
+from mlops_assets.lib.serving.scoring import to_bytes
+from mlops_assets.platform.procs import stop
 from tests.helpers import bentoml_serve, get, post, post_table, tiny_models, wait_until
 from tests.hostile_tables import campaign
 

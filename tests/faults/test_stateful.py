@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from mlops_assets.config import BATCH, CONTENT, PROJECT_ROOT, load_contract
-from mlops_assets.launcher import reap_dead_runs
-from mlops_assets.lib import data, split
+from mlops_assets.lib.dataset import data, split
+from mlops_assets.platform.launcher import reap_dead_runs
 from tests.conftest import make_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

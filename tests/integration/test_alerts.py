@@ -16,8 +16,8 @@ import pytest
 
 from mlops_assets import orchestration
 from mlops_assets.config import Paths, load_contract
-from mlops_assets.lib import data
-from mlops_assets.procs import free_port
+from mlops_assets.lib.dataset import data
+from mlops_assets.platform.procs import free_port
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -142,7 +142,7 @@ def test_one_alert_per_failure_to_webhook_and_mail_and_none_lost_while_a_sink_is
 
 def test_a_sink_that_is_down_is_retried_with_backoff_in_order(tmp_path):
     """lib/alerts in isolation: a failing sink keeps the alerts in order and backs off."""
-    from mlops_assets.lib import alerts
+    from mlops_assets.lib.monitoring import alerts
 
     class Flaky:
         name = "flaky"
@@ -173,7 +173,7 @@ def test_a_sink_that_is_down_is_retried_with_backoff_in_order(tmp_path):
 def test_no_sink_means_nothing_sent_and_the_tick_says_so(tmp_path, monkeypatch):
     from mlops_assets.defs import alerts as alert_defs
     from mlops_assets.defs.resources import ProjectResource
-    from mlops_assets.lib import alerts
+    from mlops_assets.lib.monitoring import alerts
 
     for name in ("MLOPS_ALERT_WEBHOOK_URL", "MLOPS_ALERT_SMTP_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -185,7 +185,7 @@ def test_no_sink_means_nothing_sent_and_the_tick_says_so(tmp_path, monkeypatch):
 
 
 def test_a_misconfigured_sink_is_named_and_the_others_still_alert(tmp_path, monkeypatch):
-    from mlops_assets.lib import alerts
+    from mlops_assets.lib.monitoring import alerts
 
     sinks, problems = alerts.sinks_from_env({
         "MLOPS_ALERT_WEBHOOK_URL": "ftp://example/hook",

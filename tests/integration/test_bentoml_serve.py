@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 
 from mlops_assets.config import PROJECT_ROOT
-from mlops_assets.lib import predlog
-from mlops_assets.lib.registry import Registry
-from mlops_assets.lib.scoring import to_bytes
-from mlops_assets.procs import free_port, server, stop
+from mlops_assets.lib.governance.registry import Registry
+from mlops_assets.lib.serving import predlog
+from mlops_assets.lib.serving.scoring import to_bytes
+from mlops_assets.platform.procs import free_port, server, stop
 from tests.helpers import http_status, post, post_table
 from tests.serving.conftest import BANK, records_from, train_two_models
 
@@ -116,7 +116,7 @@ def _through_bentoml_clients(port: int, records: list[dict], tables: dict[str, P
 
 
 def test_a_built_bento_serves_its_own_model(tmp_path, bank_batches):
-    from mlops_assets.lib.bento import build_bento
+    from mlops_assets.lib.governance.bento import build_bento
 
     home = tmp_path / "home"
     first, second, test_rows = train_two_models(home, bank_batches)

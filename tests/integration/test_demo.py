@@ -19,8 +19,8 @@ import dagster as dg
 import pytest
 
 from mlops_assets.config import PROJECT_ROOT
-from mlops_assets.lib.registry import Registry
-from mlops_assets.procs import free_port
+from mlops_assets.lib.governance.registry import Registry
+from mlops_assets.platform.procs import free_port
 from tests.helpers import answers, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from mlops_assets import orchestration
-from mlops_assets.lib import bento, features, training
+from mlops_assets.lib.dataset import features
+from mlops_assets.lib.dataset.rows import FeatureRows
+from mlops_assets.lib.governance import bento
 from tests.conftest import check_results, trained_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,7 +54,7 @@ def test_the_promoted_bento_is_the_validated_one_and_one_that_cannot_serve_is_bl
         assert row["trained_on"] == f"{len(BATCHES)} batches {BATCHES[0]}..{BATCHES[-1]}"
 
         # A challenger (the same training again: it passes the gate) whose Bento lacks a
-        # serving module (the build loses lib/features.py): blocked with the import error as
+        # serving module (the build loses lib/dataset/features.py): blocked with the import error as
         # the reason, the champion stays, no Bento recorded for it.
         build = bento.build_bento
 
@@ -82,7 +84,7 @@ def test_the_promoted_bento_is_the_validated_one_and_one_that_cannot_serve_is_bl
         tag = champion
         model = registry.load(tag)
         built = bento.build_bento(project.home, tag, model.contract)
-        rows = training.FeatureRows(project.stored_file("test_features"),
+        rows = FeatureRows(project.stored_file("test_features"),
                                     model.contract).frame().head(20)
         records, expected = features.to_records(rows, model.contract), model.predict_frame(rows)
         good = bento.validate_bento(project.home, built.tag, records, expected)

@@ -23,10 +23,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from mlops_assets import postgres
 from mlops_assets.config import PROJECT_ROOT
 from mlops_assets.defs.ingestion import sensors as ingestion_sensors
-from mlops_assets.procs import free_port, server
+from mlops_assets.platform import postgres
+from mlops_assets.platform.procs import free_port, server
 from tests.byod import datasets
 from tests.byod.test_bring_your_own_data import serve_bento
 from tests.integration.test_webserver import graphql

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mlops_assets.procs import free_port
+from mlops_assets.platform.procs import free_port
 from tests.helpers import answers, wait_until
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import pytest
 from mlops_assets.config import PROJECT_ROOT
 from mlops_assets.definitions import defs
 from mlops_assets.orchestration import ensure_dagster_home
-from mlops_assets.procs import free_port, server, stop
+from mlops_assets.platform.procs import free_port, server, stop
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from mlops_assets.config import TARGET, load_contract
-from mlops_assets.lib import data, features, split, training
-from mlops_assets.lib.registry import Registry
+from mlops_assets.lib.dataset import data, features, split
+from mlops_assets.lib.governance.registry import Registry
+from mlops_assets.lib.training import search
 
 BANK = load_contract("bank")
 TOKEN = "test-token"
@@ -39,9 +40,9 @@ def train_two_models(home, bank_batches) -> tuple[str, str, pd.DataFrame]:
     registry = Registry(home)
     tags = []
     for seed in (1, 2):
-        model = training.train(matrix["train"], parts["train"][TARGET].to_numpy(),
+        model = search.train(matrix["train"], parts["train"][TARGET].to_numpy(),
                                matrix["validation"], parts["validation"][TARGET].to_numpy(),
-                               BANK, training.TrainingSpec(n_trials=2, seed=seed),
+                               BANK, search.TrainingSpec(n_trials=2, seed=seed),
                                log=lambda _: None)
         tags.append(registry.save(BANK, model.booster, model.threshold, model.best_iteration,
                                   {"seed": seed}))

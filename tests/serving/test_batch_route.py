@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.lib import monitoring, predlog
-from mlops_assets.lib.registry import Registry
+from mlops_assets.lib.governance.registry import Registry
+from mlops_assets.lib.monitoring import live
+from mlops_assets.lib.serving import predlog
 from tests.serving.conftest import BANK, TOKEN, records_from
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -57,13 +58,13 @@ def test_a_table_is_scored_as_offline_and_logged_as_a_table(client, served, fmt)
         np.testing.assert_allclose(rows["probability"], expected, rtol=1e-12)
         assert (rows["label"] == (rows["probability"] >= model.threshold)).all()
     # The table is one Parquet file in the log; the monitoring reads it as it reads the lines.
-    logged = monitoring.flatten(predlog.read(served["home"] / "predictions"))
+    logged = live.flatten(predlog.read(served["home"] / "predictions"))
     mine = logged.set_index("request_id").loc[got["request_id"]]
     np.testing.assert_allclose(mine["probability"], got["probability"], rtol=1e-12)
     pd.testing.assert_series_equal(mine["age"].reset_index(drop=True).astype(float),
                                    sent["age"].astype(float), check_names=False)
     assert (mine["job"].fillna("-").to_numpy() == sent["job"].fillna("-").to_numpy()).all()
-    features = monitoring.current_features(mine.reset_index(), BANK)
+    features = live.current_features(mine.reset_index(), BANK)
     assert len(features) == 300 and features["age"].notna().all()
 
 

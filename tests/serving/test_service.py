@@ -10,8 +10,11 @@ import pandas as pd
 import pytest
 
 from mlops_assets.config import TARGET
-from mlops_assets.lib import calibration, evaluation, monitoring, predlog, scoring, training
-from mlops_assets.lib.registry import CANARY, SHADOW, Registry, RegistryError
+from mlops_assets.lib import evaluation
+from mlops_assets.lib.governance.registry import CANARY, SHADOW, Registry, RegistryError
+from mlops_assets.lib.monitoring import live
+from mlops_assets.lib.serving import predlog, scoring
+from mlops_assets.lib.training import calibration, search
 from tests.serving.conftest import BANK, TOKEN, records_from
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -205,7 +208,7 @@ def test_shadow_scores_are_logged_and_never_returned(client, served):
                                    rtol=1e-12)
         assert (logged["shadow_label"].astype(int)
                 == (expected >= shadow.threshold).astype(int)).all()
-        agreement, = monitoring.shadow_agreement(logged.reset_index()).to_dict("records")
+        agreement, = live.shadow_agreement(logged.reset_index()).to_dict("records")
         assert agreement["rows"] == 40 and agreement["shadow_version"] == served["other"]
         assert 0 < agreement["rank_correlation"] <= 1 and 0 <= agreement["label_flips"] < 1
     # Once cleared, requests carry no shadow score.
@@ -234,7 +237,7 @@ def test_a_recalibrated_version_is_served_like_any_other(client, served):
     raw = base.predict_records([{k: (None if v == "unknown" else v) for k, v in r.items()}
                                 for r in records])
     cal = calibration.fit(raw[:half], y[:half], fitted_on="shifted test window")
-    threshold = training.choose_threshold(y[:half], cal.apply(raw[:half]), "cost:5")
+    threshold = search.choose_threshold(y[:half], cal.apply(raw[:half]), "cost:5")
     tag = registry.save_recalibrated(served["champion"], cal, threshold, {"why": "test"})
     assert registry.get(tag).info.metadata["recalibrated_from"] == served["champion"]
     with pytest.raises(RegistryError, match="already recalibrated"):

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from mlops_assets.config import load_contract
-from mlops_assets.lib import backtest, training
+from mlops_assets.lib.monitoring import backtest
+from mlops_assets.lib.training import search
 
 
 def test_backtest_policies_on_the_last_periods():
     bank = load_contract("bank")
     detail, summary = backtest.run(bank, initial_periods=22,
-                                   spec=training.spec_for(bank, n_trials=1),
+                                   spec=search.spec_for(bank, n_trials=1),
                                    policy=backtest.TriggerPolicy(cooldown_periods=2),
                                    log=lambda _: None)
     assert list(summary["policy"]) == list(backtest.POLICIES)

@@ -1,9 +1,9 @@
-"""The model -> Bento index (lib/bento.py): what a rollback's `bento` step reads to find the
-restored version's validated Bento. A damaged index never stops a promotion."""
+"""The model -> Bento index (lib/governance/bento.py): what a rollback's `bento` step reads to
+find the restored version's validated Bento. A damaged index never stops a promotion."""
 
 from __future__ import annotations
 
-from mlops_assets.lib import bento
+from mlops_assets.lib.governance import bento
 
 
 def test_the_index_finds_recorded_bentos_in_the_store_and_survives_damage(tmp_path):

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from mlops_assets.config import ROW_KEY, load_contract
-from mlops_assets.lib import data
+from mlops_assets.lib.dataset import data
 from mlops_assets.schemas import failure_cases, raw_schema
 from tests import oracle_ingestion as oracle
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from mlops_assets.config import BATCH, CONTENT, ROW_KEY, SPLIT, TARGET, load_contract
-from mlops_assets.lib import data, io, split
+from mlops_assets.lib import io
+from mlops_assets.lib.dataset import data, split
 
 BANK = load_contract("bank")
 
@@ -294,7 +295,7 @@ def test_the_scratch_dir_of_a_killed_step_is_removed_by_the_next_step(tmp_path):
 
 
 def test_postgres_urls_as_people_write_them_get_the_shipped_driver():
-    from mlops_assets import postgres
+    from mlops_assets.platform import postgres
 
     for written in ("postgresql://u@h:5/db", "postgres://u@h:5/db",
                     "postgresql+psycopg2://u@h:5/db"):
@@ -307,7 +308,7 @@ def test_postgres_urls_as_people_write_them_get_the_shipped_driver():
 
 def test_contract_init_names_an_unreadable_file_and_never_writes_an_infinite_bound(tmp_path):
     from mlops_assets.config import ContractError
-    from mlops_assets.lib import contract_init
+    from mlops_assets.lib.dataset import contract_init
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"x": rng.normal(size=300).round(3).astype(str),
@@ -336,7 +337,7 @@ def test_contract_init_drops_a_leaking_column_wherever_the_labels_come_from(tmp_
     the label plus noise) is dropped as a leak when the labels come in the data file and
     when they come apart, joined on a key (the labels file also repeats a key: the last
     label counts, and the review says so)."""
-    from mlops_assets.lib import contract_init
+    from mlops_assets.lib.dataset import contract_init
 
     rng = np.random.default_rng(7)
     n = 900

@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 
 from mlops_assets.config import load_contract
-from mlops_assets.lib import data, features
+from mlops_assets.lib.dataset import data, features
 
 BANK = load_contract("bank")
 

@@ -7,8 +7,15 @@ import pandas as pd
 import pytest
 
 from mlops_assets.config import load_contract
-from mlops_assets.lib import data, drift, features, monitoring
-from mlops_assets.lib.retraining import Action, Judged, RetrainPolicy, RetrainState, decide
+from mlops_assets.lib.dataset import data, features
+from mlops_assets.lib.monitoring import drift, live
+from mlops_assets.lib.monitoring.retraining import (
+    Action,
+    Judged,
+    RetrainPolicy,
+    RetrainState,
+    decide,
+)
 
 BANK = load_contract("bank")
 
@@ -81,20 +88,20 @@ def test_live_metrics_join_labels_and_handle_a_single_class():
     rows = pd.DataFrame({"request_id": list("abcdef"), "probability": [.9, .8, .2, .1, .7, .3],
                          "label": [1, 1, 0, 0, 1, 0]})
     labels = pd.DataFrame({"request_id": list("abcd"), "_target": [1, 0, 0, 0]})
-    m = monitoring.live_metrics(rows, labels)
+    m = live.live_metrics(rows, labels)
     assert m["volume"] == 6 and m["labelled"] == 4 and m["roc_auc"] == 1.0
     assert m["precision"] == 0.5 and m["recall"] == 1.0
     assert m["calibration_gap"] == pytest.approx(0.25 - 0.5)
-    single = monitoring.live_metrics(rows, labels.assign(_target=0))
+    single = live.live_metrics(rows, labels.assign(_target=0))
     assert single["verdict"].startswith("single class") and np.isnan(single["roc_auc"])
-    none = monitoring.live_metrics(rows, labels.iloc[:0])
+    none = live.live_metrics(rows, labels.iloc[:0])
     assert none == {"volume": 6, "labelled": 0, "verdict": "no labels yet for this window"}
 
 
 def test_feedback_errors_name_file_and_value(tmp_path):
     (tmp_path / "a.csv").write_text("request_id,y\nr1,yes\nr2,maybe\n")
-    with pytest.raises(monitoring.FeedbackError, match="a.csv: unknown label 'maybe'.*row 3"):
-        monitoring.read_feedback(tmp_path, BANK)
+    with pytest.raises(live.FeedbackError, match="a.csv: unknown label 'maybe'.*row 3"):
+        live.read_feedback(tmp_path, BANK)
 
 
 POLICY = RetrainPolicy(cooldown_s=100, min_new_rows=1000)
@@ -146,17 +153,17 @@ def test_window_reads_only_the_days_it_touches():
             return super().__getitem__(day)
 
     def day(d, *hours):
-        ts = [monitoring.day_window(d).start + h * 3600 for h in hours]
+        ts = [live.day_window(d).start + h * 3600 for h in hours]
         return pd.DataFrame({"ts": ts, "request_id": [f"{d}-{h}" for h in hours]})
 
     days = Days({"2026-01-01": day("2026-01-01", 1, 23), "2026-01-02": day("2026-01-02", 0, 5),
                  "2026-01-09": day("2026-01-09", 3)})
-    start = monitoring.day_window("2026-01-01").start + 12 * 3600
-    window = monitoring.Window("w", start, start + 14 * 3600)  # 12:00 to 02:00 next day
-    rows = monitoring.window_rows(days, window)
+    start = live.day_window("2026-01-01").start + 12 * 3600
+    window = live.Window("w", start, start + 14 * 3600)  # 12:00 to 02:00 next day
+    rows = live.window_rows(days, window)
     assert list(rows["request_id"]) == ["2026-01-01-23", "2026-01-02-0"]
     assert sorted(Days.read) == ["2026-01-01", "2026-01-02"]  # 2026-01-09 never read
-    empty = monitoring.window_rows({}, window)
+    empty = live.window_rows({}, window)
     assert len(empty) == 0 and "probability" in empty.columns
 
 
@@ -166,7 +173,7 @@ def test_a_logged_table_reads_back_with_its_missing_text_as_none(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mlops_assets.lib import predlog
+    from mlops_assets.lib.serving import predlog
 
     inputs = pd.DataFrame({"job": ["admin.", None, "admin.", "retired"],
                            "poutcome": [None] * 4, "age": [30.0, np.nan, 41.0, 62.0]})

@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlops_assets.lib import calibration, evaluation, training
-from mlops_assets.lib.retraining import (
+from mlops_assets.lib import evaluation
+from mlops_assets.lib.monitoring.retraining import (
     Evidence,
     LossPolicy,
     Reference,
     auc_standard_error,
     choose_action,
 )
+from mlops_assets.lib.training import calibration, search
 
 POLICY = LossPolicy()
 
@@ -135,12 +136,12 @@ def test_cost_threshold_follows_the_cost_ratio():
     y, latent = _window(50_000, 0.2, 1.5, seed=8)
     p = _calibrated(latent, y)
     for ratio in (1, 4, 9):  # near Bayes' 1 / (1 + r) on calibrated scores (a flat optimum)
-        t = training.choose_threshold(y, p, f"cost:{ratio}")
+        t = search.choose_threshold(y, p, f"cost:{ratio}")
         assert t == pytest.approx(1 / (1 + ratio), abs=0.05)
-    cheap, dear = (training.choose_threshold(y, p, f"cost:{r}") for r in (2, 20))
+    cheap, dear = (search.choose_threshold(y, p, f"cost:{r}") for r in (2, 20))
     assert dear < cheap  # missed positives dearer: flag more
     with pytest.raises(ValueError, match="cost ratio"):
-        training.choose_threshold(y, p, "cost:0")
+        search.choose_threshold(y, p, "cost:0")
 
 
 def test_the_sensor_and_the_backtest_use_the_same_rule():

@@ -8,9 +8,9 @@ import http.client
 import threading
 from http.server import ThreadingHTTPServer
 
-from mlops_assets.lib.report_store import LINKS_FILE, ReportStore
-from mlops_assets.procs import free_port
-from mlops_assets.redirect import handler_for
+from mlops_assets.lib.reporting.report_store import LINKS_FILE, ReportStore
+from mlops_assets.platform.procs import free_port
+from mlops_assets.platform.redirect import handler_for
 
 
 def test_every_link_base_is_remembered_once_in_order_and_damage_is_survived(tmp_path):

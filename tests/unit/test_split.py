@@ -21,7 +21,8 @@ from mlops_assets.config import (
     VERSION,
     load_contract,
 )
-from mlops_assets.lib import data, io, split
+from mlops_assets.lib import io
+from mlops_assets.lib.dataset import data, split
 
 BANK = load_contract("bank")
 

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from mlops_assets.config import load_contract
-from mlops_assets.lib import data, features, scoring
+from mlops_assets.lib.dataset import data, features
+from mlops_assets.lib.serving import scoring
 from tests.faults.test_serving import RECORD
 from tests.hostile_tables import campaign
 

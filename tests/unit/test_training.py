@@ -8,8 +8,12 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mlops_assets.config import PERIOD, TARGET, load_contract
-from mlops_assets.lib import data, evaluation, features, gate, io, split, training
-from mlops_assets.lib.model import ServingModel
+from mlops_assets.lib import evaluation, io
+from mlops_assets.lib.dataset import data, features, split
+from mlops_assets.lib.dataset.rows import STREAMED, FeatureRows
+from mlops_assets.lib.governance import gate
+from mlops_assets.lib.training import search
+from mlops_assets.lib.training.model import ServingModel
 
 BANK = load_contract("bank")
 
@@ -42,14 +46,14 @@ def test_a_final_fit_streamed_from_the_file_is_the_in_memory_fit(feature_frames,
     the whole set as the search "sample", that fit must be the in-memory fit exactly: the
     same rows, bins and rounds give the same trees."""
     path = io.write_parquet(tmp_path / "train_features.parquet", feature_frames["train"])
-    rows = training.FeatureRows(path, BANK, chunk_rows=1000)  # 9 chunks, LightGBM batches
+    rows = FeatureRows(path, BANK, chunk_rows=1000)  # 9 chunks, LightGBM batches
     (xt, yt), (xv, yv), (xs, _) = splits["train"], splits["validation"], splits["test"]
     assert len(yt) > 8000
-    spec = training.TrainingSpec(n_trials=2, seed=7)
-    memory = training.train(xt, yt, xv, yv, BANK, spec, log=lambda _: None)
-    streamed = training.train(xt, yt, xv, yv, BANK, spec, log=lambda _: None, full=rows)
+    spec = search.TrainingSpec(n_trials=2, seed=7)
+    memory = search.train(xt, yt, xv, yv, BANK, spec, log=lambda _: None)
+    streamed = search.train(xt, yt, xv, yv, BANK, spec, log=lambda _: None, full=rows)
     rounds = memory.best_iteration
-    assert streamed.trained_on == {"where": training.STREAMED, "search_rows": len(yt),
+    assert streamed.trained_on == {"where": STREAMED, "search_rows": len(yt),
                                    "train_rows": len(yt), "rounds": rounds}
     assert streamed.booster.num_trees() == rounds == memory.booster.num_trees()
     np.testing.assert_array_equal(memory.booster.predict(xs, num_iteration=rounds),
@@ -64,9 +68,9 @@ def test_a_final_fit_streamed_from_the_file_is_the_in_memory_fit(feature_frames,
 def test_feature_rows_sample_and_filter_a_chunk_at_a_time(feature_frames, tmp_path):
     frame = feature_frames["train"]
     path = io.write_parquet(tmp_path / "train_features.parquet", frame)
-    rows = training.FeatureRows(path, BANK, chunk_rows=700)
+    rows = FeatureRows(path, BANK, chunk_rows=700)
     sample = rows.sample(1000, seed=3)
-    expected = frame.iloc[evaluation.sample_positions(len(frame), 1000, 3)]
+    expected = frame.iloc[io.sample_positions(len(frame), 1000, 3)]
     pd.testing.assert_frame_equal(sample, expected[sample.columns].reset_index(drop=True))
     recent = rows.only(["2009-05"])
     kept = frame[frame[PERIOD] == "2009-05"].reset_index(drop=True)
@@ -82,16 +86,16 @@ def test_feature_rows_sample_and_filter_a_chunk_at_a_time(feature_frames, tmp_pa
 
 def test_same_data_and_config_give_identical_predictions(splits):
     (xt, yt), (xv, yv), (xs, _) = splits["train"], splits["validation"], splits["test"]
-    spec = training.TrainingSpec(n_trials=3, seed=7)
-    a = training.train(xt, yt, xv, yv, BANK, spec, log=lambda _: None)
-    b = training.train(xt, yt, xv, yv, BANK, spec, log=lambda _: None)
+    spec = search.TrainingSpec(n_trials=3, seed=7)
+    a = search.train(xt, yt, xv, yv, BANK, spec, log=lambda _: None)
+    b = search.train(xt, yt, xv, yv, BANK, spec, log=lambda _: None)
     assert a.params == b.params and a.threshold == b.threshold
     np.testing.assert_array_equal(a.booster.predict(xs), b.booster.predict(xs))
-    other = training.train(xt, yt, xv, yv, BANK, training.TrainingSpec(n_trials=3, seed=8),
+    other = search.train(xt, yt, xv, yv, BANK, search.TrainingSpec(n_trials=3, seed=8),
                            log=lambda _: None)
     assert other.params != a.params
     # The thread count is a matter of speed only: two threads give the same model.
-    two = training.train(xt, yt, xv, yv, BANK, training.TrainingSpec(n_trials=3, seed=7,
+    two = search.train(xt, yt, xv, yv, BANK, search.TrainingSpec(n_trials=3, seed=7,
                                                                     num_threads=2),
                          log=lambda _: None)
     assert spec.num_threads == 1 and two.params["num_threads"] == 2
@@ -103,17 +107,17 @@ def test_same_data_and_config_give_identical_predictions(splits):
 def test_training_refuses_one_class(splits):
     (xt, yt), (xv, yv) = splits["train"], splits["validation"]
     with pytest.raises(ValueError, match="needs both classes"):
-        training.train(xt, np.zeros_like(yt), xv, yv, BANK, training.TrainingSpec(n_trials=1))
+        search.train(xt, np.zeros_like(yt), xv, yv, BANK, search.TrainingSpec(n_trials=1))
 
 
 def test_threshold_rules():
     y = np.array([0, 0, 0, 1, 1, 0, 1, 0, 0, 1] * 20)
     p = np.linspace(0.01, 0.99, len(y))
-    assert training.choose_threshold(y, p, "fixed:0.3") == 0.3
-    t = training.choose_threshold(y, p, "min_recall:0.9")
+    assert search.choose_threshold(y, p, "fixed:0.3") == 0.3
+    t = search.choose_threshold(y, p, "min_recall:0.9")
     assert (p[y == 1] >= t).mean() >= 0.9
     with pytest.raises(ValueError, match="unknown threshold rule 'best'"):
-        training.choose_threshold(y, p, "best")
+        search.choose_threshold(y, p, "best")
 
 
 def test_fast_auc_and_bootstrap_ci_match_sklearn():
@@ -208,14 +212,14 @@ def test_the_pipeline_trains_with_the_one_training_definition():
     # threshold rule): the backtest and the CLI train exactly as the pipeline does.
     from mlops_assets.defs.training.assets import TrainingConfig
 
-    assert TrainingConfig().spec(BANK) == training.spec_for(BANK)
-    assert training.spec_for(BANK).threshold_rule == BANK.training.threshold_rule == "cost:5"
-    assert TrainingConfig(objective_metric="auc").spec(BANK) != training.spec_for(BANK)
+    assert TrainingConfig().spec(BANK) == search.spec_for(BANK)
+    assert search.spec_for(BANK).threshold_rule == BANK.training.threshold_rule == "cost:5"
+    assert TrainingConfig(objective_metric="auc").spec(BANK) != search.spec_for(BANK)
     assert TrainingConfig(threshold_rule="max_f1").spec(BANK).threshold_rule == "max_f1"
 
 
 def test_sample_positions_are_a_deterministic_ordered_subset():
-    from mlops_assets.lib.evaluation import sample_positions
+    from mlops_assets.lib.io import sample_positions
 
     a, b = sample_positions(10_000, 500, seed=3), sample_positions(10_000, 500, seed=3)
     assert len(a) == 500 == len(set(a)) and (a == b).all() and (np.diff(a) > 0).all()
@@ -241,12 +245,12 @@ def test_small_data_is_judged_by_folds_and_the_search_never_loses_to_the_default
 
 
 def test_the_first_trial_is_lightgbms_defaults_and_every_space_holds_them():
-    defaults = training.FIRST_TRIALS[0]
+    defaults = search.FIRST_TRIALS[0]
     assert defaults == {"learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20,
                         "feature_fraction": 1.0, "lambda_l2": 1e-3}
     for rows in (300, 900, 4000, 40_000):
-        space = training.SearchSpace().for_rows(rows)
-        assert training._within(defaults, space) == defaults, (rows, space)
-    small, large = training.SearchSpace().for_rows(900), training.SearchSpace()
+        space = search.SearchSpace().for_rows(rows)
+        assert search._within(defaults, space) == defaults, (rows, space)
+    small, large = search.SearchSpace().for_rows(900), search.SearchSpace()
     assert small.num_leaves[0] < large.num_leaves[0]
     assert small.min_child_samples[1] < large.min_child_samples[1]

@@ -20,7 +20,8 @@ from mlops_assets.defs.resources import (
     materialization_runs,
     work_dir,
 )
-from mlops_assets.lib import data, io, split
+from mlops_assets.lib import io
+from mlops_assets.lib.dataset import data, split
 
 # --- validation, one batch at a time --------------------------------------------------------
 

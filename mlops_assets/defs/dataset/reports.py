@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 from mlops_assets.config import PERIOD, TARGET
 from mlops_assets.defs.metadata import markdown_table, report_link
 from mlops_assets.defs.resources import ProjectResource
-from mlops_assets.lib import evaluation, io, reports
+from mlops_assets.lib import io
+from mlops_assets.lib.reporting import reports
 
 
 class EdaConfig(dg.Config):
@@ -32,7 +33,7 @@ def eda_report(
     contract = project.contract()
     files = [train_set, validation_set]
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    positions = evaluation.sample_positions(total, config.sample_rows)
+    positions = io.sample_positions(total, config.sample_rows)
     rows = io.read_parquet_rows(files, positions, config.chunk_rows)
     sampled = None if len(positions) == total else (
         f"a deterministic sample of {len(positions):,} of {total:,} rows (seed 0)")

@@ -6,7 +6,7 @@ import dagster as dg
 
 from mlops_assets.defs.governance.assets import champion
 from mlops_assets.defs.resources import ProjectResource
-from mlops_assets.lib.bento import bento_of, bento_path, build_bento, record_bento
+from mlops_assets.lib.governance.bento import bento_of, bento_path, build_bento, record_bento
 
 
 @dg.asset(group_name="deployment", kinds={"bentoml"}, deps=[champion], pool="promotion")

@@ -9,7 +9,8 @@ import pandas as pd
 from mlops_assets.config import CONTENT, PERIOD, ROW_KEY, TARGET
 from mlops_assets.defs.metadata import file_metadata, markdown_table
 from mlops_assets.defs.resources import ProjectResource, work_dir
-from mlops_assets.lib import features, io, split
+from mlops_assets.lib import io
+from mlops_assets.lib.dataset import features, split
 from mlops_assets.schemas import failure_cases, feature_schema, summarize_failures
 
 FEATURE_META = [ROW_KEY, PERIOD, TARGET, CONTENT]

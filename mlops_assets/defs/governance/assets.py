@@ -9,8 +9,11 @@ import pandas as pd
 from mlops_assets.config import PERIOD, TARGET
 from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.resources import GateResource, ProjectResource
-from mlops_assets.lib import bento, evaluation, features, gate, training
-from mlops_assets.lib.registry import CANARY, PRODUCTION, SHADOW
+from mlops_assets.lib import evaluation, io
+from mlops_assets.lib.dataset import features
+from mlops_assets.lib.dataset.rows import FeatureRows
+from mlops_assets.lib.governance import bento, gate
+from mlops_assets.lib.governance.registry import CANARY, PRODUCTION, SHADOW
 
 SMOKE_ROWS = 50
 
@@ -26,7 +29,7 @@ def gate_report(
 ) -> dg.Output[dict]:
     """The challenger against the champion on the same recent sealed test rows, plus the
     serving smoke test: the evidence the blocking gate checks judge."""
-    test_features = training.FeatureRows(test_features, project.contract()).frame()
+    test_features = FeatureRows(test_features, project.contract()).frame()
     policy = gate_policy.policy(project.contract())
     registry = project.registry()
     challenger = registry.load(candidate_model["tag"])
@@ -53,9 +56,9 @@ def gate_report(
         champion = registry.load(champion_tag)
         p_champ = champion.predict_frame(test_features)
         recent_rows = np.flatnonzero(is_recent)
-        compared = recent_rows[evaluation.sample_positions(len(recent_rows),
+        compared = recent_rows[io.sample_positions(len(recent_rows),
                                                            policy.bootstrap_rows)]
-        sliced = evaluation.sample_positions(len(y_all), policy.bootstrap_rows)
+        sliced = io.sample_positions(len(y_all), policy.bootstrap_rows)
         if len(compared) < len(recent_rows) or len(sliced) < len(y_all):
             sampled = (f"comparison on a deterministic sample of {len(compared):,} of "
                        f"{len(recent_rows):,} recent rows, slices on {len(sliced):,} of "
@@ -183,7 +186,7 @@ def candidate_bento(
     registry = project.registry()
     tag = candidate_model["tag"]
     model = registry.load(tag)
-    rows = training.FeatureRows(test_features, model.contract).frame().head(config.rows)
+    rows = FeatureRows(test_features, model.contract).frame().head(config.rows)
     built = bento.build_bento(project.paths.home, tag, model.contract)
     checked = bento.validate_bento(project.paths.home, built.tag,
                                    features.to_records(rows, model.contract),

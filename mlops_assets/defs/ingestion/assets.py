@@ -8,7 +8,8 @@ import pandas as pd
 
 from mlops_assets.defs.metadata import file_metadata, markdown_table
 from mlops_assets.defs.resources import ProjectResource, batches, work_dir
-from mlops_assets.lib import data, io
+from mlops_assets.lib import io
+from mlops_assets.lib.dataset import data
 from mlops_assets.schemas import failure_cases, raw_schema, summarize_failures
 
 

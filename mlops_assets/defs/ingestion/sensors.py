@@ -14,7 +14,8 @@ import dagster as dg
 
 from mlops_assets.defs.ingestion.assets import raw_batch
 from mlops_assets.defs.resources import SENSOR_INTERVAL, ProjectResource, batches
-from mlops_assets.lib import data, io
+from mlops_assets.lib import io
+from mlops_assets.lib.dataset import data
 
 ingest_job = dg.define_asset_job(
     "ingest_batch",
@@ -58,12 +59,10 @@ class LandedConfig(dg.Config):
 
 
 @dg.op
-def ingest_landed_batches(context: dg.OpExecutionContext, config: LandedConfig,
-                          project: ProjectResource) -> None:
-    """Each landed batch as its own ingest_batch run, in this run's process."""
-    from mlops_assets.definitions import job_for
-
-    job = job_for(ingest_job.name, project.home, project.contract_name)
+def ingest_landed_batches(context: dg.OpExecutionContext, config: LandedConfig) -> None:
+    """Each landed batch as its own ingest_batch run, in this run's process: the job from the
+    code location this run was launched from (same home, same contract)."""
+    job = context.repository_def.get_job(ingest_job.name)
     inherited = {k: v for k, v in context.run.tags.items() if k == "dagster/sensor_name"}
     results = ingest(job, context.instance, config.requests(),
                      {**inherited, PARENT_TAG: context.run_id}, context.log.info)

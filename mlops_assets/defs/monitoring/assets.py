@@ -11,8 +11,10 @@ import pandas as pd
 from mlops_assets.config import TARGET
 from mlops_assets.defs.metadata import frame_metadata, markdown_table, report_link
 from mlops_assets.defs.resources import MonitoringResource, ProjectResource
-from mlops_assets.lib import drift, evaluation, monitoring, predlog
-from mlops_assets.lib.retraining import Evidence
+from mlops_assets.lib import evaluation
+from mlops_assets.lib.monitoring import drift, live
+from mlops_assets.lib.monitoring.retraining import Evidence
+from mlops_assets.lib.serving import predlog
 
 prediction_days = dg.DynamicPartitionsDefinition(name="prediction_days")
 windows = dg.DynamicPartitionsDefinition(name="monitoring_windows")
@@ -47,9 +49,9 @@ def prediction_log(context: dg.AssetExecutionContext, project: ProjectResource) 
     root = project.paths.home / "predictions"
     # Measured before reading: if the files grow meanwhile, the window sensor sees a size
     # this materialization does not cover and waits for the next one.
-    size = monitoring.log_day_sizes(root).get(context.partition_key, 0)
+    size = live.log_day_sizes(root).get(context.partition_key, 0)
     logged, torn = predlog.read_log(root, context.partition_key)
-    rows = monitoring.flatten(logged)
+    rows = live.flatten(logged)
     if len(torn):
         context.log.warning(f"{len(torn)} torn lines set aside: {torn.to_dict('records')}")
     by_version = rows.groupby(["model_version", "variant"]).size().reset_index(name="rows") \
@@ -67,8 +69,8 @@ def prediction_log(context: dg.AssetExecutionContext, project: ProjectResource) 
 def feedback_labels(project: ProjectResource) -> dg.Output:
     """Delayed ground truth: every label file in the feedback folder, by request id."""
     folder = project.paths.home / "feedback"
-    files = monitoring.fingerprint(folder, "*.csv")  # before reading, as for the log
-    labels = monitoring.read_feedback(folder, project.contract())
+    files = live.fingerprint(folder, "*.csv")  # before reading, as for the log
+    labels = live.read_feedback(folder, project.contract())
     return dg.Output(labels, metadata={
         **frame_metadata(labels),
         "files": ", ".join(sorted(labels["file"].unique())) if len(labels) else "none",
@@ -77,8 +79,8 @@ def feedback_labels(project: ProjectResource) -> dg.Output:
     })
 
 
-def _window(context, project: ProjectResource) -> monitoring.Window:
-    found = monitoring.read_windows(project.paths.home / "monitoring" / "windows")
+def _window(context, project: ProjectResource) -> live.Window:
+    found = live.read_windows(project.paths.home / "monitoring" / "windows")
     if context.partition_key not in found:
         raise ValueError(f"no window definition file for {context.partition_key!r} in "
                          f"{project.paths.home / 'monitoring' / 'windows'}")
@@ -96,9 +98,9 @@ def window_traffic(context: dg.AssetExecutionContext, prediction_log: Mapping[st
     Empty until there is traffic: `mlops-assets simulate --months 2` replays later months through a
     real `bentoml serve` (or send requests to one) and the monitoring runs on them."""
     window = _window(context, project)
-    rows = monitoring.window_rows(prediction_log, window)
-    first, last = monitoring.window_days(window)
-    agreement = monitoring.shadow_agreement(rows)
+    rows = live.window_rows(prediction_log, window)
+    first, last = live.window_days(window)
+    agreement = live.shadow_agreement(rows)
     return dg.Output(rows, metadata={
         "shadow_agreement": markdown_table(agreement.round(4)) if len(agreement)
         else "no shadow scores in this window",
@@ -126,7 +128,7 @@ def drift_report(
         raise ValueError("no champion: nothing to compare the traffic with")
     contract = project.contract()
     reference = registry.reference(champion)
-    current = monitoring.current_features(window_traffic, contract)
+    current = live.current_features(window_traffic, contract)
     result = drift.compute_drift(reference, current, contract)
     meta = {}
     if len(current):
@@ -174,10 +176,10 @@ def live_performance(context: dg.AssetExecutionContext, window_traffic: pd.DataF
     real `bentoml serve` (or send requests to one) and the monitoring runs on them.
     """
     contract = project.contract()
-    labels = feedback_labels if feedback_labels is not None else monitoring.no_feedback()
-    m = monitoring.live_metrics(window_traffic, labels)
+    labels = feedback_labels if feedback_labels is not None else live.no_feedback()
+    m = live.live_metrics(window_traffic, labels)
     meta = {}
-    joined = monitoring.labelled(window_traffic, labels)
+    joined = live.labelled(window_traffic, labels)
     # What the labels say about the model that answered (the champion variant's most used
     # version): the retraining sensor turns it into hold / recalibrate / retrain.
     answered = joined[joined["variant"] == "champion"]
@@ -242,7 +244,7 @@ def serving_health(window_traffic: pd.DataFrame, project: ProjectResource) -> dg
     registry = project.registry()
     champion = registry.champion()
     reference = registry.reference(champion) if champion else pd.DataFrame()
-    summary, table = monitoring.serving_health(window_traffic, reference, project.contract())
+    summary, table = live.serving_health(window_traffic, reference, project.contract())
     return dg.Output(summary | {"features": table.to_dict("records")}, metadata={
         **summary,
         "features": markdown_table(table.round(4)),

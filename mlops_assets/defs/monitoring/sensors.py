@@ -19,9 +19,10 @@ from mlops_assets.defs.resources import (
     RetrainPolicyResource,
     latest_run,
 )
-from mlops_assets.lib import monitoring, split
-from mlops_assets.lib.registry import Registry, RegistryError
-from mlops_assets.lib.retraining import (
+from mlops_assets.lib.dataset import split
+from mlops_assets.lib.governance.registry import Registry, RegistryError
+from mlops_assets.lib.monitoring import live
+from mlops_assets.lib.monitoring.retraining import (
     Evidence,
     Judged,
     LossPolicy,
@@ -68,7 +69,7 @@ def prediction_log_sensor(context: dg.SensorEvaluationContext, project: ProjectR
     """Registers each day of the prediction log as a partition and refreshes a day when it
     grew."""
     seen = json.loads(context.cursor) if context.cursor else {}
-    sizes = monitoring.log_day_sizes(project.paths.home / "predictions")
+    sizes = live.log_day_sizes(project.paths.home / "predictions")
     changed = {d: s for d, s in sizes.items() if seen.get(d) != s}
     if not changed:
         return dg.SensorResult(skip_reason=dg.SkipReason(
@@ -93,7 +94,7 @@ def feedback_sensor(context: dg.SensorEvaluationContext, project: ProjectResourc
     if not any(folder.glob("*.csv")):
         return dg.SkipReason(f"no label files in {folder} yet (columns: request_id and the "
                              "target; `mlops-assets simulate` writes them)")
-    fp = monitoring.fingerprint(folder, "*.csv")
+    fp = live.fingerprint(folder, "*.csv")
     if fp == context.cursor:
         return dg.SkipReason("no new or changed label files")
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"feedback:{fp}")], cursor=fp)
@@ -108,10 +109,10 @@ def window_sensor(context: dg.SensorEvaluationContext, project: ProjectResource)
     byte logged, and again when feedback_labels was re-read (until every prediction has its
     label)."""
     done = json.loads(context.cursor) if context.cursor else {}
-    found = monitoring.read_windows(project.paths.home / "monitoring" / "windows")
+    found = live.read_windows(project.paths.home / "monitoring" / "windows")
     labels_event, _ = latest_metadata(context.instance, "feedback_labels")
     labels = str(labels_event or "none")
-    sizes = monitoring.log_day_sizes(project.paths.home / "predictions")
+    sizes = live.log_day_sizes(project.paths.home / "predictions")
     now = time.time()
     read: dict[str, int | None] = {}  # a day's bytes read by prediction_log, asked once a tick
 
@@ -126,7 +127,7 @@ def window_sensor(context: dg.SensorEvaluationContext, project: ProjectResource)
         if not w.closed(now) or done.get(name) == labels or (
                 name in done and _fully_labelled(context.instance, name)):
             continue
-        first, last = monitoring.window_days(w)
+        first, last = live.window_days(w)
         unread = [d for d, size in sizes.items()
                   if first <= d <= last and read_bytes(d) != size]
         if unread:
@@ -238,9 +239,9 @@ def last_training_event(instance: dg.DagsterInstance) -> int:
 def retrain_sensor(context: dg.SensorEvaluationContext, retrain_policy: RetrainPolicyResource,
                    project: ProjectResource, io_manager: dg.ResourceParam[ParquetIOManager]):
     """Turns each newly judged monitoring window into hold, recalibrate or retrain
-    (``lib/retraining.py``: live metrics against the answering version's validation figures,
-    with sampling error), and enough new labelled rows into retrain; run keys make one cause
-    one run, and every run says which evidence fired it."""
+    (``lib/monitoring/retraining.py``: live metrics against the answering version's validation
+    figures, with sampling error), and enough new labelled rows into retrain; run keys make one
+    cause one run, and every run says which evidence fired it."""
     registry = project.registry()
     if registry.champion() is None:
         return dg.SkipReason("no champion yet: the first model comes from train_and_promote "
@@ -279,8 +280,8 @@ class WindowConfig(dg.Config):
 def define_day_window(config: WindowConfig, project: ProjectResource) -> None:
     """Write the window file for one UTC day; the window sensor then monitors it."""
     day = config.day or (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
-    w = monitoring.day_window(day)
-    monitoring.write_window(project.paths.home / "monitoring" / "windows", w.name, w.start,
+    w = live.day_window(day)
+    live.write_window(project.paths.home / "monitoring" / "windows", w.name, w.start,
                             w.end)
 
 

@@ -1,5 +1,5 @@
 """Batch scoring: each file of unlabeled rows dropped in ``scoring/landing`` is one partition,
-scored by the champion through the batch route's code path and schema (lib/scoring.py), its
+scored by the champion through the batch route's code path and schema (lib/serving/scoring.py), its
 rows in the prediction log so the monitoring sees them."""
 
 import json
@@ -10,8 +10,9 @@ import pandas as pd
 
 from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.resources import SENSOR_INTERVAL, ProjectResource, scoring_files
-from mlops_assets.lib import io, scoring
-from mlops_assets.lib.predlog import PredictionLog
+from mlops_assets.lib import io
+from mlops_assets.lib.serving import scoring
+from mlops_assets.lib.serving.predlog import PredictionLog
 
 
 @dg.asset(partitions_def=scoring_files, group_name="scoring", kinds={"lightgbm", "parquet"},

@@ -10,15 +10,19 @@ import pandas as pd
 from mlops_assets.config import PERIOD, TARGET, DatasetContract
 from mlops_assets.defs.metadata import markdown_table, report_link
 from mlops_assets.defs.resources import ProjectResource, TrainingClusterResource
-from mlops_assets.lib import calibration, drift, evaluation, features, io, training
-from mlops_assets.lib.registry import provenance
-from mlops_assets.lib.retraining import LossPolicy
+from mlops_assets.lib import evaluation, io
+from mlops_assets.lib.dataset import features
+from mlops_assets.lib.dataset.rows import FeatureRows
+from mlops_assets.lib.governance.registry import provenance
+from mlops_assets.lib.monitoring import drift
+from mlops_assets.lib.monitoring.retraining import LossPolicy
+from mlops_assets.lib.training import calibration, search
 
-_SPEC = training.TrainingSpec()
+_SPEC = search.TrainingSpec()
 
 
 class TrainingConfig(dg.Config):
-    """Hyperparameter search and training settings: lib/training.py's TrainingSpec, whose
+    """Hyperparameter search and training settings: lib/training/search.py's TrainingSpec, whose
     defaults these are, editable in the launchpad."""
 
     n_trials: int | None = None  # None: the contract's training.n_trials
@@ -33,7 +37,8 @@ class TrainingConfig(dg.Config):
     recent_periods: int | None = None  # train on the latest N periods only; None: all data
     # Above in_memory_rows training rows, the search runs on deterministic samples of
     # search_rows training and validation rows, and the final fit on every training row,
-    # streamed from the features file (lib/training.py FeatureRows): the matrix is never held.
+    # streamed from the features file (lib/dataset/rows.py FeatureRows): the matrix is never
+    # held.
     in_memory_rows: int = 2_000_000
     search_rows: int = 500_000
     # A training set of at least this many rows has its final fit on the Dask cluster
@@ -46,19 +51,19 @@ class TrainingConfig(dg.Config):
     recalibrate: bool = False
     calibration_rows: int = LossPolicy().calibration_rows
     calibration_method: str = "platt"  # or "isotonic"
-    learning_rate: list[float] = list(training.SearchSpace.learning_rate)
-    num_leaves: list[int] = list(training.SearchSpace.num_leaves)
-    min_child_samples: list[int] = list(training.SearchSpace.min_child_samples)
-    feature_fraction: list[float] = list(training.SearchSpace.feature_fraction)
-    lambda_l2: list[float] = list(training.SearchSpace.lambda_l2)
+    learning_rate: list[float] = list(search.SearchSpace.learning_rate)
+    num_leaves: list[int] = list(search.SearchSpace.num_leaves)
+    min_child_samples: list[int] = list(search.SearchSpace.min_child_samples)
+    feature_fraction: list[float] = list(search.SearchSpace.feature_fraction)
+    lambda_l2: list[float] = list(search.SearchSpace.lambda_l2)
 
-    def spec(self, contract: DatasetContract) -> training.TrainingSpec:
-        space = training.SearchSpace(
+    def spec(self, contract: DatasetContract) -> search.TrainingSpec:
+        space = search.SearchSpace(
             learning_rate=tuple(self.learning_rate), num_leaves=tuple(self.num_leaves),
             min_child_samples=tuple(self.min_child_samples),
             feature_fraction=tuple(self.feature_fraction), lambda_l2=tuple(self.lambda_l2),
         )
-        return training.spec_for(
+        return search.spec_for(
             contract, timeout_s=self.timeout_s, seed=self.seed, max_rounds=self.max_rounds,
             early_stopping_rounds=self.early_stopping_rounds,
             objective_metric=self.objective_metric, class_weight=self.class_weight, space=space,
@@ -93,7 +98,7 @@ def candidate_model(
     (or, in the `recalibrate` job, the champion's model recalibrated on the latest rows)."""
     contract = project.contract()
     spec = config.spec(contract)
-    train_rows, validation_rows = (training.FeatureRows(p, contract)
+    train_rows, validation_rows = (FeatureRows(p, contract)
                                    for p in (train_features, validation_features))
     if config.recalibrate:  # on the latest periods' rows only
         window = calibration.latest_periods(
@@ -113,16 +118,16 @@ def candidate_model(
     if config.distributed_min_rows is not None and n_train >= config.distributed_min_rows:
         cluster = training_cluster.spec()
     if n_train > config.in_memory_rows:  # the search on samples, the final fit on every row
-        search, valid = (r.sample(config.search_rows, spec.seed)
-                         for r in (train_rows, validation_rows))
+        searched, valid = (r.sample(config.search_rows, spec.seed)
+                           for r in (train_rows, validation_rows))
         full = train_rows
     else:
-        search, valid, full = train_rows.frame(), validation_rows.frame(), None
-    trained = training.train(
-        features.to_matrix(search, contract), search[TARGET].to_numpy(),
+        searched, valid, full = train_rows.frame(), validation_rows.frame(), None
+    trained = search.train(
+        features.to_matrix(searched, contract), searched[TARGET].to_numpy(),
         features.to_matrix(valid, contract), valid[TARGET].to_numpy(), contract, spec,
         log=context.log.info, full=full, cluster=cluster,
-        periods=np.concatenate([search[PERIOD].astype(str).to_numpy(),
+        periods=np.concatenate([searched[PERIOD].astype(str).to_numpy(),
                                 valid[PERIOD].astype(str).to_numpy()]),
     )
     validation_labels = validation_rows.labels()
@@ -151,7 +156,7 @@ def candidate_model(
     }
     # From the rows the search saw: every training row, or past memory a uniform sample of
     # them (a sample of it is a sample of the training rows, without another pass over them).
-    reference = drift.sample(search[contract.features], config.reference_rows,
+    reference = drift.sample(searched[contract.features], config.reference_rows,
                              seed=spec.seed).copy()
     reference[drift.PREDICTION] = trained.booster.predict(
         features.to_matrix(reference, contract), num_iteration=trained.best_iteration
@@ -181,7 +186,7 @@ def candidate_model(
 
 
 def _recalibrated(context: dg.AssetExecutionContext, config: TrainingConfig,
-                  spec: training.TrainingSpec, labelled: pd.DataFrame,
+                  spec: search.TrainingSpec, labelled: pd.DataFrame,
                   project: ProjectResource) -> dg.Output[dict]:
     """The champion's base model (a recalibrated champion is recalibrated again from its base,
     never stacked) with a calibrator fitted on the latest labelled rows and the threshold
@@ -200,7 +205,7 @@ def _recalibrated(context: dg.AssetExecutionContext, config: TrainingConfig,
     cal = calibration.fit(raw, y, config.calibration_method,
                           fitted_on=f"periods {periods[0]}..{periods[-1]}")
     p = cal.apply(raw)
-    threshold = training.choose_threshold(y, p, spec.threshold_rule)
+    threshold = search.choose_threshold(y, p, spec.threshold_rule)
     before = evaluation.metrics(y, raw, model.threshold)
     after = evaluation.metrics(y, p, threshold)
     info = {
@@ -249,12 +254,12 @@ def model_evaluation(
 ) -> dg.Output[dict]:
     """The candidate's metrics on the sealed test rows: CI, calibration, slices, HTML report."""
     tag = candidate_model["tag"]
-    test_features = training.FeatureRows(test_features, project.contract()).frame()
+    test_features = FeatureRows(test_features, project.contract()).frame()
     model = project.registry().load(tag)
     y = test_features[TARGET].to_numpy().astype(int)
     p = model.predict_frame(test_features)
     m = evaluation.metrics(y, p, model.threshold)
-    sample = evaluation.sample_positions(len(y), config.sample_rows)
+    sample = io.sample_positions(len(y), config.sample_rows)
     sampled = None if len(sample) == len(y) else (
         f"bootstrap CI and Evidently report on a deterministic sample of {len(sample):,} of "
         f"{len(y):,} test rows (seed 0); metrics, calibration and slices on all rows")
@@ -301,7 +306,7 @@ def model_card(
     candidate_model: dict, model_evaluation: dict, project: ProjectResource
 ) -> dg.MaterializeResult:
     """The model card (Markdown) of the candidate version: use, data, metrics, limits."""
-    from mlops_assets.lib.cards import model_card as render
+    from mlops_assets.lib.governance.cards import model_card as render
 
     text = render(candidate_model, model_evaluation, project.contract())
     path = project.paths.reports / "model_cards" / f"{candidate_model['tag'].replace(':', '-')}.md"

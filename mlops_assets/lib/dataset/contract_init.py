@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from mlops_assets.config import ContractError, DatasetContract, load_contract
-from mlops_assets.lib import data
+from mlops_assets.lib.dataset import data
 
 MISSING_CANDIDATES = ["", "?", "NA", "N/A", "n/a", "na", "null", "NULL", "None", "none", "-",
                       "unknown", "Unknown", "nan", "NaN"]

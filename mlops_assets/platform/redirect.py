@@ -2,7 +2,7 @@
 now: a report's link in the Dagster UI is fixed when the report is made
 (``http://127.0.0.1:8000/projects/...``), so `mlops-assets ui --reports-port 8333` starts one
 of these on 8000 (and on every other port older links name), and such a link still opens.
-Run: python -m mlops_assets.redirect HOST PORT TARGET_URL."""
+Run: python -m mlops_assets.platform.redirect HOST PORT TARGET_URL."""
 
 from __future__ import annotations
 

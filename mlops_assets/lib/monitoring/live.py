@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.config import TARGET, DatasetContract
-from mlops_assets.lib import evaluation, features, io, predlog
-from mlops_assets.lib.drift import PREDICTION
+from mlops_assets.lib import evaluation, io
+from mlops_assets.lib.dataset import features
+from mlops_assets.lib.monitoring.drift import PREDICTION
+from mlops_assets.lib.serving import predlog
 
 # --- windows: named time ranges over the prediction log -------------------------------------
 

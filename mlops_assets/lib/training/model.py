@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.config import DatasetContract
-from mlops_assets.lib import features
-from mlops_assets.lib.calibration import Calibrator
+from mlops_assets.lib.dataset import features
+from mlops_assets.lib.training.calibration import Calibrator
 
 if TYPE_CHECKING:
     import lightgbm as lgb
@@ -24,7 +24,8 @@ BOOSTER_FILE = "booster.txt"
 CONTRACT_FILE = "contract.json"
 SERVING_FILE = "serving.json"
 REFERENCE_FILE = "reference.parquet"  # a sample of the training features + predictions
-CALIBRATOR_FILE = "calibrator.json"  # only in a recalibrated version (lib/calibration.py)
+PREDICTION = "_prediction"  # the reference's column of predictions (drift compares it)
+CALIBRATOR_FILE = "calibrator.json"  # only in a recalibrated version (lib/training/calibration.py)
 
 
 def write_model_dir(
@@ -62,7 +63,7 @@ class ServingModel:
         serving = json.loads((path / SERVING_FILE).read_text())
         if serving["features"] != contract.features:
             raise ValueError(f"model {version}: feature list does not match its contract")
-        import lightgbm as lgb  # lazily: see lib/training.py
+        import lightgbm as lgb  # lazily: see lib/training/search.py
 
         calibrator = None
         if (path / CALIBRATOR_FILE).is_file():

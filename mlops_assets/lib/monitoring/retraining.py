@@ -76,7 +76,8 @@ class Evidence:
     @classmethod
     def from_labels(cls, window: str, y: np.ndarray, p: np.ndarray,
                     drift_share: float | None = None) -> Evidence:
-        from mlops_assets.lib import calibration, evaluation
+        from mlops_assets.lib import evaluation
+        from mlops_assets.lib.training import calibration
 
         y, p = np.asarray(y, dtype=int), np.asarray(p, dtype=float)
         n, pos = len(y), int(y.sum())

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import lightgbm as lgb
     from distributed import Client
 
-    from mlops_assets.lib.training import FeatureRows
+    from mlops_assets.lib.dataset.rows import FeatureRows
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def fit_on(spec: ClusterSpec, x: np.ndarray | FeatureRows, y: np.ndarray | None,
     profile, which runs on a Dask worker, distributed's client would take that worker for
     its own (``Client.scatter`` and ``gather`` look up the worker of the running task) and
     tell the wrong scheduler where the rows are. ``x`` may be the training rows' file
-    (``training.FeatureRows``, ``y`` None): each worker then reads its own share of it."""
+    (``rows.FeatureRows``, ``y`` None): each worker then reads its own share of it."""
 
     def run() -> tuple[lgb.Booster, int]:
         with client_for(spec) as client:
@@ -87,7 +87,7 @@ def _share(rows: FeatureRows, index: int, parts: int, seed: int) -> tuple[np.nda
     """Worker ``index`` of ``parts``: its rows of the file, read a chunk at a time, each row
     dealt to a worker at random (seeded by the row's chunk, so the same rows every time)."""
     from mlops_assets.config import TARGET
-    from mlops_assets.lib.features import to_matrix
+    from mlops_assets.lib.dataset.features import to_matrix
 
     xs, ys, start = [], [], 0
     for chunk in rows.chunks():

@@ -17,8 +17,11 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.config import PERIOD, SPLIT, TARGET, DatasetContract
-from mlops_assets.lib import calibration, data, drift, evaluation, features, split, training
-from mlops_assets.lib.retraining import Evidence, LossPolicy, Reference, choose_action
+from mlops_assets.lib import evaluation
+from mlops_assets.lib.dataset import data, features, split
+from mlops_assets.lib.monitoring import drift
+from mlops_assets.lib.monitoring.retraining import Evidence, LossPolicy, Reference, choose_action
+from mlops_assets.lib.training import calibration, search
 
 POLICIES = ("never", "every", "third", "recalibrate", "triggered")
 
@@ -69,11 +72,11 @@ def labelled_rows(contract: DatasetContract) -> pd.DataFrame:
                      axis=1)
 
 
-def fit(rows: pd.DataFrame, contract: DatasetContract, spec: training.TrainingSpec) -> Model:
+def fit(rows: pd.DataFrame, contract: DatasetContract, spec: search.TrainingSpec) -> Model:
     train = rows[rows[SPLIT] == "train"]
     valid = rows[rows[SPLIT] == "validation"]
     x = features.to_matrix(train, contract)
-    trained = training.train(x, train[TARGET].to_numpy(int),
+    trained = search.train(x, train[TARGET].to_numpy(int),
                              features.to_matrix(valid, contract), valid[TARGET].to_numpy(int),
                              contract, spec, log=lambda _: None)
     reference = drift.sample(train[contract.features], 20_000).copy()
@@ -85,15 +88,15 @@ def fit(rows: pd.DataFrame, contract: DatasetContract, spec: training.TrainingSp
 
 
 def recalibrate(model: Model, x: np.ndarray, y: np.ndarray, period: str,
-                spec: training.TrainingSpec) -> Model:
+                spec: search.TrainingSpec) -> Model:
     """The base booster with a calibrator refit on one labelled period (never stacked on an
     earlier calibrator) and its threshold re-derived there by the spec's rule."""
     cal = calibration.fit(model.scores(x), y, fitted_on=period)
-    threshold = training.choose_threshold(y, cal.apply(model.scores(x)), spec.threshold_rule)
+    threshold = search.choose_threshold(y, cal.apply(model.scores(x)), spec.threshold_rule)
     return replace(model, calibrator=cal, threshold=threshold)
 
 
-def _cost(y: np.ndarray, flagged: np.ndarray, spec: training.TrainingSpec) -> dict:
+def _cost(y: np.ndarray, flagged: np.ndarray, spec: search.TrainingSpec) -> dict:
     """Under a ``cost:<r>`` threshold rule: the cost per row of the decisions, in false-alarm
     units (r per missed positive, 1 per false alarm): what the threshold is chosen to lower."""
     if not spec.threshold_rule.startswith("cost:"):
@@ -114,12 +117,12 @@ def _evidence(model: Model, part: pd.DataFrame, p: np.ndarray, y: np.ndarray,
 def run(
     contract: DatasetContract,
     initial_periods: int = 12,
-    spec: training.TrainingSpec | None = None,
+    spec: search.TrainingSpec | None = None,
     policy: TriggerPolicy | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-period results of every policy in POLICIES, and the summary per policy."""
-    spec = spec or training.TrainingSpec(n_trials=3)
+    spec = spec or search.TrainingSpec(n_trials=3)
     policy = policy or TriggerPolicy()
     periods = list(data.source_batches(contract))  # cheap check before the long part
     if initial_periods < 1 or len(periods) <= initial_periods:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from mlops_assets.procs import free_port, start, stop
+from mlops_assets.platform.procs import free_port, start, stop
 
 URL_ENV = "MLOPS_POSTGRES_URL"
 DATABASE = "dagster"

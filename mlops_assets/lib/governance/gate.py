@@ -10,7 +10,7 @@ import pandas as pd
 
 from mlops_assets.config import PERIOD
 from mlops_assets.lib.evaluation import PairedComparison, _fast_auc
-from mlops_assets.lib.model import ServingModel
+from mlops_assets.lib.training.model import ServingModel
 
 
 @dataclass(frozen=True)

@@ -146,8 +146,8 @@ def validate_bento(home: Path, bento_tag: str, records: list[dict], expected: np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mlops_assets.lib.scoring import MEDIA, to_bytes
-    from mlops_assets.procs import free_port, server
+    from mlops_assets.lib.serving.scoring import MEDIA, to_bytes
+    from mlops_assets.platform.procs import free_port, server
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

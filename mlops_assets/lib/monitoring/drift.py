@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.config import DatasetContract
+from mlops_assets.lib.training.model import PREDICTION
 
-PREDICTION = "_prediction"
 DISTANCE_THRESHOLD = 0.1
 P_VALUE = 0.05
 

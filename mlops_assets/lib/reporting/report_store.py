@@ -99,7 +99,8 @@ class ReportStore:
 
     def link_bases(self) -> list[str]:
         """Every base URL a report's link was made with (oldest first): `mlops-assets ui`
-        redirects those ports to the one it serves the reports on (mlops_assets/redirect.py)."""
+        redirects those ports to the one it serves the reports on
+        (mlops_assets/platform/redirect.py)."""
         path = self.root / LINKS_FILE
         try:
             bases = io.read_json(path) if path.is_file() else []

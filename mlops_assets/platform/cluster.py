@@ -10,15 +10,15 @@ import sys
 import time
 from pathlib import Path
 
-from mlops_assets.procs import free_port, start
+from mlops_assets.platform.procs import free_port, start
 
 # A step whose worker dies fails its run: Dask would otherwise run the task again on another
 # worker, a second start of a step Dagster has already logged as started. The run is then
 # re-executed from failure, like any failed run, from the UI or the CLI.
 SCHEDULER_CONFIG = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
 # Worker processes that may start processes of their own: a training step that fits on a
-# LocalCluster (lib/dask_training.py) starts its workers from the executor worker it runs on,
-# and a daemonic process may have no children ("Nanny failed to start"). The workers still
+# LocalCluster (lib/training/dask_training.py) starts its workers from the executor worker it
+# runs on, and a daemonic process may have no children ("Nanny failed to start"). The workers still
 # stop with the profile: they are in the session it stops by PID.
 WORKER_CONFIG = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
 

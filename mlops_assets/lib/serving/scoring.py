@@ -35,9 +35,9 @@ import pyarrow.parquet as pq
 from pandera.api.polars.types import PolarsData
 
 from mlops_assets.config import DatasetContract, as_text
-from mlops_assets.lib import features
+from mlops_assets.lib.dataset import features
 from mlops_assets.lib.io import write_with
-from mlops_assets.lib.predlog import PredictionLog
+from mlops_assets.lib.serving.predlog import PredictionLog
 from mlops_assets.schemas import failure_reason, polars_request_schema, request_schema
 
 # Media type -> format. The answer has the request's format.

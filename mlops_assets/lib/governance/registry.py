@@ -21,8 +21,13 @@ from mlops_assets.lib import io
 
 if TYPE_CHECKING:
     import lightgbm as lgb
-from mlops_assets.lib.calibration import Calibrator
-from mlops_assets.lib.model import REFERENCE_FILE, ServingModel, write_model_dir
+from mlops_assets.lib.training.calibration import Calibrator
+from mlops_assets.lib.training.model import (
+    PREDICTION,
+    REFERENCE_FILE,
+    ServingModel,
+    write_model_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +91,6 @@ class Registry:
         (``recalibrated_from``); it is gated, served, canaried and rolled back like any."""
         import bentoml
 
-        from mlops_assets.lib.drift import PREDICTION  # not imported by the service
 
         try:
             calibrator.check()  # never store a map that serves probabilities upside down
@@ -144,7 +148,7 @@ class Registry:
         """Every version at a glance, newest first (``mlops-assets models``): aliases,
         created, the data it was trained on, its sealed-test AUC and log loss (from its
         evaluation report, where it has one), what it was recalibrated from, and its Bento."""
-        from mlops_assets.lib.bento import bento_of
+        from mlops_assets.lib.governance.bento import bento_of
 
         aliases: dict[str, list[str]] = {}
         for alias, tag in self.aliases().items():
