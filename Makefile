@@ -41,8 +41,9 @@ test: setup lint browser  ## set up and run every test (unit, assets, real serve
 test-fast: setup
 	$(BIN)/python -m pytest -m "not integration"
 
-lint: setup
+lint: setup  ## ruff, and the import layers of pyproject.toml's [tool.importlinter]
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 ui: setup  ## the Dagster UI on http://127.0.0.1:3000 with this project's instance
 	$(BIN)/mlops-assets ui

@@ -1,4 +1,6 @@
-"""The code location: every stage's definitions merged, plus the global resources."""
+"""The code location: each lifecycle stage's definitions (``defs/<stage>/__init__.py``)
+merged, every asset catalogued (owner, stage tag, code version, source link), plus the global
+resources and the executor."""
 
 from __future__ import annotations
 
@@ -10,16 +12,18 @@ import warnings
 import dagster as dg
 
 from mlops_assets.config import Paths, default_home
-from mlops_assets.defs import alerts, patches, storage
-from mlops_assets.defs.dataset import assets as dataset
-from mlops_assets.defs.dataset import reports
-from mlops_assets.defs.deployment import assets as deployment
-from mlops_assets.defs.features import assets as features
-from mlops_assets.defs.governance import assets as governance
-from mlops_assets.defs.ingestion import assets as ingestion
-from mlops_assets.defs.ingestion import sensors as ingestion_sensors
-from mlops_assets.defs.monitoring import assets as monitoring
-from mlops_assets.defs.monitoring import sensors as monitoring_sensors
+from mlops_assets.defs import (
+    dataset,
+    deployment,
+    features,
+    governance,
+    ingestion,
+    monitoring,
+    operations,
+    patches,
+    scoring,
+    training,
+)
 from mlops_assets.defs.resources import (
     GateResource,
     MonitoringResource,
@@ -28,25 +32,13 @@ from mlops_assets.defs.resources import (
     RetrainPolicyResource,
     TrainingClusterResource,
 )
-from mlops_assets.defs.scoring import assets as scoring
-from mlops_assets.defs.training import assets as training
-from mlops_assets.lib import io
 from mlops_assets.lib.reporting.report_store import reports_url
 
 # Every process that executes steps loads this module: its pool claims are then race-free.
 patches.guard_pool_claims()
 
-
-@dg.success_hook(name="release_memory")
-def _release_after_success(_context: dg.HookContext) -> None:
-    io.release_memory()
-
-
-# After every successful step of the jobs that move the most data (lib/io.release_memory).
-# Only after success: a failure hook beside it logged a HOOK_SKIPPED event on every step that
-# succeeded, and a failed run ends its process anyway.
-RELEASE_MEMORY = {_release_after_success}
-
+STAGES = (ingestion, dataset, features, training, governance, deployment, monitoring, scoring,
+          operations)
 OWNERS = ["team:mlops"]
 
 
@@ -68,22 +60,6 @@ def _catalogued(assets: list) -> list:
     with warnings.catch_warnings():  # beta APIs, stable for what they are used for here
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.with_source_code_references(dg.map_asset_specs(spec, assets))
-
-
-dataset_job = dg.define_asset_job(
-    "build_dataset",
-    selection=dg.AssetSelection.groups("dataset", "features"),
-    description="Seal the split over every valid batch, build features and the EDA report.",
-    hooks=RELEASE_MEMORY,
-)
-
-train_job = dg.define_asset_job(
-    "train_and_promote",
-    selection=dg.AssetSelection.groups("training", "evaluation", "governance", "deployment"),
-    description="Tune and train a challenger, evaluate it, promote it if the gate passes, "
-    "and package the champion as a Bento.",
-    hooks=RELEASE_MEMORY,
-)
 
 
 def _retrain_policy_from_env() -> RetrainPolicyResource:
@@ -135,54 +111,13 @@ def build_definitions(
     and $MLOPS_CONTRACT or bank) and gate thresholds (defaults in lib/governance/gate.py)."""
     home = str(home or default_home())
     contract = contract or os.environ.get("MLOPS_CONTRACT", "bank")
+    stages = dg.Definitions.merge(*(stage.defs for stage in STAGES))
     return dg.Definitions(
-        assets=_catalogued([
-            ingestion.raw_batch,
-            dataset.validate_batch,
-            dataset.sealed_split,
-            reports.eda_report,
-            features.train_features,
-            features.validation_features,
-            features.test_features,
-            training.candidate_model,
-            training.model_evaluation,
-            training.model_card,
-            governance.gate_report,
-            governance.candidate_bento,
-            governance.champion,
-            deployment.bento,
-            monitoring.prediction_log_files,
-            monitoring.feedback_files,
-            monitoring.prediction_log,
-            monitoring.feedback_labels,
-            monitoring.window_traffic,
-            monitoring.drift_report,
-            monitoring.live_performance,
-            monitoring.serving_health,
-            scoring.batch_scores,
-        ]),
-        asset_checks=[
-            ingestion.raw_batch_schema,
-            dataset.invalid_fraction_below_limit,
-            dataset.test_set_is_sealed,
-            *features.feature_checks,
-            *governance.gate_checks,
-            governance.serves_like_offline,
-            *monitoring.monitoring_checks,
-        ],
-        jobs=[ingestion_sensors.ingest_job, ingestion_sensors.ingest_landed, dataset_job,
-              train_job, governance.rollback,
-              governance.set_canary, governance.set_shadow, monitoring_sensors.log_job,
-              monitoring_sensors.feedback_job,
-              monitoring_sensors.window_job, monitoring_sensors.retrain_job,
-              monitoring_sensors.recalibrate_job,
-              monitoring_sensors.define_daily_window, scoring.score_job,
-              storage.collect_storage],
-        sensors=[ingestion_sensors.landing_sensor, monitoring_sensors.prediction_log_sensor,
-                 monitoring_sensors.feedback_sensor, monitoring_sensors.window_sensor,
-                 monitoring_sensors.retrain_sensor, scoring.scoring_sensor,
-                 *alerts.alert_sensors],
-        schedules=[monitoring_sensors.daily_monitoring, storage.daily_retention],
+        assets=_catalogued(list(stages.assets)),
+        asset_checks=stages.asset_checks,
+        jobs=stages.jobs,
+        sensors=stages.sensors,
+        schedules=stages.schedules,
         resources={
             "project": ProjectResource(home=home, contract_name=contract,
                                        reports_url=reports_url()),

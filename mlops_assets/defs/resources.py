@@ -91,7 +91,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     latest materialization. An asset reading many partitions gets a mapping ``{partition:
     frame}`` of the partitions that have a materialization, each pinned to the version that
     was latest when the input was loaded (or to a version the reader names). Old versions go
-    only by the retention rule (defs/storage.py)."""
+    only by the retention rule (defs/operations/storage.py)."""
 
     base_dir: str
 

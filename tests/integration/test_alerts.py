@@ -171,7 +171,7 @@ def test_a_sink_that_is_down_is_retried_with_backoff_in_order(tmp_path):
 
 
 def test_no_sink_means_nothing_sent_and_the_tick_says_so(tmp_path, monkeypatch):
-    from mlops_assets.defs import alerts as alert_defs
+    from mlops_assets.defs.operations import alerts as alert_defs
     from mlops_assets.defs.resources import ProjectResource
     from mlops_assets.lib.monitoring import alerts
 

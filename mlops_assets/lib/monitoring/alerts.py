@@ -1,8 +1,8 @@
 """Alerts that reach people: one notification per failure, to a webhook and/or e-mail.
 
 Open-source Dagster has no alert policies, so the project brings its own: the sensors in
-``defs/alerts.py`` turn failed runs and failed checks into ``Alert``s, and this module sends
-them. Sinks are set by environment:
+``defs/operations/alerts.py`` turn failed runs and failed checks into ``Alert``s, and this
+module sends them. Sinks are set by environment:
 
 - MLOPS_ALERT_WEBHOOK_URL: POST each alert as JSON; its ``text`` field makes the body a
   valid Slack incoming-webhook message.
