@@ -60,7 +60,7 @@ def test_the_promoted_bento_is_the_validated_one_and_one_that_cannot_serve_is_bl
 
         def build_without_features(*args, **kwargs):
             built = build(*args, **kwargs)
-            (built.path / "src" / "mlops_assets" / "lib" / "features.py").unlink()
+            (built.path / "src" / "mlops_assets" / "lib" / "dataset" / "features.py").unlink()
             return built
 
         monkeypatch.setattr(bento, "build_bento", build_without_features)
@@ -72,7 +72,7 @@ def test_the_promoted_bento_is_the_validated_one_and_one_that_cannot_serve_is_bl
         check = check_results(blocked)["candidate_bento:serves_like_offline"]
         assert not check.passed
         assert "exited before it was ready" in check.description
-        assert "cannot import name 'features' from 'mlops_assets.lib'" in check.description, \
+        assert "cannot import name 'features' from 'mlops_assets.lib.dataset'" in check.description, \
             check.description
         assert project.registry().champion() == champion
         challenger = _metadata(project, "candidate_bento")["model_tag"]
