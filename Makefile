@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export MLOPS_HOME ?= $(CURDIR)/var
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
-.PHONY: setup demo test test-fast lint ui bench bench-quick bench-stateful clean browser
+.PHONY: setup demo test test-fast lint docs ui bench bench-quick bench-stateful clean browser
 
 # The lock file pins every package; uv installs it in seconds where pip takes minutes.
 # Bytecode is compiled once here: uv does not by default, and where PYTHONDONTWRITEBYTECODE
@@ -35,11 +35,14 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-test: setup lint browser  ## set up and run every test (unit, assets, real servers, a browser)
+test: setup lint docs browser  ## set up and run every test (unit, assets, real servers, a browser)
 	$(BIN)/python -m pytest -n 2 --dist load --maxschedchunk 1
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not integration"
+
+docs: setup  ## the docs site (docs/) into build/site; a broken link or anchor fails it
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: setup  ## ruff, and the import layers of pyproject.toml's [tool.importlinter]
 	$(BIN)/ruff check .

@@ -133,7 +133,7 @@ def _summary(runs: list[dict]) -> dict:
 
 
 def table(result: dict) -> str:
-    """The README's table."""
+    """The table of docs/benchmarks.md."""
     lines = ["| dataset @ rows | sealed-test rows | champion | LightGBM defaults | logistic "
              "regression | champion - defaults: mean (worst seed) | judged by |",
              "|---|---|---|---|---|---|---|"]

@@ -1,4 +1,5 @@
-"""Print the README table of a results file: python -m benchmarks.report [results.json]."""
+"""Print the benchmark tables of a results file (docs/benchmarks.md):
+python -m benchmarks.report [results.json]."""
 
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def _quality(q: dict) -> str:
 
 
 def table(results: dict) -> str:
-    """The tables of the groups the results hold, in the README's order."""
+    """The tables of the groups the results hold, in docs/benchmarks.md's order."""
     parts = [_serving(results["serving"]) if "serving" in results else [],
              _drift(results) if "drift" in results else [],
              _pipeline(results) if "pipeline" in results else [],

@@ -284,7 +284,7 @@ class RetrainPolicyResource(dg.ConfigurableResource):
     recent_periods: int | None = None
 
     # When a labelled window calls for recalibration or retraining: lib/retraining.LossPolicy,
-    # the same defaults the backtest measured (README, Offline backtest).
+    # the same defaults the backtest measured (docs/monitoring.md, Offline backtest).
     min_labelled: int = 150
     z: float = 2.0
     auc_tolerance: float = 0.03

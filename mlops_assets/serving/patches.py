@@ -4,12 +4,12 @@ BentoML 1.4's ``TimeoutMiddleware.__call__`` (bentoml/_internal/server/http/traf
 a ``loop.call_later`` per request and never cancels it, so every answered request leaves a
 timer handle, a future and a bound method alive for the whole ``traffic.timeout``: at ~2,000
 req/s and 30 s, ~60,000 of each, which the collector scans at every full collection (pauses
-growing to 40-150 ms under load: the concurrency-32 tail; README, Benchmarks).
+growing to 40-150 ms under load: the concurrency-32 tail; docs/benchmarks.md).
 ``_timer_cancelling_timeout`` is BentoML's method with one change: the timer is cancelled
 when the request is done. The timeout itself is unchanged: a 504 after traffic.timeout.
 
 ``tests/serving/test_patches.py`` runs BentoML's own method and fails once it no longer
-leaks: then this module goes (the report to BentoML is in the README, Serving).
+leaks: then this module goes (the report to BentoML is in docs/benchmarks.md).
 """
 
 from __future__ import annotations

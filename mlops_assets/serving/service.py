@@ -10,7 +10,7 @@ Two ``@bentoml.api`` endpoints, so BentoML's own clients (``bentoml.SyncHTTPClie
   BentoML's adaptive batching gathers concurrent requests (up to MLOPS_MAX_RECORDS records,
   so no request is split; a request waits at most MLOPS_MAX_LATENCY_MS), so a batch costs one
   prediction call and one write to the prediction log (MLOPS_ADAPTIVE_BATCHING=0: each
-  request on its own; which is faster depends on the concurrency: README, Benchmarks). Client:
+  request on its own; which is faster depends on the concurrency: docs/benchmarks.md). Client:
   ``client.predict(records=[{...}])``.
 - POST /predict_batch takes a table (the raw body: CSV or Parquet, up to
   MLOPS_MAX_BATCH_ROWS rows), validates it column by column against the contract's domains
@@ -167,7 +167,7 @@ def _table_format(media: str, path: Path) -> str | None:
     workers=1,
     # The predict routes are recorded per row in the prediction log; BentoML's access log
     # line and OpenTelemetry span per request add nothing to it and cost time on the hot path
-    # (README, Benchmarks). Every other path keeps both.
+    # (docs/benchmarks.md). Every other path keeps both.
     logging={"access": {"skip_paths": ["/predict", "/predict_batch"]}},
     tracing={"excluded_urls": ["/predict", "/predict_batch"]},
 )

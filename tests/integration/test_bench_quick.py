@@ -1,5 +1,5 @@
 """The benchmark harness in quick mode: every benchmark runs and gives finite numbers (no
-speed is asserted here; targets live in benchmarks/ and the README)."""
+speed is asserted here; targets live in benchmarks/ and docs/benchmarks.md)."""
 
 from __future__ import annotations
 

@@ -72,8 +72,8 @@ def test_the_promoted_bento_is_the_validated_one_and_one_that_cannot_serve_is_bl
         check = check_results(blocked)["candidate_bento:serves_like_offline"]
         assert not check.passed
         assert "exited before it was ready" in check.description
-        assert "cannot import name 'features' from 'mlops_assets.lib.dataset'" in check.description, \
-            check.description
+        missing = "cannot import name 'features' from 'mlops_assets.lib.dataset'"
+        assert missing in check.description, check.description
         assert project.registry().champion() == champion
         challenger = _metadata(project, "candidate_bento")["model_tag"]
         assert challenger != champion and bento.bento_of(project.home, challenger) is None

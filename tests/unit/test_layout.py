@@ -1,4 +1,4 @@
-"""The layout (README, Layout): no import cycle between any two modules, and no package holding
+"""The layout (docs/layout.md): no import cycle between any two modules, and no package holding
 more than a third of the code directly (the floors themselves are `make lint`'s
 lint-imports contracts in pyproject.toml)."""
 
