@@ -38,8 +38,10 @@ def file_metadata(path, contract: DatasetContract | None = None) -> dict:
 
 def markdown_table(df: pd.DataFrame, max_rows: int = 50,
                    total: int | None = None) -> dg.MetadataValue:
-    """The first ``max_rows`` rows of ``df``, which may be the head of ``total`` rows."""
-    shown = df.head(max_rows)
+    """The first ``max_rows`` rows of ``df``, which may be the head of ``total`` rows; a value
+    that does not exist (a one-class slice's AUC) as "-", not "nan"."""
+    shown = df.head(max_rows).astype(object)
+    shown = shown.where(shown.notna(), "-")
     total = len(df) if total is None else total
     note = f"\n\n({total - max_rows} more rows)" if total > max_rows else ""
     return dg.MetadataValue.md(shown.to_markdown(index=False) + note)

@@ -63,6 +63,8 @@ def test_train_evaluate_promote_and_card(trained):
                 if e.asset_key.to_user_string() == "model_card")
     text = card.materialization.metadata["card"].value
     assert model["tag"] in text and f"{m['roc_auc']:.4f}" in text and "Known limitations" in text
+    slices = text.split("## Slices", 1)[1].split("## Calibration", 1)[0]
+    assert "1.96 standard errors" in slices and "nan" not in slices.lower(), slices
     bento = next(e for e in run.get_asset_materialization_events()
                  if e.asset_key.to_user_string() == "bento").materialization.metadata
     bento_dir = Path(bento["bento_path"].value)

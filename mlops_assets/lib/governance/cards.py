@@ -8,7 +8,10 @@ from mlops_assets.config import DatasetContract
 
 
 def _table(records: list[dict], columns: list[str]) -> str:
-    return pd.DataFrame(records)[columns].round(4).to_markdown(index=False)
+    """A Markdown table, numbers to 4 places; a value that does not exist (the AUC of a slice
+    whose rows are all of one class) as "-", not "nan"."""
+    frame = pd.DataFrame(records)[columns].round(4).astype(object)
+    return frame.where(frame.notna(), "-").to_markdown(index=False)
 
 
 def _metrics_table(m: dict, lo: float, hi: float) -> str:
@@ -105,8 +108,10 @@ hashes:
 {_metrics_table(m, lo, hi)}
 
 ## Slices
-Largest AUC gap below overall: {evaluation['max_slice_gap']:.4f} at
-{evaluation['max_slice_gap_at']}.
+The largest shortfall of a slice's AUC below the overall {m['roc_auc']:.4f} that the slice's
+sampling error cannot explain (overall - (slice AUC + 1.96 standard errors); 0 when every
+slice is within its error): {evaluation['max_slice_gap']:.4f}, at
+{evaluation['max_slice_gap_at']}. A slice whose rows are all of one class has no AUC ("-").
 
 {_table(evaluation['slices'], ['slice', 'value', 'rows', 'positives', 'roc_auc', 'f1'])}
 
