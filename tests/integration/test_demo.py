@@ -1,7 +1,9 @@
 """The README's main command on the bundled data: 12 Bank periods end with a champion; then
 the UI as a person uses it, in a real browser (Debian's chromium driven by Playwright):
-the lineage, a report link that opens over HTTP, a materialization launched from the UI, and
-the demo's runs on their job's page."""
+the lineage (collapsed groups in lifecycle order), a report link that opens over HTTP on
+another port than it was made for, the EDA report's category charts, the reports dashboard's
+shares, an empty monitoring asset that says how to get traffic, a materialization launched
+from the UI, and the demo's runs on their job's page. Screenshots in the test's tmp dir."""
 
 from __future__ import annotations
 
@@ -130,6 +132,22 @@ def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path
                       "evaluation", "governance", "deployment", "monitoring"):
             page.get_by_text(group, exact=True).first.wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "lineage.png"))
+        # Collapsed, the groups read in lifecycle order, left to right (no group-level cycle):
+        # each group's node is the rightmost element with its name (the others are the list).
+        x = {g: max(b["x"] for b in (e.bounding_box() for e in
+                                     page.get_by_text(g, exact=True).all()) if b)
+             for g in ("ingestion", "validation", "labels", "dataset", "features", "training",
+                       "evaluation", "governance", "deployment", "monitoring")}
+        order = ["ingestion", "validation", "dataset", "features", "training", "evaluation",
+                 "governance", "deployment", "monitoring"]
+        assert [x[g] for g in order] == sorted(x[g] for g in order), x
+        assert x["labels"] < x["dataset"], x
+
+        # A monitoring asset with nothing yet says how to get traffic.
+        page.goto(f"{ui}/assets/drift_report", wait_until="networkidle")
+        skip_welcome()
+        page.get_by_text("mlops-assets simulate").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(shots / "drift_report_empty.png"))
 
         # The evaluation report opens with one click, over HTTP, and shows its ROC AUC, its
         # link made for the reports' old port.
@@ -145,6 +163,51 @@ def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path
         report.get_by_text("ROC AUC", exact=True).first.wait_for(timeout=30_000)
         report.screenshot(path=str(shots / "evaluation_report.png"))
         report.close()
+
+        # The EDA report (same redirect): the two-valued category columns, whose charts were
+        # empty boxes, draw their bars.
+        with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+            eda = instance.get_latest_materialization_event(dg.AssetKey("eda_report"))
+        page.goto(eda.asset_materialization.metadata["link"].value, wait_until="networkidle")
+        assert page.url.startswith(served_url), page.url
+        for column in ("default", "housing", "loan"):
+            card = page.get_by_text(column, exact=True).first.locator(
+                "xpath=ancestor::div[contains(@class,'MuiPaper')][1]")
+            card.wait_for(timeout=30_000)
+            card.scroll_into_view_if_needed()
+            assert card.locator(".bars path").count() >= 2, column  # "no" and "yes"
+            card.screenshot(path=str(shots / f"eda_{column}.png"))
+
+        # The reports dashboard: every share it plots lies in [0, 1] (the data series the
+        # browser received), and the empty monitoring panels say how to fill them.
+        series = []
+
+        def keep(response):
+            if "/data_series_batch" in response.url:
+                series.append(response)
+
+        page.on("response", keep)
+        page.goto(eda.asset_materialization.metadata["link"].value.split("/reports/")[0],
+                  wait_until="networkidle")
+        page.get_by_text("Share of missing values per column").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1_000)
+        page.remove_listener("response", keep)
+        shares = [v for r in series for s in r.json()["series"]
+                  if s["params"].get("value_type") == "share" for v in s["values"]]
+        assert shares and all(0 <= v <= 1 for v in shares), shares
+        assert page.get_by_text("Empty until there is traffic").count() == 3
+        page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+
+        # The champion's history fits its metadata table: the last column ("reason") ends
+        # left of the page's Definition panel instead of being cut off.
+        page.goto(f"{ui}/assets/champion", wait_until="networkidle")
+        skip_welcome()
+        reason = page.get_by_text("reason", exact=True).first
+        reason.wait_for(timeout=30_000)
+        panel = page.get_by_text("Definition", exact=True).first.bounding_box()
+        box = reason.bounding_box()
+        assert box["x"] + box["width"] <= panel["x"], (box, panel)
+        page.screenshot(path=str(shots / "champion.png"))
 
         # The demo's run is on its job's page.
         page.goto(f"{ui}/locations/mlops_assets/jobs/train_and_promote/runs",

@@ -45,7 +45,7 @@ def bento(project: ProjectResource) -> dg.MaterializeResult:
             "seconds": round(time.perf_counter() - started, 2),
             "bento_path": dg.MetadataValue.path(str(path)),
             "serve": dg.MetadataValue.md(
-                f"```\nBENTOML_HOME={registry.bentoml_home} bentoml serve {bento_tag}\n```"
+                f"```\nBENTOML_HOME={registry.bentoml_home} \\\n  bentoml serve {bento_tag}\n```"
             ),
         }
     )

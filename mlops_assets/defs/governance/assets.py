@@ -1,5 +1,6 @@
 """Governance: the challenger/champion gate, promotion of the champion, and rollback."""
 
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -241,8 +242,20 @@ def champion(
     return dg.Output(
         {"tag": tag, "previous": event["previous"]},
         metadata={"champion": tag, "previous": event["previous"] or "none",
-                  "history": markdown_table(pd.DataFrame(registry.history(PRODUCTION)))},
+                  "history": champion_history(registry)},
     )
+
+
+def champion_history(registry) -> dg.MetadataValue:
+    """The champion's moves, newest first, in columns that fit the UI's metadata table: when
+    (to the minute), what, to which version, from which, and why (a run id shortened)."""
+    rows = [{"at": h["at"][:16].replace("T", " "), "action": h["action"],
+             "version": (h["tag"] or "-").split(":")[-1],
+             "from": (h["previous"] or "-").split(":")[-1],
+             "reason": re.sub(r"\b([0-9a-f]{8})-[0-9a-f-]{27}\b", r"\1", h["reason"])}
+            for h in reversed(registry.history(PRODUCTION))]
+    return markdown_table(pd.DataFrame(rows, columns=["at", "action", "version", "from",
+                                                      "reason"]))
 
 
 class RollbackConfig(dg.Config):
@@ -261,7 +274,7 @@ def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig,
             asset_key=champion.key,
             description=f"rollback: {event['previous']} -> {event['tag']}",
             metadata={"champion": event["tag"], "previous": event["previous"] or "none",
-                      "history": markdown_table(pd.DataFrame(registry.history(PRODUCTION)))},
+                      "history": champion_history(registry)},
         )
     )
 

@@ -35,6 +35,11 @@ class Published:
     project_id: str
 
 
+# What an empty monitoring panel means, on the panel itself (an empty box looked broken).
+NO_TRAFFIC = (" Empty until there is traffic: mlops-assets simulate --months 2 replays later "
+              "months through the served champion.")
+
+
 def _panels(missing_columns: list[str]):
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import line_plot_panel
@@ -47,20 +52,20 @@ def _panels(missing_columns: list[str]):
             "Share of drifted columns per monitoring window",
             [metric("DriftedColumnsCount", "drift share", ["drift"], value_type="share")],
             "Evidently's per-column drift tests on the window's inputs vs the champion's "
-            "training reference", size="half")),
+            "training reference." + NO_TRAFFIC, size="half")),
         ("Monitoring", line_plot_panel(
             "Live ROC AUC and log loss per window (labelled rows)",
             [metric("RocAuc", "live ROC AUC", ["live"]),
              metric("LogLoss", "live log loss", ["live"])],
-            "Delayed labels joined to the logged predictions", size="half")),
+            "Delayed labels joined to the logged predictions." + NO_TRAFFIC, size="half")),
         ("Monitoring", line_plot_panel(
             "Calibration per window: mean predicted probability vs observed positive rate",
             [metric("MeanValue", "mean prediction", ["live"],
                     column="predicted_probability"),
              metric("MeanValue", "observed positive rate", ["live"],
                     column="observed_label")],
-            "Labelled rows of each window; a gap means the probabilities need recalibrating",
-            size="half")),
+            "Labelled rows of each window; a gap means the probabilities need recalibrating."
+            + NO_TRAFFIC, size="half")),
         ("Models", line_plot_panel(
             "Sealed-test ROC AUC and log loss per model version",
             [metric("RocAuc", "test ROC AUC", ["evaluation"]),
