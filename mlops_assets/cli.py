@@ -307,9 +307,9 @@ def cmd_production(args) -> int:
     import yaml
 
     from mlops_assets import orchestration
-    from mlops_assets.definitions import EXECUTOR_ENV, SCHEDULER_ENV
     from mlops_assets.lib import io
     from mlops_assets.platform import cluster, postgres
+    from mlops_assets.platform.cluster import EXECUTOR_ENV, SCHEDULER_ENV
     from mlops_assets.platform.procs import free_port, start, stop_all, wait_http
 
     home = Path(args.home).resolve() if args.home else default_home()

@@ -309,3 +309,15 @@ class RetrainPolicyResource(dg.ConfigurableResource):
         from mlops_assets.lib.monitoring.retraining import LossPolicy
 
         return LossPolicy(**{f: getattr(self, f) for f in LossPolicy.__dataclass_fields__})
+
+
+def retrain_policy_from_env() -> RetrainPolicyResource:
+    """Defaults, overridable by MLOPS_RETRAIN_COOLDOWN_S / _MIN_ROWS / _TRIALS (the replay
+    uses them to compress months into minutes)."""
+    env = os.environ
+    default = RetrainPolicyResource()
+    return RetrainPolicyResource(
+        cooldown_s=float(env.get("MLOPS_RETRAIN_COOLDOWN_S", default.cooldown_s)),
+        min_new_rows=int(env.get("MLOPS_RETRAIN_MIN_ROWS", default.min_new_rows)),
+        trials=int(env.get("MLOPS_RETRAIN_TRIALS", default.trials)),
+    )

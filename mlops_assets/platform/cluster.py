@@ -158,3 +158,28 @@ def dask_executor(address: str):
                                       sleep_seconds=0.25, check_step_health_interval_seconds=5)
 
     return _dask
+
+
+EXECUTOR_ENV = "MLOPS_EXECUTOR"
+SCHEDULER_ENV = "MLOPS_DASK_SCHEDULER"
+
+
+def executor_from_env():
+    """Where a run's steps execute, a switch rather than a fork of the jobs.
+    ``in_process`` (the default, embedded): in the run's own process, one after another.
+    ``dask`` (the production profile): each step a task on the Dask cluster whose scheduler
+    is at $MLOPS_DASK_SCHEDULER; its workers load this same code location, and read and write
+    step outputs through the IO manager's base folder ($MLOPS_STORAGE_DIR), which all of them
+    must see (one machine's disk here, a shared volume across machines)."""
+    import dagster as dg
+
+    kind = os.environ.get(EXECUTOR_ENV, "in_process")
+    if kind == "in_process":
+        return dg.in_process_executor
+    if kind == "dask":
+        address = os.environ.get(SCHEDULER_ENV)
+        if not address:
+            raise ValueError(f"{EXECUTOR_ENV}=dask needs {SCHEDULER_ENV}, the Dask scheduler's "
+                             "address (tcp://host:port)")
+        return dask_executor(address)
+    raise ValueError(f"{EXECUTOR_ENV}={kind!r}: expected 'in_process' or 'dask'")

@@ -13,9 +13,10 @@ import pytest
 
 from mlops_assets import orchestration
 from mlops_assets.config import VERSION
-from mlops_assets.definitions import EXECUTOR_ENV, SCHEDULER_ENV, reconstructable_job
+from mlops_assets.definitions import reconstructable_job
 from mlops_assets.defs.ingestion.sensors import CONTENT_TAG, LandedConfig, run_key
 from mlops_assets.lib import io
+from mlops_assets.platform.cluster import EXECUTOR_ENV, SCHEDULER_ENV
 from mlops_assets.platform.procs import free_port
 from tests.conftest import make_project, materialized, trained_home
 
