@@ -96,11 +96,14 @@ def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFr
 
 
 def slice_values(frame: pd.DataFrame, contract: DatasetContract, name: str) -> pd.Series:
-    """The value of slice ``name`` per row: a categorical column, or the age band."""
+    """The value of slice ``name`` per row, as text, a missing value as missing (not the text
+    "nan", which made a slice of its own): a categorical column, or the age band."""
     if name == "age_band" and contract.age_bands:
         bands = contract.age_bands
-        return pd.cut(frame[bands.column], bands.edges, right=False).astype(str)
-    return frame[name].astype(str)
+        values = pd.cut(frame[bands.column], bands.edges, right=False)
+    else:
+        values = frame[name]
+    return values.astype(str).where(values.notna())
 
 
 def slice_groups(frame: pd.DataFrame, contract: DatasetContract,
