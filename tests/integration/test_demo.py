@@ -165,7 +165,7 @@ def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path
         report.close()
 
         # The EDA report (same redirect): the two-valued category columns, whose charts were
-        # empty boxes, draw their bars.
+        # empty boxes, draw their bars, and list no category "nan" or "None".
         with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
             eda = instance.get_latest_materialization_event(dg.AssetKey("eda_report"))
         page.goto(eda.asset_materialization.metadata["link"].value, wait_until="networkidle")
@@ -176,6 +176,8 @@ def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path
             card.wait_for(timeout=30_000)
             card.scroll_into_view_if_needed()
             assert card.locator(".bars path").count() >= 2, column  # "no" and "yes"
+            for phantom in ("nan", "None"):  # a missing value is the "missing" row only
+                assert card.get_by_text(phantom, exact=True).count() == 0, (column, phantom)
             card.screenshot(path=str(shots / f"eda_{column}.png"))
 
         # The reports dashboard: every share it plots lies in [0, 1] (the data series the

@@ -36,6 +36,10 @@ def eda_snapshot(df: pd.DataFrame, contract: DatasetContract):
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataSummaryPreset
 
+    from mlops_assets.lib.reporting.patches import patch_unique_values
+
+    patch_unique_values()  # no category "nan" counted 0 beside the "missing" row
+
     # The label under its own name (1 = positive). Evidently 0.7 only knows a "target"
     # within a classification task, which needs a prediction column: the data summary's
     # "target column" line stays empty, the label is summarized as a categorical column.
