@@ -14,8 +14,6 @@ counts a missing value as a category: then this module goes.
 
 from __future__ import annotations
 
-import pandas as pd
-
 PATCHED_VERSIONS = ("0.7.",)  # the versions whose method _known_values mirrors
 
 
@@ -23,7 +21,7 @@ def _known_values(self, current, reference) -> set:
     values = set(current.as_dataframe()[self.metric.column].dropna().unique())
     if reference is not None:
         values.update(reference.as_dataframe()[self.metric.column].dropna().unique())
-    return {v for v in values if not pd.isna(v)}
+    return values
 
 
 def patch_unique_values() -> bool:
