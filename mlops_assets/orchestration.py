@@ -3,6 +3,7 @@ they go through the same sensor and jobs a person triggers from the UI."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -129,6 +130,23 @@ TERMINAL = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
             dg.DagsterRunStatus.CANCELED}
 
 
+@contextlib.contextmanager
+def _stderr_into(log: Path):
+    """File descriptor 2 pointed at ``log`` (appended) for the duration: the processes
+    started meanwhile keep it as their stderr; this process gets its own back."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(log, "ab") as f:
+            os.dup2(f.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class Launcher:
     """Runs created from the code location in ``workspace.yaml`` and started by the
     instance's run launcher, exactly as the UI starts them: they show on their job's page,
@@ -162,9 +180,13 @@ class Launcher:
         from mlops_assets.platform.launcher import reap_dead_runs
 
         reap_dead_runs(self.instance)  # before any run waits on a dead run's slot
-        self._context = WorkspaceProcessContext(
-            self.instance, WorkspaceFileTarget(paths=[str(workspace_file(self.instance))]),
-            code_server_log_level="WARNING")
+        # The code server is this process's child in the terminal's process group, so a
+        # Ctrl-C reaches it too; caught while it imports, it prints a traceback. Its stderr
+        # (and its runs') goes to a log: the console keeps this command's one line.
+        with _stderr_into(self._log_dir / "cli-code-server.log"):
+            self._context = WorkspaceProcessContext(
+                self.instance, WorkspaceFileTarget(paths=[str(workspace_file(self.instance))]),
+                code_server_log_level="WARNING")
         self._context.__enter__()
         return self
 

@@ -68,6 +68,42 @@ def test_ctrl_c_during_the_demo_stops_in_one_line_and_the_rerun_finishes(tmp_pat
     assert Registry(home).champion() is not None
 
 
+def _code_server_importing(pid: int) -> int | None:
+    """The pid of the `dagster api grpc` child of ``pid``, once it is importing packages
+    (a compiled module of the venv mapped: Python's own SIGINT handler is in place)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) != pid or b"grpc" not in cmdline:
+            continue
+        with contextlib.suppress(OSError):
+            if "site-packages" in (entry / "maps").read_text():
+                return int(entry.name)
+    return None
+
+
+def test_ctrl_c_while_the_code_server_starts_is_one_line(tmp_path):
+    """The code server a command starts shares its terminal's process group, so Ctrl-C
+    reaches it too; caught importing the project, it printed a traceback on the terminal."""
+    home = tmp_path / "home"
+    cli = subprocess.Popen([CLI, "--home", str(home), "rollback"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=_env(home),
+                           cwd=PROJECT_ROOT, start_new_session=True)
+    wait_until(lambda: cli.poll() is not None or _code_server_importing(cli.pid), 120, 0.02,
+               "a code server importing")
+    os.killpg(cli.pid, signal.SIGINT)  # while it imports dagster and the definitions
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 130, (out[-2000:], err[-2000:])
+    assert err.strip().splitlines() == [
+        "interrupted: `mlops-assets rollback` stopped; run it again to finish what was "
+        "interrupted"], err
+
+
 @pytest.fixture
 def full_disk(tmp_path):
     """A project home on a 2 MiB tmpfs (root only), filled up; unmounted afterwards."""

@@ -1,9 +1,10 @@
 """The README's main command on the bundled data: 12 Bank periods end with a champion; then
 the UI as a person uses it, in a real browser (Debian's chromium driven by Playwright):
 the lineage (collapsed groups in lifecycle order), a report link that opens over HTTP on
-another port than it was made for, the EDA report's category charts, the reports dashboard's
-shares, an empty monitoring asset that says how to get traffic, a materialization launched
-from the UI, and the demo's runs on their job's page. Screenshots in the test's tmp dir."""
+another port than it was made for, the EDA report's summary and category charts, the
+reports dashboard's shares, an empty monitoring asset that says how to get traffic, a
+materialization launched from the UI, and the demo's runs on their job's page.
+Screenshots in the test's tmp dir."""
 
 from __future__ import annotations
 
@@ -170,6 +171,10 @@ def _browse(ui: str, reports_url: str, demo_run_id: str, home: Path, shots: Path
             eda = instance.get_latest_materialization_event(dg.AssetKey("eda_report"))
         page.goto(eda.asset_materialization.metadata["link"].value, wait_until="networkidle")
         assert page.url.startswith(served_url), page.url
+        # Its summary table names no column the rows lack ("target column None" was there).
+        page.get_by_text("number of rows", exact=True).first.wait_for(timeout=30_000)
+        for role in ("id column", "target column", "prediction column", "date column"):
+            assert page.get_by_text(role, exact=True).count() == 0, role
         for column in ("default", "housing", "loan"):
             card = page.get_by_text(column, exact=True).first.locator(
                 "xpath=ancestor::div[contains(@class,'MuiPaper')][1]")

@@ -50,3 +50,44 @@ def test_the_eda_report_lists_the_real_categories_and_the_missing_count():
     labels = {m["label"]: m["values"][0] for m in widget["metrics"]}
     assert set(labels) == {"count", "missing", "no", "yes"}, labels
     assert re.match(r"8\.00 \(20\.00%\)", labels["missing"]), labels
+
+
+def _summary_table(html: str) -> dict:
+    start = html.index('"params": {"header": ["Metric", "Current"]')
+    end = html.index("]]}", start)
+    table = json.loads("{" + html[start:end] + "]]}}")["params"]
+    return dict(table["data"])
+
+
+def test_the_eda_summary_names_no_column_it_does_not_have():
+    """Evidently 0.7's summary table lists "target column None" (and id, prediction, date)
+    where the data definition has none: the EDA has a label but no prediction."""
+    rows = 40
+    frame = pd.DataFrame({name: np.arange(rows, dtype=float) for name in BANK.numeric})
+    for name in BANK.categorical:
+        frame[name] = pd.Series([BANK.categorical[name].categories[0]] * rows, dtype=object)
+    frame[TARGET] = [0, 1] * (rows // 2)
+    summary = _summary_table(reports.eda_snapshot(frame, BANK).get_html_str(as_iframe=False))
+    assert summary["number of rows"] == str(rows), summary
+    assert "None" not in summary.values(), summary
+    assert not {"id column", "target column", "prediction column", "date column"} & set(summary)
+
+
+def test_evidently_still_lists_unset_columns_as_none():
+    from evidently.legacy.metrics.data_integrity import dataset_summary_metric as summary
+
+    patches.patch_summary_table()
+    renderer = summary.DatasetSummaryMetricRenderer
+    result = summary.DatasetSummaryMetricResult(
+        almost_duplicated_threshold=0.95, current=summary.DatasetSummary(
+            target=None, prediction=None, date_column=None, id_column=None,
+            number_of_columns=1, number_of_rows=2, number_of_missing_values=0,
+            number_of_categorical_columns=1, number_of_numeric_columns=0,
+            number_of_text_columns=0, number_of_datetime_columns=0,
+            number_of_constant_columns=0, number_of_almost_constant_columns=0,
+            number_of_duplicated_columns=0, number_of_almost_duplicated_columns=0,
+            number_of_empty_rows=0, number_of_empty_columns=0,
+            number_of_duplicated_rows=0, columns_type_data={}, nans_by_columns={},
+            number_uniques_by_columns={}))
+    rows = dict(renderer.original_get_table(result).params["data"])
+    assert rows["target column"] == "None", rows

@@ -36,13 +36,14 @@ def eda_snapshot(df: pd.DataFrame, contract: DatasetContract):
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataSummaryPreset
 
-    from mlops_assets.lib.reporting.patches import patch_unique_values
+    from mlops_assets.lib.reporting.patches import patch_summary_table, patch_unique_values
 
     patch_unique_values()  # no category "nan" counted 0 beside the "missing" row
+    patch_summary_table()  # no "target column None"
 
     # The label under its own name (1 = positive). Evidently 0.7 only knows a "target"
-    # within a classification task, which needs a prediction column: the data summary's
-    # "target column" line stays empty, the label is summarized as a categorical column.
+    # within a classification task, which needs a prediction column: the data summary has
+    # no "target column" line, the label is summarized as a categorical column.
     label = contract.target.column
     frame = df[contract.features].copy()
     for name in contract.categorical:
