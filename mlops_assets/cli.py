@@ -62,30 +62,30 @@ def cmd_demo(args) -> int:
     if label_files:
         print(f"delivered {len(label_files)} label file(s) to {label_files[0].parent}")
     os.environ.setdefault("MLOPS_SENSOR_INTERVAL", "3")  # for a daemon this command starts
-    with dg.DagsterInstance.get() as instance:
-        # A daemon (this command's own, unless one runs already) only while the sensor
-        # ingests: its ticks would compete with training for the two cores.
-        with orchestration.Launcher(instance, daemon=True):
-            print("the landing sensor ingests them (runs: ingest_batch) ...", flush=True)
-            runs = orchestration.wait_for_ingestion(instance, landed, print)
+    # One code server for every run of the demo; a daemon (this command's own, unless one
+    # runs already) only while the sensor ingests.
+    with dg.DagsterInstance.get() as instance, \
+            orchestration.Launcher(instance, daemon=True) as launcher:
+        print("the landing sensor ingests them (runs: ingest_batch) ...", flush=True)
+        runs = orchestration.wait_for_ingestion(instance, landed, print)
+        launcher.release_daemon()
         failed = [r for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
         print(f"ingested {len(landed)} batches ({len(failed)} failed)")
         for run in failed:
             print(f"  {run.tags.get('dagster/partition', run.run_id)}: "
                   f"{orchestration.run_failure(instance, run.run_id)}", file=sys.stderr)
         _print_excluded(instance)
-        with orchestration.Launcher(instance) as launcher:
-            if label_files:
-                labels = launcher.run("ingest_feedback")
-                if not labels.success:
-                    return _failed("reading the label files (ingest_feedback)", labels)
-            build = launcher.run("build_dataset")
-            print(f"dataset, features and EDA report: {'ok' if build.success else 'FAILED'}")
-            if not build.success:
-                return _failed("build_dataset", build)
-            trials = args.trials or contract.training.n_trials
-            config = {"ops": {"candidate_model": {"config": {"n_trials": trials}}}}
-            train = launcher.run("train_and_promote", run_config=config)
+        if label_files:
+            labels = launcher.run("ingest_feedback")
+            if not labels.success:
+                return _failed("reading the label files (ingest_feedback)", labels)
+        build = launcher.run("build_dataset")
+        print(f"dataset, features and EDA report: {'ok' if build.success else 'FAILED'}")
+        if not build.success:
+            return _failed("build_dataset", build)
+        trials = args.trials or contract.training.n_trials
+        config = {"ops": {"candidate_model": {"config": {"n_trials": trials}}}}
+        train = launcher.run("train_and_promote", run_config=config)
         from mlops_assets.lib.governance.registry import Registry
 
         champion = Registry(home).champion()

@@ -198,6 +198,15 @@ class Launcher:
 
             procs.stop(self._daemon)
 
+    def release_daemon(self) -> None:
+        """Ask this launcher's daemon (if it started one) to stop now, without waiting for
+        it: its sensor ticks would compete with the runs that follow for the two cores. It
+        is reaped on exit."""
+        import signal
+
+        if self._daemon is not None and self._daemon.poll() is None:
+            os.killpg(self._daemon.pid, signal.SIGTERM)
+
     def launch(self, job_name: str, run_config: dict | None = None,
                tags: dict | None = None) -> str:
         from dagster._cli.job import _create_run
