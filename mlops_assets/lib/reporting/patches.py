@@ -21,7 +21,22 @@ longer needed: then that patch goes.
 
 from __future__ import annotations
 
-PATCHED_VERSIONS = ("0.7.",)  # the versions whose method _known_values mirrors
+PATCHED_VERSIONS = ("0.7.",)  # the versions whose methods these mirror
+
+
+def _swap(owner: type, name: str, replacement, static: bool = False) -> bool:
+    """``owner.name`` replaced by ``replacement`` (the original kept as
+    ``owner.original_<name without its underscore>``) if this Evidently is one the patch was
+    made for; idempotent. True if the patch is in place."""
+    import evidently
+
+    if not evidently.__version__.startswith(PATCHED_VERSIONS):
+        return False
+    current = getattr(owner, name)
+    if current is not replacement:
+        setattr(owner, f"original{name}", current)
+        setattr(owner, name, staticmethod(replacement) if static else replacement)
+    return True
 
 
 def _known_values(self, current, reference) -> set:
@@ -32,24 +47,21 @@ def _known_values(self, current, reference) -> set:
 
 
 def patch_unique_values() -> bool:
-    """Apply the fix if this Evidently is one it was made for; True if applied."""
-    import evidently
+    """No category "nan" counted 0 beside the "missing" row; True if applied."""
     from evidently.metrics import column_statistics
 
-    if not evidently.__version__.startswith(PATCHED_VERSIONS):
-        return False
-    calculation = column_statistics.UniqueValueCountCalculation
-    if calculation._all_unique_values is not _known_values:
-        calculation.original_all_unique_values = calculation._all_unique_values
-        calculation._all_unique_values = _known_values
-    return True
+    return _swap(column_statistics.UniqueValueCountCalculation, "_all_unique_values",
+                 _known_values)
 
 
 _ROLES = ("id column", "target column", "prediction column", "date column")
 
 
 def _table_of_set_columns(metric_result):
-    widget = _table_of_set_columns.original(metric_result)
+    from evidently.legacy.metrics.data_integrity import dataset_summary_metric
+
+    original = dataset_summary_metric.DatasetSummaryMetricRenderer.original_get_table
+    widget = original(metric_result)
     widget.params["data"] = [row for row in widget.params["data"]
                              if not (row[0] in _ROLES and set(row[1:]) == {"None"})]
     return widget
@@ -57,13 +69,7 @@ def _table_of_set_columns(metric_result):
 
 def patch_summary_table() -> bool:
     """Leave unset columns out of the data summary table; True if applied."""
-    import evidently
     from evidently.legacy.metrics.data_integrity import dataset_summary_metric
 
-    if not evidently.__version__.startswith(PATCHED_VERSIONS):
-        return False
-    renderer = dataset_summary_metric.DatasetSummaryMetricRenderer
-    if renderer._get_table is not _table_of_set_columns:
-        renderer.original_get_table = _table_of_set_columns.original = renderer._get_table
-        renderer._get_table = staticmethod(_table_of_set_columns)
-    return True
+    return _swap(dataset_summary_metric.DatasetSummaryMetricRenderer, "_get_table",
+                 _table_of_set_columns, static=True)
