@@ -135,16 +135,24 @@ def _stderr_into(log: Path):
     """File descriptor 2 pointed at ``log`` (appended) for the duration: the processes
     started meanwhile keep it as their stderr; this process gets its own back."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    saved = os.dup(2)
+    if sys.stderr is not None:  # None when started with stderr closed (`2>&-`)
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        saved = None
     try:
         with open(log, "ab") as f:
             os.dup2(f.fileno(), 2)
         yield
     finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        if saved is None:
+            os.close(2)
+        else:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class Launcher:

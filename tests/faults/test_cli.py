@@ -104,6 +104,19 @@ def test_ctrl_c_while_the_code_server_starts_is_one_line(tmp_path):
         "interrupted"], err
 
 
+def test_a_command_started_with_stderr_closed_still_runs(tmp_path):
+    """`2>&-` (a cron line, a supervisor): no stderr to point back at after the code server
+    was given its log."""
+    home = tmp_path / "home"
+    done = subprocess.run([CLI, "--home", str(home), "rollback"], stdout=subprocess.PIPE,
+                          stderr=None, text=True, env=_env(home), cwd=PROJECT_ROOT,
+                          timeout=120, pass_fds=(), close_fds=True,
+                          preexec_fn=lambda: os.close(2))
+    assert done.returncode == 1, done.stdout[-2000:]
+    assert "rollback: run" in done.stdout, done.stdout[-2000:]  # launched, then refused
+    assert "no champion to roll back from" in done.stdout, done.stdout[-2000:]
+
+
 @pytest.fixture
 def full_disk(tmp_path):
     """A project home on a 2 MiB tmpfs (root only), filled up; unmounted afterwards."""
