@@ -7,7 +7,8 @@ validation set is too small to judge a trial (~100 rows on a 900-row dataset pic
 fits that set's noise): trials are then judged by stratified k-fold cross-validation over
 train + validation (stratified by label and period), the final model is refit on all of it
 with the rounds the folds chose, and the threshold comes from out-of-fold predictions. The
-search space narrows with the rows (fewer leaves, smaller leaves allowed, more L2).
+search space narrows with the rows (fewer leaves down to boosted stumps, smaller leaves
+allowed, more L2).
 
 Class imbalance (Bank: ~11% positives) is handled at the decision threshold, not by
 reweighting: reweighting classes distorts the predicted probabilities, and the gate, the
