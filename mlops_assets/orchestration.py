@@ -210,10 +210,10 @@ class Launcher:
         """Ask this launcher's daemon (if it started one) to stop now, without waiting for
         it: its sensor ticks would compete with the runs that follow for the two cores. It
         is reaped on exit."""
-        import signal
+        if self._daemon is not None:
+            from mlops_assets.platform import procs
 
-        if self._daemon is not None and self._daemon.poll() is None:
-            os.killpg(self._daemon.pid, signal.SIGTERM)
+            procs.terminate(self._daemon)
 
     def launch(self, job_name: str, run_config: dict | None = None,
                tags: dict | None = None) -> str:

@@ -71,14 +71,20 @@ def server(cmd: list[str], ready_url: str | None, log: Path, env: dict, cwd: Pat
         stop(proc)
 
 
+def terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (it is its own session), without waiting."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+
 def stop_all(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
     """SIGTERM every server's process group at once, then SIGKILL what is still up after
     ``grace`` seconds: stopping them one by one can outlast the grace its own parent gives
     it, and a child in its own session outlives a SIGKILLed parent."""
     live = [p for p in procs if p.poll() is None]
     for proc in live:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+        terminate(proc)
     deadline = time.monotonic() + grace
     for proc in live:
         try:
@@ -92,7 +98,7 @@ def stop_all(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
 def stop(proc: subprocess.Popen, grace: float = 20.0) -> int:
     """SIGTERM the server's process group (it is its own session), then SIGKILL if needed."""
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+        terminate(proc)
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:

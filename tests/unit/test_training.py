@@ -253,7 +253,7 @@ def test_the_first_trial_is_lightgbms_defaults_and_every_space_holds_them():
         assert search._within(defaults, space) == defaults, (rows, space)
     small, large = search.SearchSpace().for_rows(900), search.SearchSpace()
     assert small.num_leaves[0] < large.num_leaves[0]
-    stumps = search.FIRST_TRIALS[search.EXACT_ONLY[0]]
+    stumps = search.EXACT_TRIALS[0]
     assert stumps["num_leaves"] == 2
     assert search._within(stumps, small) == stumps  # tried as it is on small data
     assert search._within(stumps, large) != stumps  # and left out on large data

@@ -77,11 +77,12 @@ FIRST_TRIALS = (
      "feature_fraction": 0.8, "lambda_l2": 1.0},
     {"learning_rate": 0.03, "num_leaves": 7, "min_child_samples": 10,
      "feature_fraction": 0.7, "lambda_l2": 3.0},
+)
+# After them, where the space holds them unclipped (small data): boosted stumps.
+EXACT_TRIALS = (
     {"learning_rate": 0.05, "num_leaves": 2, "min_child_samples": 10,
      "feature_fraction": 0.8, "lambda_l2": 1.0},
 )
-# Trials kept only where the space holds them unclipped.
-EXACT_ONLY = (3,)
 
 
 @dataclass(frozen=True)
@@ -299,8 +300,8 @@ def train(
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=spec.seed)
     )
-    firsts = [_within(first, space) for i, first in enumerate(FIRST_TRIALS)
-              if i not in EXACT_ONLY or _within(first, space) == first]
+    firsts = ([_within(first, space) for first in FIRST_TRIALS]
+              + [first for first in EXACT_TRIALS if _within(first, space) == first])
     for first in firsts[:spec.n_trials]:
         study.enqueue_trial(first)
     study.optimize(objective, n_trials=spec.n_trials, timeout=spec.timeout_s,
