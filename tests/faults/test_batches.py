@@ -14,7 +14,7 @@ import pytest
 from mlops_assets import orchestration
 from mlops_assets.config import BATCH, CONTENT, ROW_KEY
 from mlops_assets.defs.dataset.assets import batch_eligibility
-from mlops_assets.defs.ingestion.sensors import CONTENT_TAG, LandedConfig
+from mlops_assets.defs.ingestion.sensors import CONTENT_TAG, LandedConfig, ingest, interrupted
 from mlops_assets.lib.dataset import data, split
 from tests.conftest import check_results
 
@@ -252,3 +252,34 @@ def test_an_interrupted_ingestion_is_retried_once_however_late_its_run_is_seen_e
                                         status=dg.DagsterRunStatus.NOT_STARTED)
     _, asked = tick(fourth.cursor)
     assert asked == []
+
+
+def test_a_batch_run_interrupted_before_it_started_is_ended_by_its_driver(project, small,
+                                                                          monkeypatch):
+    """Ctrl-C in the driver between a batch run's creation and its start left that run
+    NOT_STARTED: no worker for run monitoring to find gone, so it ended only at the start
+    timeout (180 s), and the rerun of the demo waited that long for it (seen in a suite run).
+    The driver now ends it as interrupted, and the next tick asks for the batch again."""
+    project.land("2008-05", small["2008-05"])
+    first = orchestration.tick_landing_sensor(project.defs, project.instance)
+    config = LandedConfig(**first.run_requests[0].run_config["ops"]["ingest_landed_batches"]
+                          ["config"])
+    instance, created = project.instance, []
+    create = instance.create_run_for_job
+
+    def interrupted_after_creation(*args, **kwargs):
+        created.append(create(*args, **kwargs))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(instance, "create_run_for_job", interrupted_after_creation)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(project.defs.resolve_job_def("ingest_batch"), instance, config.requests())
+    monkeypatch.undo()
+    run = instance.get_run_by_id(created[0].run_id)
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    assert interrupted(instance, run)  # no check or step judged the batch: ingest it again
+    late = json.loads(first.cursor)
+    late["pending"] = ["2008-05:" + config.contents[0]]
+    again = orchestration.tick_landing_sensor(project.defs, instance, json.dumps(late))
+    assert [b for r in again.run_requests for b in
+            r.run_config["ops"]["ingest_landed_batches"]["config"]["batches"]] == ["2008-05"]

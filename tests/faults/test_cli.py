@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from mlops_assets import orchestration
 from mlops_assets.config import PROJECT_ROOT
 from mlops_assets.lib.governance.registry import Registry
 from tests.helpers import contract_with_gate, wait_until
@@ -59,6 +61,12 @@ def test_ctrl_c_during_the_demo_stops_in_one_line_and_the_rerun_finishes(tmp_pat
     assert err.strip().splitlines() == [
         "interrupted: `mlops-assets demo` stopped; run it again to finish what was "
         "interrupted"], err
+    # No run is left waiting to start: a batch's run created but not started when the
+    # Ctrl-C came stayed NOT_STARTED until run monitoring's 180-s start timeout, and the
+    # rerun waited for it.
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        wait_until(lambda: all(r.status in orchestration.TERMINAL for r in instance.get_runs()),
+                   30, 0.5, "every run of the interrupted demo ended")
     time.sleep(1)
     again = subprocess.run(args, capture_output=True, text=True, env=_env(home),
                            cwd=PROJECT_ROOT, timeout=900)

@@ -8,6 +8,7 @@ the batches pay one process start-up between them instead of one each."""
 import hashlib
 import json
 import time
+import uuid
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -36,15 +37,30 @@ def ingest(job: dg.JobDefinition, instance: dg.DagsterInstance,
     per-partition ingestion), one after another in this process."""
     out = []
     for batch, sha, attempt in batches:
-        result = job.execute_in_process(
-            instance=instance, partition_key=batch, raise_on_error=False,
-            tags={**(tags or {}), "batch": batch, CONTENT_TAG: sha,
-                  "dagster/run_key": run_key(batch, sha, attempt)})
+        run_id = str(uuid.uuid4())
+        try:
+            result = job.execute_in_process(
+                instance=instance, partition_key=batch, raise_on_error=False, run_id=run_id,
+                tags={**(tags or {}), "batch": batch, CONTENT_TAG: sha,
+                      "dagster/run_key": run_key(batch, sha, attempt)})
+        except BaseException:  # Ctrl-C, a stop: the run may exist and not have started
+            _end_unfinished(instance, run_id)
+            raise
         if log:
             log(f"{batch}: run {result.run_id} "
                 + ("succeeded" if result.success else "failed (see that run)"))
         out.append(result)
     return out
+
+
+def _end_unfinished(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Mark ``run_id`` failed if it exists and has not ended: interrupted between its
+    creation and its start, it would stay NOT_STARTED (no worker for run monitoring to find
+    gone) and the landing sensor would wait on it as in flight. Failed so, it counts as
+    interrupted (no check or step judged the batch) and the batch is ingested again."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and run.status not in TERMINAL_RUN:
+        instance.report_run_failed(run, "interrupted before its batch was judged")
 
 
 class LandedConfig(dg.Config):
