@@ -36,6 +36,8 @@ from mlops_assets.platform.cluster import executor_from_env
 
 # Every process that executes steps loads this module: its pool claims are then race-free.
 patches.guard_pool_claims()
+# A code server loads it too: it forks its runs from a process with this module loaded.
+patches.fork_runs_from_preloaded_server()
 
 STAGES = (ingestion, dataset, features, training, governance, deployment, monitoring, scoring,
           operations)

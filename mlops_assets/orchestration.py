@@ -179,12 +179,6 @@ class Launcher:
         from dagster._core.workspace.context import WorkspaceProcessContext
         from dagster._core.workspace.load_target import WorkspaceFileTarget
 
-        if self._want_daemon and not daemon_running(self.instance):
-            from mlops_assets.platform import procs
-
-            self._daemon = procs.start(
-                [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
-                 str(WORKSPACE_YAML)], self._log_dir / "cli-daemon.log", {}, PROJECT_ROOT)
         from mlops_assets.platform.launcher import reap_dead_runs
 
         reap_dead_runs(self.instance)  # before any run waits on a dead run's slot
@@ -196,7 +190,40 @@ class Launcher:
                 self.instance, WorkspaceFileTarget(paths=[str(workspace_file(self.instance))]),
                 code_server_log_level="WARNING")
         self._context.__enter__()
+        if self._want_daemon and not daemon_running(self.instance):
+            from mlops_assets.platform import procs
+
+            # The daemon's sensors and runs use this command's code server: one server
+            # loading the code (and one forkserver preloading it) instead of two.
+            try:
+                self._daemon = procs.start(
+                    [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
+                     str(self._daemon_workspace())], self._log_dir / "cli-daemon.log", {},
+                    PROJECT_ROOT)
+            except BaseException:
+                self._context.__exit__(*sys.exc_info())
+                raise
         return self
+
+    def _daemon_workspace(self) -> Path:
+        """A workspace file naming this launcher's code server (workspace.yaml if it has
+        none of its own, as under the production profile)."""
+        import yaml
+        from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin
+
+        workspace = self._context.create_request_context()
+        name = workspace.code_location_names[0]
+        location = workspace.get_code_location(name)
+        address = {"socket": getattr(location, "_socket", None),
+                   "port": getattr(location, "_port", None)}
+        address = {k: v for k, v in address.items() if v}
+        if not address or not isinstance(
+                location.origin, ManagedGrpcPythonEnvCodeLocationOrigin):
+            return workspace_file(self.instance)
+        path = self._log_dir / "cli-daemon-workspace.yaml"
+        path.write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
+            "host": location._host, **address, "location_name": name}}]}))  # noqa: SLF001
+        return path
 
     def __exit__(self, *exc) -> None:
         if self._context is not None:

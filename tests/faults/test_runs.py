@@ -18,6 +18,7 @@ import pytest
 
 from mlops_assets import orchestration
 from mlops_assets.config import PROJECT_ROOT
+from mlops_assets.defs import patches
 from mlops_assets.lib import io
 from mlops_assets.platform.launcher import run_worker_pid
 from mlops_assets.platform.procs import server
@@ -191,6 +192,12 @@ def test_a_run_killed_inside_the_promotion_pool_does_not_hold_it(prepared, tmp_p
     # Kill the run worker, the code server and the launcher outright.
     victims = [psutil.Process(launcher.pid), *psutil.Process(launcher.pid).children(True)]
     worker = run_worker_pid(instance, run_id)
+    # The run worker was forked from the code server's forkserver, which preloaded the code
+    # location and the heavy libraries (defs/patches.py), not spawned as a fresh interpreter.
+    parent = psutil.Process(worker[0]).parent()
+    assert "multiprocessing.forkserver" in " ".join(parent.cmdline()), parent.cmdline()
+    assert all(m in " ".join(parent.cmdline()) for m in patches.PRELOADED), parent.cmdline()
+    assert parent.parent().pid in {p.pid for p in victims}  # the launcher's code server's
     victims += [psutil.Process(worker[0])] if worker and psutil.pid_exists(worker[0]) else []
     for proc in victims:
         with contextlib.suppress(psutil.NoSuchProcess):
