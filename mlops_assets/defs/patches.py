@@ -28,8 +28,11 @@ process started once per code server, single-threaded, that imports them and for
 process per request (the same target, arguments and queues; Dagster's own multiprocess
 executor offers the same for step processes, ``start_method: forkserver``). The forkserver
 is started as the code server loads the code, so its imports overlap the server's start.
-It exits with the code server. ``tests/integration/test_forked_runs.py`` asserts that a run
-launched through a code server runs in a child of the forkserver with the modules loaded.
+It exits with the code server; one killed is started again by the next launch (multiprocessing
+checks it is alive). A preload that fails to import is skipped (the run imports it itself).
+``tests/faults/test_runs.py::test_a_run_killed_inside_the_promotion_pool_does_not_hold_it``
+asserts that a run launched through a code server is a child of its forkserver, which
+preloaded these modules.
 """
 
 from __future__ import annotations
