@@ -151,7 +151,7 @@ def run(home: Path, contract: DatasetContract, settings: ReplaySettings,
             io.write_with(paths.home / "feedback" / f"{month}.csv",
                           lambda tmp, f=feedback: f.to_csv(tmp, index=False))
             data.write_batch(rows, paths.landing, month, contract.source.separator)
-            settle(instance, month, quiet_s=3 * settings.sensor_interval_s,
+            settle(instance, month, quiet_s=max(3 * settings.sensor_interval_s, 10),
                    timeout_s=settings.timeout_per_month_s)
             action, why, result = outcome(instance, started)
             if action == "hold":  # what the sensor read in the month's labels

@@ -22,7 +22,7 @@ def test_two_month_replay_retrains_through_the_sensor(tmp_path):
     exe = Path(sys.executable).parent / "mlops-assets"
     done = subprocess.run(
         [str(exe), "--home", str(home), "simulate", "--months", "2", "--trials", "3",
-         "--demo-trials", "3"],
+         "--demo-trials", "3", "--sensor-interval", "2"],
         capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=1500,
         env={**os.environ, "DAGSTER_HOME": str(home / "dagster")},
     )
