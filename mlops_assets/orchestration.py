@@ -425,5 +425,5 @@ def wait_for_ingestion(instance: dg.DagsterInstance, landed: list[Path], echo=pr
             raise TimeoutError(
                 f"batches {missing} not ingested after {timeout_s} s: is landing_sensor "
                 "running (Dagster UI > Automation)? Its last skip reason says why")
-        time.sleep(1)
+        time.sleep(0.25)
     return [r for r in done.values() if r is not None]
