@@ -226,12 +226,12 @@ class Launcher:
         return path
 
     def __exit__(self, *exc) -> None:
-        if self._context is not None:
-            self._context.__exit__(*exc)
-        if self._daemon is not None:
+        if self._daemon is not None:  # first: it uses this launcher's code server
             from mlops_assets.platform import procs
 
             procs.stop(self._daemon)
+        if self._context is not None:
+            self._context.__exit__(*exc)
 
     def release_daemon(self) -> None:
         """Ask this launcher's daemon (if it started one) to stop now, without waiting for
