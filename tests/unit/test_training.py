@@ -250,11 +250,16 @@ def test_the_first_trial_is_lightgbms_defaults_and_every_space_holds_them():
                         "feature_fraction": 1.0, "lambda_l2": 1e-3}
     for rows in (300, 900, 4000, 40_000):
         space = search.SearchSpace().for_rows(rows)
-        assert search._within(defaults, space) == defaults, (rows, space)
+        assert search._holds(space, defaults), (rows, space)
     small, large = search.SearchSpace().for_rows(900), search.SearchSpace()
     assert small.num_leaves[0] < large.num_leaves[0]
     stumps = search.EXACT_TRIALS[0]
     assert stumps["num_leaves"] == 2
-    assert search._within(stumps, small) == stumps  # tried as it is on small data
-    assert search._within(stumps, large) != stumps  # and left out on large data
+    assert search._holds(small, stumps)  # tried as it is on small data
+    assert not search._holds(large, stumps)  # and left out on large data
+    # Extremely randomized trees are a choice on small data only, and the first trials
+    # there are LightGBM's own (not randomized) trees; on large data no trial names it.
+    assert small.extra_trees == (False, True) and large.extra_trees == (False,)
+    assert search._within(defaults, small) == defaults | {"extra_trees": False}
+    assert search._within(defaults, large) == defaults
     assert small.min_child_samples[1] < large.min_child_samples[1]

@@ -7,8 +7,8 @@ validation set is too small to judge a trial (~100 rows on a 900-row dataset pic
 fits that set's noise): trials are then judged by stratified k-fold cross-validation over
 train + validation (stratified by label and period), the final model is refit on all of it
 with the rounds the folds chose, and the threshold comes from out-of-fold predictions. The
-search space narrows with the rows (fewer leaves down to boosted stumps, smaller leaves
-allowed, more L2).
+search space widens with fewer rows (fewer leaves down to boosted stumps, smaller leaves
+allowed, more L2, extremely randomized trees as a choice).
 
 Class imbalance (Bank: ~11% positives) is handled at the decision threshold, not by
 reweighting: reweighting classes distorts the predicted probabilities, and the gate, the
@@ -46,18 +46,23 @@ class SearchSpace:
     min_child_samples: tuple[int, int] = (10, 300)
     feature_fraction: tuple[float, float] = (0.5, 1.0)
     lambda_l2: tuple[float, float] = (1e-3, 30.0)
+    # A choice, not a range: LightGBM's extremely randomized trees (each feature's split
+    # threshold drawn at random) average out the noise a few hundred rows fit.
+    extra_trees: tuple[bool, ...] = (False,)
 
     def for_rows(self, rows: int) -> SearchSpace:
         """The space for ``rows`` training rows: on small data trees down to stumps (two
-        leaves: an additive model, the trees' counterpart of a logistic regression) and
+        leaves: an additive model, the trees' counterpart of a logistic regression),
         leaves down to 5 rows are allowed and a leaf may not need more than a twentieth of
-        the rows; never narrower than what holds LightGBM's defaults (31 leaves, 20 rows)."""
+        the rows, and extremely randomized trees are a choice; never narrower than what
+        holds LightGBM's defaults (31 leaves, 20 rows)."""
         if rows >= CV_BELOW_ROWS:
             return self
         return replace(self, num_leaves=(2, max(31, min(self.num_leaves[1], rows // 20))),
                        min_child_samples=(5, max(20, min(self.min_child_samples[1],
                                                          rows // 20))),
-                       lambda_l2=(self.lambda_l2[0], max(self.lambda_l2[1], 100.0)))
+                       lambda_l2=(self.lambda_l2[0], max(self.lambda_l2[1], 100.0)),
+                       extra_trees=(False, True))
 
 
 # Below this many train + validation rows, trials are judged by k-fold cross-validation.
@@ -287,6 +292,8 @@ def train(
             "feature_fraction": trial.suggest_float("feature_fraction", *space.feature_fraction),
             "lambda_l2": trial.suggest_float("lambda_l2", *space.lambda_l2, log=True),
         }
+        if len(space.extra_trees) > 1:  # the same trials as ever where it is no choice
+            params["extra_trees"] = trial.suggest_categorical("extra_trees", space.extra_trees)
         score, rounds = judge(params)
         trials.append({"trial": trial.number, "score": score, "rounds": rounds,
                        **trial.params})
@@ -301,7 +308,7 @@ def train(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=spec.seed)
     )
     firsts = ([_within(first, space) for first in FIRST_TRIALS]
-              + [first for first in EXACT_TRIALS if _within(first, space) == first])
+              + [_within(first, space) for first in EXACT_TRIALS if _holds(space, first)])
     for first in firsts[:spec.n_trials]:
         study.enqueue_trial(first)
     study.optimize(objective, n_trials=spec.n_trials, timeout=spec.timeout_s,
@@ -371,12 +378,28 @@ def _rounded(values: dict) -> dict:
 
 
 def _within(params: dict, space: SearchSpace) -> dict:
-    """``params`` clipped into ``space`` (whole numbers stay whole)."""
+    """``params`` clipped into ``space`` (whole numbers stay whole; a choice the space does
+    not offer becomes its first), with the space's first choice where ``params`` name none
+    and it has more than one."""
     out = {}
-    for name, value in params.items():
-        lo, hi = getattr(space, name)
-        out[name] = type(lo)(min(max(value, lo), hi))
+    for name in SearchSpace.__dataclass_fields__:
+        bounds = getattr(space, name)
+        if name not in params:
+            if isinstance(bounds[0], bool) and len(bounds) > 1:
+                out[name] = bounds[0]
+            continue
+        value = params[name]
+        if isinstance(bounds[0], bool):
+            out[name] = value if value in bounds else bounds[0]
+        else:
+            lo, hi = bounds
+            out[name] = type(lo)(min(max(value, lo), hi))
     return out
+
+
+def _holds(space: SearchSpace, params: dict) -> bool:
+    """Whether ``space`` holds ``params`` as they are (unclipped)."""
+    return _within(params, space).items() >= params.items()
 
 
 def _folds(y: np.ndarray, periods: np.ndarray | None, seed: int) -> list:
