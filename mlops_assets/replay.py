@@ -9,11 +9,13 @@ records what happened."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
 import pandas as pd
@@ -26,6 +28,7 @@ from mlops_assets.lib.dataset import data
 from mlops_assets.lib.governance.registry import Registry
 from mlops_assets.lib.monitoring import live
 from mlops_assets.lib.monitoring.retraining import LossPolicy
+from mlops_assets.orchestration import Launcher
 from mlops_assets.platform.procs import free_port, server
 
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
@@ -113,8 +116,8 @@ def _failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 
 def run(home: Path, contract: DatasetContract, settings: ReplaySettings,
         log=print) -> pd.DataFrame:
-    """Start `bentoml serve` and `dagster-daemon` (each stopped by its PID at the end), replay
-    ``settings.months`` months, and return the timeline."""
+    """Start `bentoml serve`, a code server and `dagster-daemon` (each stopped by its PID at
+    the end), replay ``settings.months`` months, and return the timeline."""
     paths = Paths(home)
     registry = Registry(home)
     if registry.champion() is None:
@@ -132,12 +135,17 @@ def run(home: Path, contract: DatasetContract, settings: ReplaySettings,
     url = f"http://127.0.0.1:{port}"
     logs = paths.reports / "replay"
     timeline = []
+    # The daemon and the code server its sensors and runs use are the Launcher's (as in the
+    # demo): a daemon given workspace.yaml would start a code server of its own and replace
+    # it every minute (Dagster reloads a daemon's workspace every 60 s), each new one
+    # loading the code again and making the next run wait for it. They read the settings
+    # from the environment they start in.
     with (
+        mock.patch.dict(os.environ, env),
         server([str(bin_dir / "bentoml"), "serve", "--port", str(port)], f"{url}/readyz",
-               logs / "bentoml.log", env, PROJECT_ROOT, timeout=180),
-        server([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], None,
-               logs / "daemon.log", env, PROJECT_ROOT),
+               logs / "bentoml.log", {}, PROJECT_ROOT, timeout=180),
         dg.DagsterInstance.from_config(str(home / "dagster")) as instance,
+        Launcher(instance, echo=log, daemon=True, log_dir=logs),
     ):
         for month, rows in months:
             started = time.time()
