@@ -46,3 +46,9 @@ def test_two_month_replay_retrains_through_the_sensor(tmp_path):
     # The demo's own runs were launched through the instance: they carry their job's origin.
     assert demo and demo[-1].remote_job_origin is not None
     assert "| month" in (home / "reports" / "replay" / "timeline.md").read_text()
+    # The daemon used the replay's one code server: a daemon given workspace.yaml starts its
+    # own and replaces it every 60 s (the old one shuts down without heartbeats), and the
+    # next run then waits for the new one to load the code.
+    logs = home / "reports" / "replay"
+    assert "grpc_server" in (logs / "cli-daemon-workspace.yaml").read_text()
+    assert "No heartbeat received" not in (logs / "cli-daemon.log").read_text()
