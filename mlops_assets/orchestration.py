@@ -9,6 +9,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
 
@@ -162,13 +163,16 @@ class Launcher:
     line per step (and per search trial); the full event log is in the UI.
 
     With ``daemon=True`` a `dagster-daemon` runs for the duration (unless one is already
-    running on this instance), so sensors such as the landing sensor do their part."""
+    running on this instance), so sensors such as the landing sensor do their part.
+    ``preload``: the modules its runs find imported (defs/patches.py; by default the code
+    location, LightGBM and Evidently), fewer for a command that runs one small job."""
 
     def __init__(self, instance: dg.DagsterInstance, echo=print, daemon: bool = False,
-                 log_dir: Path | None = None):
+                 log_dir: Path | None = None, preload: tuple[str, ...] | None = None):
         self.instance = instance
         self.echo = echo
         self._want_daemon = daemon
+        self._preload = preload
         self._log_dir = log_dir or Path(instance.root_directory)
         self._daemon = None
         self._context = None
@@ -179,13 +183,16 @@ class Launcher:
         from dagster._core.workspace.context import WorkspaceProcessContext
         from dagster._core.workspace.load_target import WorkspaceFileTarget
 
+        from mlops_assets.defs.patches import PRELOAD_ENV
         from mlops_assets.platform.launcher import reap_dead_runs
 
         reap_dead_runs(self.instance)  # before any run waits on a dead run's slot
         # The code server is this process's child in the terminal's process group, so a
         # Ctrl-C reaches it too; caught while it imports, it prints a traceback. Its stderr
         # (and its runs') goes to a log: the console keeps this command's one line.
-        with _stderr_into(self._log_dir / "cli-code-server.log"):
+        with (_stderr_into(self._log_dir / "cli-code-server.log"),
+              mock.patch.dict(os.environ, {PRELOAD_ENV: ",".join(self._preload)}
+                              if self._preload else {})):
             self._context = WorkspaceProcessContext(
                 self.instance, WorkspaceFileTarget(paths=[str(workspace_file(self.instance))]),
                 code_server_log_level="WARNING")
