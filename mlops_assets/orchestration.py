@@ -212,6 +212,12 @@ class Launcher:
                 raise
         return self
 
+    @property
+    def daemon_started(self) -> bool | None:
+        """Whether this launcher started a daemon (None: none was asked for; False: one
+        already served the instance)."""
+        return None if not self._want_daemon else self._daemon is not None
+
     def _daemon_workspace(self) -> Path:
         """A workspace file naming this launcher's code server (workspace.yaml if it has
         none of its own, as under the production profile)."""

@@ -145,8 +145,11 @@ def run(home: Path, contract: DatasetContract, settings: ReplaySettings,
         server([str(bin_dir / "bentoml"), "serve", "--port", str(port)], f"{url}/readyz",
                logs / "bentoml.log", {}, PROJECT_ROOT, timeout=180),
         dg.DagsterInstance.from_config(str(home / "dagster")) as instance,
-        Launcher(instance, echo=log, daemon=True, log_dir=logs),
+        Launcher(instance, echo=log, daemon=True, log_dir=logs) as launcher,
     ):
+        if launcher.daemon_started is False:
+            log("a dagster-daemon already serves this instance (`make ui`?): the replay uses "
+                "it, with its own sensor interval and retraining settings, not these")
         for month, rows in months:
             started = time.time()
             before = registry.champion()
