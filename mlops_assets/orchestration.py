@@ -9,7 +9,6 @@ import re
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import dagster as dg
 
@@ -184,6 +183,7 @@ class Launcher:
         from dagster._core.workspace.load_target import WorkspaceFileTarget
 
         from mlops_assets.defs.patches import PRELOAD_ENV
+        from mlops_assets.platform import procs
         from mlops_assets.platform.launcher import reap_dead_runs
 
         reap_dead_runs(self.instance)  # before any run waits on a dead run's slot
@@ -191,15 +191,13 @@ class Launcher:
         # Ctrl-C reaches it too; caught while it imports, it prints a traceback. Its stderr
         # (and its runs') goes to a log: the console keeps this command's one line.
         with (_stderr_into(self._log_dir / "cli-code-server.log"),
-              mock.patch.dict(os.environ, {PRELOAD_ENV: ",".join(self._preload)}
-                              if self._preload else {})):
+              procs.children_environment({PRELOAD_ENV: ",".join(self._preload)}
+                                         if self._preload else {})):
             self._context = WorkspaceProcessContext(
                 self.instance, WorkspaceFileTarget(paths=[str(workspace_file(self.instance))]),
                 code_server_log_level="WARNING")
         self._context.__enter__()
         if self._want_daemon and not daemon_running(self.instance):
-            from mlops_assets.platform import procs
-
             # The daemon's sensors and runs use this command's code server: one server
             # loading the code (and one forkserver preloading it) instead of two.
             try:
@@ -213,10 +211,9 @@ class Launcher:
         return self
 
     @property
-    def daemon_started(self) -> bool | None:
-        """Whether this launcher started a daemon (None: none was asked for; False: one
-        already served the instance)."""
-        return None if not self._want_daemon else self._daemon is not None
+    def uses_running_daemon(self) -> bool:
+        """A daemon was asked for, and one already serving the instance is used instead."""
+        return self._want_daemon and self._daemon is None
 
     def _daemon_workspace(self) -> Path:
         """A workspace file naming this launcher's code server (workspace.yaml if it has

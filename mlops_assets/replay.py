@@ -9,13 +9,11 @@ records what happened."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import dagster as dg
 import pandas as pd
@@ -29,7 +27,7 @@ from mlops_assets.lib.governance.registry import Registry
 from mlops_assets.lib.monitoring import live
 from mlops_assets.lib.monitoring.retraining import LossPolicy
 from mlops_assets.orchestration import Launcher
-from mlops_assets.platform.procs import free_port, server
+from mlops_assets.platform.procs import children_environment, free_port, server
 
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
           dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
@@ -141,13 +139,13 @@ def run(home: Path, contract: DatasetContract, settings: ReplaySettings,
     # loading the code again and making the next run wait for it. They read the settings
     # from the environment they start in.
     with (
-        mock.patch.dict(os.environ, env),
+        children_environment(env),
         server([str(bin_dir / "bentoml"), "serve", "--port", str(port)], f"{url}/readyz",
                logs / "bentoml.log", {}, PROJECT_ROOT, timeout=180),
         dg.DagsterInstance.from_config(str(home / "dagster")) as instance,
         Launcher(instance, echo=log, daemon=True, log_dir=logs) as launcher,
     ):
-        if launcher.daemon_started is False:
+        if launcher.uses_running_daemon:
             log("a dagster-daemon already serves this instance (`make ui`?): the replay uses "
                 "it, with its own sensor interval and retraining settings, not these")
         for month, rows in months:

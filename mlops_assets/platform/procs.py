@@ -37,6 +37,22 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> No
     raise TimeoutError(f"{url} not ready after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
+@contextmanager
+def children_environment(env: dict[str, str]):
+    """``env`` set in this process's environment for the duration, then restored: for the
+    child processes a library starts from it (Dagster's code server and its runs)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _die_with_parent() -> None:  # pragma: no cover (runs in the child before exec)
     import ctypes
 
