@@ -16,29 +16,31 @@ def _rate(run: dict) -> str:
 
 
 def _serving(s: dict) -> list[str]:
-    lines = ["| benchmark | BentoML, adaptive batching | BentoML, unbatched | bare Starlette | "
-             "ratio to bare (batched / unbatched) | target |", "|---|---|---|---|---|---|"]
+    lines = ["| benchmark | BentoML, adaptive batching | BentoML, unbatched | BentoML, empty "
+             "endpoint (ceiling) | bare Starlette | ratio to bare (batched / unbatched / "
+             "ceiling) | target |", "|---|---|---|---|---|---|---|"]
     for c in (1, 8, 32):
-        b, u, r = (s.get(f"{k}_c{c}") for k in ("bentoml", "bentoml_unbatched",
-                                                 "bare_starlette"))
+        b, u, e, r = (s.get(f"{k}_c{c}") for k in ("bentoml", "bentoml_unbatched",
+                                                    "bentoml_empty", "bare_starlette"))
         if b and u and r:
-            ratio = (f"{b['throughput_rps'] / r['throughput_rps']:.2f} / "
-                     f"{u['throughput_rps'] / r['throughput_rps']:.2f}")
+            ratio = " / ".join(f"{x['throughput_rps'] / r['throughput_rps']:.2f}" if x else "-"
+                               for x in (b, u, e))
             if c == 32:
                 ratio += (f"; p99 {b['p99_ms'] / r['p99_ms']:.1f}x / "
                           f"{u['p99_ms'] / r['p99_ms']:.1f}x")
             target = ">= 0.5" if c == 1 else ">= 0.8" + ("; p99 <= 2x" if c == 32 else "")
             lines.append(f"| single row, concurrency {c}: req/s (p50 / p99 / max ms) | "
-                         f"{_rate(b)} | {_rate(u)} | {_rate(r)} | {ratio} | {target} |")
+                         f"{_rate(b)} | {_rate(u)} | {_rate(e) if e else '-'} | {_rate(r)} | "
+                         f"{ratio} | {target} |")
     b, u, r = (s.get(f"{k}_1000_rows") for k in ("bentoml", "bentoml_unbatched",
                                                   "bare_starlette"))
     if b and u and r:
         lines.append(f"| 1,000-row JSON requests: rows/s | {b['rows_per_s']:.0f} | "
-                     f"{u['rows_per_s']:.0f} | {r['rows_per_s']:.0f} | "
+                     f"{u['rows_per_s']:.0f} | | {r['rows_per_s']:.0f} | "
                      f"{b['rows_per_s'] / r['rows_per_s']:.2f} / "
                      f"{u['rows_per_s'] / r['rows_per_s']:.2f} | |")
     lines.append(f"| in-process floor: one row / 1,000 rows | {s['floor_single_row_us']:.0f} us /"
-                 f" {s['floor_1000_rows_per_s']:.0f} rows/s | | pandas frame path: "
+                 f" {s['floor_1000_rows_per_s']:.0f} rows/s | | | pandas frame path: "
                  f"{s['floor_single_row_pandas_us']:.0f} us | | |")
     floor = s.get("floor_table_rows_per_s")
     for fmt in ("csv", "parquet"):
@@ -47,7 +49,7 @@ def _serving(s: dict) -> list[str]:
             continue
         lines.append(
             f"| `/predict_batch`, 10,000-row {fmt.upper()} tables: rows/s (p50 / p99 ms) | "
-            f"{t['rows_per_s']:.0f} ({t['p50_ms']:.0f} / {t['p99_ms']:.0f}) | | in process: "
+            f"{t['rows_per_s']:.0f} ({t['p50_ms']:.0f} / {t['p99_ms']:.0f}) | | | in process: "
             f"{inproc['rows_per_s']:.0f} (read + validate {inproc['read_validate_ms']:.0f} + "
             f"predict {inproc['predict_ms']:.0f} + answer {inproc['answer_ms']:.0f} ms) | "
             f"{t['share_of_floor']:.2f} of the {floor:.0f} rows/s predict floor | >= 0.5 of "

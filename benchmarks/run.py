@@ -146,6 +146,9 @@ def bench_serving(home: Path, rows: pd.DataFrame, quick: bool) -> dict:
     targets = {  # name: (command, environment)
         "bentoml": (bentoml, env),  # adaptive batching on /predict (the default)
         "bentoml_unbatched": (bentoml, {**env, "MLOPS_ADAPTIVE_BATCHING": "0"}),
+        # BentoML's ceiling: an endpoint that does nothing (benchmarks/empty_service.py)
+        "bentoml_empty": (lambda port: [*bentoml(port)[:2], "benchmarks.empty_service:Empty",
+                                        *bentoml(port)[2:]], env),
         "bare_starlette": (lambda port: [sys.executable, "-m", "benchmarks.bare_app",
                                          str(port)], env),
     }
@@ -162,23 +165,24 @@ def bench_serving(home: Path, rows: pd.DataFrame, quick: bool) -> dict:
                 runs = [loadgen.run("127.0.0.1", port, "/predict", body_one, c, seconds)
                         for _ in range(repeats)]
                 results[f"{name}_c{c}"] = _median_run(runs)
-            runs = [loadgen.run("127.0.0.1", port, "/predict", body_many, 2, seconds)
-                    for _ in range(repeats)]
-            batch_run = _median_run(runs)
-            batch_run["rows_per_s"] = batch_run["throughput_rps"] * 1000
-            results[f"{name}_1000_rows"] = batch_run
-            if name == "bentoml":  # the columnar route, 2 clients so the server never idles
-                for fmt, (media, body) in tables.items():
-                    runs = [loadgen.run("127.0.0.1", port, "/predict_batch", body, 2, seconds,
-                                        media) for _ in range(repeats)]
-                    table_run = _median_run(runs)
-                    table_run["rows_per_s"] = table_run["throughput_rps"] * table_rows
-                    table_run["share_of_floor"] = (table_run["rows_per_s"]
-                                                   / results["floor_table_rows_per_s"])
-                    results[f"bentoml_table_{fmt}"] = table_run
+            if name != "bentoml_empty":  # the ceiling answers single rows only
+                runs = [loadgen.run("127.0.0.1", port, "/predict", body_many, 2, seconds)
+                        for _ in range(repeats)]
+                batch_run = _median_run(runs)
+                batch_run["rows_per_s"] = batch_run["throughput_rps"] * 1000
+                results[f"{name}_1000_rows"] = batch_run
+                if name == "bentoml":  # the columnar route, 2 clients so the server never idles
+                    for fmt, (media, body) in tables.items():
+                        runs = [loadgen.run("127.0.0.1", port, "/predict_batch", body, 2, seconds,
+                                            media) for _ in range(repeats)]
+                        table_run = _median_run(runs)
+                        table_run["rows_per_s"] = table_run["throughput_rps"] * table_rows
+                        table_run["share_of_floor"] = (table_run["rows_per_s"]
+                                                       / results["floor_table_rows_per_s"])
+                        results[f"bentoml_table_{fmt}"] = table_run
             os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-    for served in ("bentoml", "bentoml_unbatched"):
-        suffix = "" if served == "bentoml" else "_unbatched"
+    for served in ("bentoml", "bentoml_unbatched", "bentoml_empty"):
+        suffix = served.removeprefix("bentoml")
         for c in concurrencies:
             results[f"ratio_throughput_c{c}{suffix}"] = (
                 results[f"{served}_c{c}"]["throughput_rps"]

@@ -9,7 +9,8 @@ growing to 40-150 ms under load: the concurrency-32 tail; docs/benchmarks.md).
 when the request is done. The timeout itself is unchanged: a 504 after traffic.timeout.
 
 ``tests/serving/test_patches.py`` runs BentoML's own method and fails once it no longer
-leaks: then this module goes (the report to BentoML is in docs/benchmarks.md).
+leaks: then this module goes (the report to BentoML: docs/benchmarks.md, "Reports to
+BentoML").
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ prediction log. Settings: see ``settings.py``.
 from __future__ import annotations
 
 import errno
+import functools
 import gc
 import json
 import logging
@@ -108,6 +109,14 @@ SCORES = bentoml.metrics.Histogram(
     labelnames=["variant"],
     buckets=tuple(i / 10 for i in range(1, 11)),
 )
+
+
+@functools.lru_cache(maxsize=64)
+def _metrics(version: str, variant: str):
+    """The two metrics' children for a model version and variant, looked up once
+    (``labels()`` takes a lock and builds a key on every call)."""
+    return PREDICTIONS.labels(model_version=version, variant=variant), SCORES.labels(
+        variant=variant)
 
 
 def _log_failure(err: OSError) -> tuple[HTTPStatus, str]:
@@ -231,7 +240,7 @@ class Classifier:
         shadowed = _shadow_scores(shadow, model, matrix, columns)
         ts = time.time()
         out, rows = [], []
-        score_metric = SCORES.labels(variant=variant)  # once: labels() costs a lookup
+        predictions, score_metric = _metrics(model.version, variant)
         for i, p in enumerate(probabilities):
             rid = uuid.uuid4().hex
             label = int(p >= threshold)
@@ -251,7 +260,7 @@ class Classifier:
             self.log.write(rows)
         except OSError as err:  # nothing is answered that is not in the log
             raise Unavailable(*_log_failure(err)) from err
-        PREDICTIONS.labels(model_version=model.version, variant=variant).inc(len(out))
+        predictions.inc(len(out))
         return out
 
     @bentoml.api(route="/predict_batch")
@@ -291,7 +300,7 @@ class Classifier:
         except OSError as err:  # nothing is answered that is not in the log
             status, reason = _log_failure(err)
             return _refuse(context, {"error": reason}, status)
-        PREDICTIONS.labels(model_version=model.version, variant=variant).inc(answer.num_rows)
+        _metrics(model.version, variant)[0].inc(answer.num_rows)
         return Response(scoring.to_bytes(answer, fmt), media_type=scoring.MEDIA[fmt], headers={
             "content-disposition": f'attachment; filename="predictions.{fmt}"'})
 
