@@ -140,15 +140,14 @@ def bench_serving(home: Path, rows: pd.DataFrame, quick: bool) -> dict:
            "MLOPS_MAX_BATCH_ROWS": str(table_rows),
            "MLOPS_MAX_BODY_BYTES": str(8 * 2**20), "BENTOML_DO_NOT_TRACK": "true"}
     bin_dir = Path(sys.executable).parent
-    def bentoml(port: int) -> list[str]:
-        return [str(bin_dir / "bentoml"), "serve", "--port", str(port)]
+    def bentoml(port: int, *service: str) -> list[str]:  # no service: bentofile.yaml's
+        return [str(bin_dir / "bentoml"), "serve", *service, "--port", str(port)]
 
     targets = {  # name: (command, environment)
         "bentoml": (bentoml, env),  # adaptive batching on /predict (the default)
         "bentoml_unbatched": (bentoml, {**env, "MLOPS_ADAPTIVE_BATCHING": "0"}),
         # BentoML's ceiling: an endpoint that does nothing (benchmarks/empty_service.py)
-        "bentoml_empty": (lambda port: [*bentoml(port)[:2], "benchmarks.empty_service:Empty",
-                                        *bentoml(port)[2:]], env),
+        "bentoml_empty": (lambda port: bentoml(port, "benchmarks.empty_service:Empty"), env),
         "bare_starlette": (lambda port: [sys.executable, "-m", "benchmarks.bare_app",
                                          str(port)], env),
     }
