@@ -5,6 +5,7 @@ integration tests."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -14,15 +15,36 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+_RESERVED: dict[int, socket.socket] = {}
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port of 127.0.0.1 for a server this process starts, reserved until
+    ``release_port`` or this process's exit: it stays bound here (SO_REUSEADDR, never
+    listening), so the kernel gives it to no other socket asking for any port (a Dask
+    worker's, an outgoing connection's), while the server told to use it binds and listens
+    on it (uvicorn, circus for BentoML, PostgreSQL, tornado for Dask and gRPC all set
+    SO_REUSEADDR). A port picked and let go at once can be given to another process in the
+    seconds before the server binds it, and its readiness probe then reads that process."""
+    reservation = socket.socket()
+    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    reservation.bind(("127.0.0.1", 0))
+    port = reservation.getsockname()[1]
+    _RESERVED[port] = reservation
+    return port
+
+
+def release_port(port: int) -> None:
+    """End ``free_port``'s reservation (for long-lived processes that start many servers)."""
+    reservation = _RESERVED.pop(port, None)
+    if reservation is not None:
+        reservation.close()
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
-    """Until ``url`` answers 200; fails early with the log's tail if the process exits."""
+    """Until ``url`` answers 200; fails early with the log's tail if the process exits. An
+    answer that is not HTTP (another program on the port) is waited past like a refused
+    connection: the process then fails to bind and exits, and its log says why."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -31,7 +53,7 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> No
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
                     return
-        except OSError:
+        except (OSError, http.client.HTTPException):
             pass
         time.sleep(0.25)
     raise TimeoutError(f"{url} not ready after {timeout} s:\n{log.read_text()[-3000:]}")

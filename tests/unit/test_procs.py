@@ -1,12 +1,16 @@
-"""The environment handed to children a library starts: set for the duration, then restored."""
+"""Child servers' ports and readiness, and the environment handed to children a library
+starts."""
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
+import threading
 
 import pytest
 
-from mlops_assets.platform.procs import children_environment
+from mlops_assets.platform.procs import children_environment, free_port, start, wait_http
 
 
 def test_children_environment_sets_then_restores_even_on_error(monkeypatch):
@@ -18,3 +22,56 @@ def test_children_environment_sets_then_restores_even_on_error(monkeypatch):
         raise RuntimeError
     assert os.environ["MLOPS_TEST_KEPT"] == "before"
     assert "MLOPS_TEST_NEW" not in os.environ
+
+
+def test_a_port_handed_out_goes_to_no_one_else_and_its_server_can_bind_it():
+    """A CI run failed when a deploy check's port, free when picked, was given by the kernel
+    to another process's server (Dask's, asking for any port) before `bentoml serve` bound
+    it: the check's readiness probe read that server's bytes. A port handed out stays
+    reserved: no `bind(("127.0.0.1", 0))` (the kernel's choice) gets it, while the server
+    it is for (servers set SO_REUSEADDR) binds and listens on it."""
+    port = free_port()
+    given = set()
+    for _ in range(300_000):  # the kernel gave a released port back within 1,327-40,862
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            given.add(other.getsockname()[1])
+        if port in given:
+            break
+    assert port not in given, f"port {port} was given to another socket"
+    with socket.socket() as served:
+        served.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        served.bind(("127.0.0.1", port))
+        served.listen()
+
+
+def test_a_foreign_server_on_the_port_is_not_taken_for_the_child(tmp_path):
+    """Something that is not HTTP answers on the port and the child cannot bind it: the
+    wait ends with the child's own exit and its log, not with the stranger's bytes."""
+    port = free_port()
+    stranger = socket.socket()
+    stranger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    stranger.bind(("127.0.0.1", port))
+    stranger.listen()
+
+    def garble():
+        while True:
+            try:
+                conn, _ = stranger.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"\xff\x00\x00\x00\x00\x00\x00\x00\x01garbage\r\n\r\n")
+
+    threading.Thread(target=garble, daemon=True).start()
+    log = tmp_path / "child.log"
+    child = start([sys.executable, "-c", "import time; time.sleep(1); "
+                   f"import http.server as h; h.HTTPServer(('127.0.0.1', {port}), "
+                   "h.BaseHTTPRequestHandler).serve_forever()"], log, {}, tmp_path)
+    try:
+        with pytest.raises(RuntimeError, match="Address already in use"):
+            wait_http(f"http://127.0.0.1:{port}/readyz", 30, child, log)
+    finally:
+        child.kill()
+        child.wait()
+        stranger.close()

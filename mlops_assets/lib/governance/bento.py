@@ -147,7 +147,7 @@ def validate_bento(home: Path, bento_tag: str, records: list[dict], expected: np
     import pyarrow.parquet as pq
 
     from mlops_assets.lib.serving.scoring import MEDIA, to_bytes
-    from mlops_assets.platform.procs import free_port, server
+    from mlops_assets.platform.procs import free_port, release_port, server
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -203,6 +203,7 @@ def validate_bento(home: Path, bento_tag: str, records: list[dict], expected: np
                 else f"did not become ready within {ready_timeout_s:g} s")
         return Validation(False, f"bentoml serve {bento_tag} {what}: {why[-800:]}")
     finally:
+        release_port(port)
         shutil.rmtree(work, ignore_errors=True)
     worst = 0.0
     for route, got in answers:
