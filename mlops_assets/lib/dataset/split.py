@@ -189,13 +189,15 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
         positives = dict.fromkeys(SPLITS, 0)
         duplicates, no_duplicates = [], None
         writers = {name: io.ParquetWriter(out_dir / f"{name}.parquet") for name in SPLITS}
+        # The first pass's hashes, in its order (which this pass repeats): hashed once.
+        contents = _Column(keys_path, "content", chunk_rows)
         try:
             for rank, (_, path) in enumerate(batches):
                 twins = con.execute("SELECT row_key, keeper, keeper_batch FROM duplicate "
                                     "WHERE rank = ?", [rank]).df().set_index("row_key")
                 for chunk in io.read_parquet_chunks(path, chunk_rows):
                     rows, _ = _labelled(chunk, labels)
-                    rows[CONTENT] = content_keys(rows, contract).to_numpy(np.uint64)
+                    rows[CONTENT] = contents.take(len(rows))
                     if no_duplicates is None:  # the columns, should no row be set aside
                         no_duplicates = rows.iloc[:0].assign(reason=pd.Series(dtype=object))
                     is_dup = rows[ROW_KEY].isin(twins.index)
@@ -213,7 +215,9 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                         part = kept[where == name]
                         writers[name].write(part)
                         positives[name] += int(part[TARGET].sum())
+            contents.finish()
         finally:
+            contents.close()
             for writer in writers.values():
                 writer.close()
     finally:
@@ -242,6 +246,40 @@ def new_contents(batches: list[Path], built: list[Path], contract: DatasetContra
             count += len(fresh)
             seen = np.union1d(seen, fresh)
     return count
+
+
+class _Column:
+    """A column of a Parquet file handed out in the file's order, ``n`` values at a time
+    (at most ``rows`` read at once)."""
+
+    def __init__(self, path: Path, column: str, rows: int):
+        self._file = pq.ParquetFile(path)
+        self._batches = self._file.iter_batches(batch_size=rows, columns=[column])
+        self._held = np.zeros(0, dtype=np.uint64)
+
+    def take(self, n: int) -> np.ndarray:
+        parts, have = [self._held], len(self._held)
+        while have < n:
+            part = next(self._batches, None)
+            if part is None:
+                raise RuntimeError(f"the split's first pass hashed fewer rows than its "
+                                   "second reads: the batches changed between its passes")
+            part = part.column(0).to_numpy()
+            parts.append(part)
+            have += len(part)
+        held = np.concatenate(parts)
+        self._held = held[n:]
+        return held[:n]
+
+    def finish(self) -> None:
+        """Every value was taken: the two passes saw the same rows."""
+        left = len(self._held) + sum(b.num_rows for b in self._batches)
+        if left:
+            raise RuntimeError(f"{left} content hashes of the first pass were not used: the "
+                               "batches changed between the split's two passes")
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
