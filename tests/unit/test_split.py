@@ -198,3 +198,27 @@ def test_a_damaged_batch_file_is_named_and_nothing_is_sealed(tmp_path, bank_batc
                                          "Parquet file"):
         split.split_batches(files, None, BANK, manifest, tmp_path / "out")
     assert manifest.read_bytes() == before
+
+
+def test_the_second_pass_takes_the_first_pass_hashes_in_order_and_notices_a_change(tmp_path):
+    """The split hashes each row once: its second pass takes the first pass's hashes, a few
+    at a time across the stored file's batches, and stops, saying so, if the rows it reads
+    are more or fewer than those hashed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "keys.parquet"
+    pq.write_table(pa.table({"content": pa.array(np.arange(10, dtype=np.uint64))}), path,
+                   row_group_size=4)
+    contents = split._Column(path, "content", 3)
+    got = [contents.take(n) for n in (0, 5, 1, 4)]
+    assert [list(g) for g in got] == [[], [0, 1, 2, 3, 4], [5], [6, 7, 8, 9]]
+    contents.finish()
+    with pytest.raises(RuntimeError, match="fewer rows than its second reads"):
+        contents.take(1)
+    contents.close()
+    fewer = split._Column(path, "content", 3)
+    fewer.take(7)
+    with pytest.raises(RuntimeError, match="3 content hashes of the first pass were not used"):
+        fewer.finish()
+    fewer.close()
