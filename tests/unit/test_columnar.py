@@ -127,3 +127,25 @@ def test_an_empty_file_and_a_header_alone(tmp_path):
     frame = next(data.read_batch_frames(header, BANK, 10))
     assert frame.columns == ["age", "job"] and frame.height == 0
     assert frame.schema == pl.Schema({"age": pl.String, "job": pl.String})
+
+
+def test_stored_batches_are_read_in_order_a_part_at_a_time_and_a_damaged_one_is_named(
+        tmp_path):
+    """The checks and validate_batch read a stored batch through ``io.read_parquet_frames``
+    (Polars' streaming reader): every row once, in the file's order, at most ``rows`` at a
+    time; a file without rows gives one empty frame with its columns; a damaged file is a
+    ValueError naming it."""
+    from mlops_assets.lib import io
+
+    frame = pl.DataFrame({"a": [str(i) for i in range(2_500)], "b": ["x"] * 2_500})
+    frame.write_parquet(tmp_path / "batch.parquet", row_group_size=700)
+    parts = list(io.read_parquet_frames(tmp_path / "batch.parquet", 1_000))
+    assert max(p.height for p in parts) <= 1_000 and len(parts) >= 3
+    assert pl.concat(parts).equals(frame)
+    frame.clear().write_parquet(tmp_path / "none.parquet")
+    (empty,) = io.read_parquet_frames(tmp_path / "none.parquet", 1_000)
+    assert empty.height == 0 and empty.schema == frame.schema
+    damaged = tmp_path / "damaged.parquet"
+    damaged.write_bytes((tmp_path / "batch.parquet").read_bytes()[:-300])
+    with pytest.raises(ValueError, match=f"{damaged} is not a readable Parquet file"):
+        list(io.read_parquet_frames(damaged, 1_000))

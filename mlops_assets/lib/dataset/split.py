@@ -262,7 +262,7 @@ class _Column:
         while have < n:
             part = next(self._batches, None)
             if part is None:
-                raise RuntimeError(f"the split's first pass hashed fewer rows than its "
+                raise RuntimeError("the split's first pass hashed fewer rows than its "
                                    "second reads: the batches changed between its passes")
             part = part.column(0).to_numpy()
             parts.append(part)
