@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -25,7 +26,13 @@ def free_port() -> int:
     worker's, an outgoing connection's), while the server told to use it binds and listens
     on it (uvicorn, circus for BentoML, PostgreSQL, tornado for Dask and gRPC all set
     SO_REUSEADDR). A port picked and let go at once can be given to another process in the
-    seconds before the server binds it, and its readiness probe then reads that process."""
+    seconds before the server binds it, and its readiness probe then reads that process.
+    Linux only: where sockets follow BSD's rules (macOS) a server cannot bind a port another
+    socket holds without SO_REUSEPORT, so there the port is picked and let go as before."""
+    if sys.platform != "linux":
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
     reservation = socket.socket()
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     reservation.bind(("127.0.0.1", 0))
