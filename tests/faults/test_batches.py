@@ -283,3 +283,17 @@ def test_a_batch_run_interrupted_before_it_started_is_ended_by_its_driver(projec
     again = orchestration.tick_landing_sensor(project.defs, instance, json.dumps(late))
     assert [b for r in again.run_requests for b in
             r.run_config["ops"]["ingest_landed_batches"]["config"]["batches"]] == ["2008-05"]
+
+
+def test_a_backfill_is_shared_among_the_tick_s_two_runs_by_size(project, bank_batches):
+    """Bank's first months landed at once (a backfill): the two ingest_landed runs of the
+    tick (one per core) get about as many bytes each. Shared by count, the first run got
+    the three large months and the second the three small ones, 2.1x its bytes."""
+    months = list(bank_batches)[:6]
+    sizes = {key: project.land(key, bank_batches[key]).stat().st_size for key in months}
+    tick = orchestration.tick_landing_sensor(project.defs, project.instance)
+    runs = [LandedConfig(**r.run_config["ops"]["ingest_landed_batches"]["config"]).batches
+            for r in tick.run_requests]
+    assert len(runs) == 2 and sorted(b for run in runs for b in run) == sorted(months)
+    loads = [sum(sizes[b] for b in run) for run in runs]
+    assert abs(loads[0] - loads[1]) <= max(sizes.values()), (runs, loads)

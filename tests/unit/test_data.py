@@ -137,6 +137,25 @@ def test_plan_ingestion_ingests_each_content_of_a_batch_once():
     assert changed.to_ingest == {"b": "h3"}
 
 
+def test_the_batches_of_a_tick_are_shared_among_its_runs_by_bytes_not_by_count():
+    """Bank's 26 months (rows stand for bytes): shared by count, the first run got 13
+    months holding 89% of the rows, so two runs on two cores took about as long as one
+    (a 1000x backfill)."""
+    rows = {key: len(df) for key, df in data.source_batches(BANK).items()}
+    runs = data.share_by_size(rows, 2)
+    assert sorted(b for run in runs for b in run) == sorted(rows)  # each batch once
+    assert all(run == sorted(run) for run in runs)  # in batch order within a run
+    loads = sorted(sum(rows[b] for b in run) for run in runs)
+    assert loads[1] - loads[0] <= max(rows.values())  # as even as one batch allows
+    assert loads[1] / sum(rows.values()) < 0.55
+    by_count = sum(rows[b] for b in sorted(rows)[:13]) / sum(rows.values())
+    assert by_count > 0.85  # what sharing by count did
+    assert data.share_by_size(rows, 2) == runs  # the same files, the same runs
+    assert data.share_by_size({"b": 5, "a": 5}, 4) == [["a"], ["b"]]  # no empty run
+    assert data.share_by_size({}, 2) == []
+    assert data.share_by_size({"a": 0, "b": 0, "c": 0}, 2) == [["a", "c"], ["b"]]
+
+
 def test_entries_that_are_not_files_are_skipped_with_the_reason(tmp_path):
     (tmp_path / "folder.csv").mkdir()
     (tmp_path / "dangling.csv").symlink_to(tmp_path / "nowhere.csv")

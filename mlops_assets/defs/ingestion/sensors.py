@@ -27,7 +27,7 @@ ingest_job = dg.define_asset_job(
 CONTENT_TAG = "mlops/content"  # the landed file's content hash, on every ingestion run
 PARENT_TAG = "mlops/ingested_by"  # the ingest_landed run a batch's run was made by
 MAX_ATTEMPTS = 3  # ingestions of one content that may end interrupted before it is left
-RUNS_PER_TICK = 2  # the batches of a tick are shared among this many runs (two cores)
+RUNS_PER_TICK = 2  # the batches of a tick are shared among this many runs (two cores), by size
 
 
 def ingest(job: dg.JobDefinition, instance: dg.DagsterInstance,
@@ -239,15 +239,24 @@ def landing_sensor(context: dg.SensorEvaluationContext, project: ProjectResource
     for batch, why in skipped.items():
         if not why.startswith("already"):
             context.log.warning(f"{batch}: {why}")
-    share = -(-len(requests) // RUNS_PER_TICK)
-    groups = [requests[i:i + share] for i in range(0, len(requests), share)]
+    asked = dict(requests)
+    groups = data.share_by_size({b: _size(files[b]) for b in asked}, RUNS_PER_TICK)
     return dg.SensorResult(
-        run_requests=[landed_request(group) for group in groups],
+        run_requests=[landed_request([(b, asked[b]) for b in group]) for group in groups],
         dynamic_partitions_requests=[batches.build_add_request(new_partitions)]
         if new_partitions
         else [],
         cursor=new_cursor,
     )
+
+
+def _size(path) -> int:
+    """A landed file's size in bytes (0 if it went away since it was listed: its run then
+    says so)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def landed_request(group: list[tuple[str, tuple[str, int]]]) -> dg.RunRequest:

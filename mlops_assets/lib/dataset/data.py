@@ -460,6 +460,21 @@ def plan_ingestion(landed: dict[str, str], ingested: dict[str, str]) -> LandingP
     return LandingPlan(to_ingest, skipped)
 
 
+def share_by_size(sizes: dict[str, int], parts: int) -> list[list[str]]:
+    """The batches (id -> file size) shared among at most ``parts`` runs so that each run
+    has about as many bytes to ingest as the others: the largest batch first, each to the
+    run with the fewest bytes so far (longest processing time first: within 4/3 of the best
+    possible split). Each run's batches are in id order; runs with none are left out.
+    Shared by count instead, one run got ~90% of a backfill's rows: Bank's first months
+    hold most of them."""
+    loads: list[list] = [[0, i, []] for i in range(max(1, parts))]
+    for batch in sorted(sizes, key=lambda b: (-sizes[b], b)):
+        lightest = min(loads, key=lambda load: (load[0], load[1]))
+        lightest[0] += max(0, sizes[batch]) + 1  # an empty file still costs a batch run
+        lightest[2].append(batch)
+    return sorted(sorted(load[2]) for load in loads if load[2])
+
+
 def landed_files(landing_dir: Path) -> dict[str, Path]:
     """Batch files in the landing directory by batch id. The landing protocol: a writer
     writes ``<batch>.csv.part`` (or a name starting with ``.``) and renames it to
