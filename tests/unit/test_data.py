@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -386,3 +387,48 @@ def test_contract_init_drops_a_leaking_column_wherever_the_labels_come_from(tmp_
         assert column in inferred.contract["drop_columns"]
         assert any(line.startswith(f"'{column}': predicts the label almost alone")
                    for line in inferred.review)
+
+
+def test_a_kept_batch_is_the_content_its_name_says_while_the_file_is_landed_again(tmp_path):
+    """raw_batch hashed the landing file, then copied it: a re-landing in between (a rename
+    over it) stored one content under the other's hash, and the rows read next were a third
+    read of the landing file. One read of one open file now hashes and copies."""
+    import hashlib
+    import threading
+
+    landing = tmp_path / "landing" / "2008-05.csv"
+    landing.parent.mkdir()
+    contents = [b"age;job\n" + (f"{i};admin.\n" * 200_000).encode() for i in (1, 2)]
+    for i, body in enumerate(contents):
+        (tmp_path / f"v{i}").write_bytes(body)
+    stop = threading.Event()
+
+    def land_again():  # the landing protocol: a complete file renamed over the old one
+        i = 0
+        while not stop.is_set():
+            part = landing.with_name(".2008-05.csv.part")
+            os.link(tmp_path / f"v{i % 2}", part)
+            os.replace(part, landing)
+            i += 1
+
+    landing.write_bytes(contents[0])
+    writer = threading.Thread(target=land_again)
+    writer.start()
+    try:
+        # each into a new backup folder, so that each writes its copy (main's order of
+        # hashing, then copying: 7 of 40 copies held the other content)
+        kept = [data.keep_batch(landing, tmp_path / f"backup{n}", "2008-05")
+                for n in range(40)]
+        again = [data.keep_batch(landing, tmp_path / "backup", "2008-05") for _ in range(10)]
+    finally:
+        stop.set()
+        writer.join()
+    for sha, copy in kept + again:
+        body = copy.read_bytes()
+        assert body in contents and hashlib.sha256(body).hexdigest() == sha == copy.stem
+        assert copy.stat().st_mode & 0o777 == 0o444
+    assert sorted(p.name for p in (tmp_path / "backup" / "2008-05").iterdir()) == sorted(
+        {copy.name for _, copy in again})  # no temporary file left, one copy per content
+    with pytest.raises(data.BatchError, match="gone.csv cannot be read"):
+        data.keep_batch(tmp_path / "gone.csv", tmp_path / "backup", "gone")
+    assert list((tmp_path / "backup" / "gone").iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -402,14 +403,40 @@ def reasons_by_column(reasons: pl.Series) -> pl.DataFrame:
             .value_counts(sort=True, name="rows").rename({"reason": "column"}))
 
 
-def backup_batch(path: Path, backup_dir: Path, batch_id: str, sha256: str) -> Path:
-    """Keep an immutable copy of a landed file, named by its content hash. Written once:
-    a second landing of the same content reuses it, new content gets a new file."""
-    target = Path(backup_dir) / batch_id / f"{sha256}{Path(path).suffix}"
-    if not target.exists():
-        io.copy_file(path, target)
-        target.chmod(0o444)
-    return target
+def keep_batch(path: Path, backup_dir: Path, batch_id: str) -> tuple[str, Path]:
+    """Keep an immutable (read-only) copy of a landed file, named by its content hash:
+    ``(hash, copy)``. One read of one open file both hashes and copies it, so the copy is
+    the content its name says even if the file is landed again meanwhile (the landing
+    protocol replaces a file by a rename; the open one keeps its content). Written once: a
+    second landing of the same content reuses the copy, new content gets a new file."""
+    folder = Path(backup_dir) / batch_id
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = Path(path).suffix
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=".landing.", suffix=".tmp", dir=folder)
+    try:
+        with open(fd, "wb") as out:
+            try:
+                source = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+            except OSError as err:
+                raise BatchError(f"batch file {path} cannot be read: {err}") from err
+            with source:
+                while block := source.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        target = folder / f"{digest.hexdigest()}{suffix}"
+        if target.exists():
+            os.unlink(tmp)
+        else:
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, target)
+            io.fsync_dir(folder)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest.hexdigest(), target
 
 
 class BatchProfile:
@@ -426,6 +453,10 @@ class BatchProfile:
                            dtype="int64")
         self._counts = counts if self._counts is None else self._counts + counts
         self.rows += raw.height
+
+    @property
+    def columns(self) -> list[str]:
+        return [] if self._counts is None else [str(c) for c in self._counts.index]
 
     def as_dict(self) -> dict:
         nulls = {} if not self.rows else {
