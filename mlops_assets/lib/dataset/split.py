@@ -331,6 +331,9 @@ def _labelled(rows: pd.DataFrame, by_key: pd.Series | None) -> tuple[pd.DataFram
         rows = rows.copy()
         rows[TARGET] = rows[TARGET].fillna(rows[KEY].map(by_key).astype("Int8"))
     waiting = rows[TARGET].isna()
+    if not waiting.any():  # every row labelled: no copy (copies took 13 s of the 1000x split)
+        fresh = rows.index.equals(pd.RangeIndex(len(rows)))
+        return (rows if fresh else rows.reset_index(drop=True)), 0
     return rows[~waiting].reset_index(drop=True), int(waiting.sum())
 
 
