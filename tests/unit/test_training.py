@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from mlops_assets import bulk_threads
 from mlops_assets.config import PERIOD, TARGET, load_contract
 from mlops_assets.lib import evaluation, io
 from mlops_assets.lib.dataset import data, features, split
@@ -40,11 +41,16 @@ def splits(feature_frames):
             for name, frame in feature_frames.items()}
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
 def test_a_final_fit_streamed_from_the_file_is_the_in_memory_fit(feature_frames, splits,
-                                                                tmp_path):
+                                                                tmp_path, monkeypatch,
+                                                                threads):
     """A training set too large for memory is fitted from its file a chunk at a time. With
     the whole set as the search "sample", that fit must be the in-memory fit exactly: the
-    same rows, bins and rounds give the same trees."""
+    same rows, bins and rounds give the same trees, on one thread or two (the streamed fit
+    and the test-set predictions run on ``bulk_threads()``, the search on one)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    assert bulk_threads() == int(threads)  # OpenMP waits passively in this process
     path = io.write_parquet(tmp_path / "train_features.parquet", feature_frames["train"])
     rows = FeatureRows(path, BANK, chunk_rows=1000)  # 9 chunks, LightGBM batches
     (xt, yt), (xv, yv), (xs, _) = splits["train"], splits["validation"], splits["test"]

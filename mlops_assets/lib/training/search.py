@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from mlops_assets import bulk_threads
 from mlops_assets.config import DatasetContract
 from mlops_assets.lib.dataset.rows import STREAMED, FeatureRows
 from mlops_assets.lib.training import dask_training
@@ -335,9 +336,11 @@ def train(
             rows = lgb.Dataset(full.lightgbm_sequence(n_rows), full.labels(), reference=dtrain,
                                **{**dataset_args, "free_raw_data": True})
             # Column-wise histograms: row-wise ones keep a second, row-major copy of every
-            # row's bins (+550 MB at 29M rows). One thread sums each bin in the same row
-            # order either way, so the trees are the same (tests/unit/test_training.py).
-            booster = lgb.train(params | {"force_row_wise": False, "force_col_wise": True},
+            # row's bins (+550 MB at 29M rows); the trees are the same either way, and on
+            # any number of threads (deterministic; tests/unit/test_training.py). The one
+            # long fit of the step runs on bulk_threads() (1000x: ~2.4 s a round on one).
+            booster = lgb.train(params | {"force_row_wise": False, "force_col_wise": True,
+                                          "num_threads": bulk_threads()},
                                 rows, num_boost_round=best_iteration)
             trained_on = {"where": STREAMED}
         trained_on |= {"search_rows": len(y_train), "train_rows": n_rows,
