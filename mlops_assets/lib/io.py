@@ -129,12 +129,13 @@ def move_into(target: Path | str, src: Path | str) -> Path:
 
 def read_parquet(path: Path | str) -> pd.DataFrame:
     """A stored Parquet table; a damaged file is named in the error."""
-    with _naming(path):
+    with naming(path):
         return pd.read_parquet(path)
 
 
 @contextmanager
-def _naming(path: Path | str):
+def naming(path: Path | str):
+    """Errors reading the Parquet file ``path`` (damaged, missing) as a ValueError naming it."""
     import polars as pl
     import pyarrow as pa
 
@@ -149,7 +150,7 @@ def parquet_rows(path: Path | str) -> int:
     """The row count of a Parquet file, from its footer (no rows read)."""
     import pyarrow.parquet as pq
 
-    with _naming(path):
+    with naming(path):
         return pq.ParquetFile(path).metadata.num_rows
 
 
@@ -161,7 +162,7 @@ def read_parquet_chunks(path: Path | str, rows: int, columns: list[str] | None =
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with _naming(path):
+    with naming(path):
         f = pq.ParquetFile(path)
     with f:
         empty = True
@@ -181,7 +182,7 @@ def read_parquet_frames(path: Path | str, rows: int) -> Iterator:
     Arrow's batches converted to Polars took 3.8 s)."""
     import polars as pl
 
-    with _naming(path):
+    with naming(path):
         scan = pl.scan_parquet(path)
         schema = scan.collect_schema()
         empty = True

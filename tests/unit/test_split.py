@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from mlops_assets.config import (
@@ -163,11 +165,17 @@ def test_the_split_holds_a_chunk_not_the_dataset(tmp_path, bank_batches, monkeyp
         paths.append((f"b{copy:02d}", io.write_parquet(tmp_path / f"b{copy:02d}.parquet",
                                                        frame)))
     chunks, whole, limits = [], [], []
-    read_chunks, connect = io.read_parquet_chunks, duckdb.connect
+    read_chunks, read_tables, connect = io.read_parquet_chunks, split._arrow_chunks, \
+        duckdb.connect
 
     def counting(path, rows, columns=None):
         for chunk in read_chunks(path, rows, columns):
             chunks.append(len(chunk))
+            yield chunk
+
+    def counting_tables(path, contract, rows):
+        for chunk in read_tables(path, contract, rows):
+            chunks.append(chunk.num_rows)
             yield chunk
 
     def connecting(*args, config=None, **kwargs):
@@ -175,6 +183,8 @@ def test_the_split_holds_a_chunk_not_the_dataset(tmp_path, bank_batches, monkeyp
         return connect(*args, config=config, **kwargs)
 
     monkeypatch.setattr(io, "read_parquet_chunks", counting)
+    monkeypatch.setattr(split, "_arrow_chunks", counting_tables)
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: whole.append(a) or pa.table({}))
     monkeypatch.setattr(io, "read_parquet", lambda *a, **k: whole.append(a) or pd.DataFrame())
     monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: whole.append(a) or pd.DataFrame())
     monkeypatch.setattr(duckdb, "connect", connecting)
@@ -222,3 +232,24 @@ def test_the_second_pass_takes_the_first_pass_hashes_in_order_and_notices_a_chan
     with pytest.raises(RuntimeError, match="3 content hashes of the first pass were not used"):
         fewer.finish()
     fewer.close()
+
+
+def test_content_hashes_are_the_same_read_as_categories(tmp_path, bank_batches):
+    """The split reads category columns dictionary-encoded (a hash per category, not per
+    row); the sealed manifest holds pandas' hashes of the values read as text: they must be
+    the same, with missing values, text that only differs in case or space, and non-ASCII."""
+    _, frames = _valid_batch_files(bank_batches, ["2008-05"], tmp_path)
+    rows = frames["2008-05"].head(3000).copy()
+    job = rows.columns.get_loc("job")
+    rows.iloc[::7, job] = None
+    rows.iloc[1::11, job] = "Admin."
+    rows.iloc[2::13, job] = "admin. "
+    rows.iloc[3::17, job] = "técnico"
+    rows.loc[rows.index[::5], "age"] = np.nan
+    path = io.write_parquet(tmp_path / "odd.parquet", rows)
+    read = list(split._arrow_chunks(path, BANK, 1000))
+    assert len(read) == 3 and pa.types.is_dictionary(read[0].schema.field("job").type)
+    hashed = np.concatenate([split._content_of(t, BANK) for t in read])
+    np.testing.assert_array_equal(hashed, split.content_keys(pd.read_parquet(path), BANK)
+                                  .to_numpy(np.uint64))
+    assert len(np.unique(hashed)) > 2900  # the odd values give their own hashes

@@ -4,7 +4,7 @@ recorded once in an append-only manifest that later checks hold every stage to."
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mlops_assets.config import (
@@ -52,11 +53,16 @@ def assign_split(content: pd.Series, fractions: Iterable[float]) -> pd.Series:
     content always lands in the same split, whichever file carries it, under whatever name
     and whatever else is in the dataset, so a copy of a row can never sit on the other side
     of the sealed test set."""
+    labels = np.asarray(SPLITS, dtype=object)[_split_codes(content, fractions)]
+    return pd.Series(labels, index=getattr(content, "index", None))
+
+
+def _split_codes(content, fractions: Iterable[float]) -> np.ndarray:
+    """``assign_split`` as positions in ``SPLITS``."""
     h = _mix(np.asarray(content, dtype=np.uint64))
     u = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     edges = np.cumsum(list(fractions))[:-1]
-    labels = np.asarray(SPLITS, dtype=object)[np.searchsorted(edges, u, side="right")]
-    return pd.Series(labels, index=getattr(content, "index", None))
+    return np.searchsorted(edges, u, side="right").astype(np.int8)
 
 
 def apply_labels(rows: pd.DataFrame, labels: pd.DataFrame | None,
@@ -126,22 +132,25 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
     versions = versions or {}
     keys_path = out_dir / "keys.parquet"
     unlabeled = 0
+    layout = None  # the split files' columns: a batch's, and its rows' content hashes
     with pq.ParquetWriter(keys_path, _KEYS_SCHEMA) as keys:
         position = 0
         for rank, (batch, path) in enumerate(batches):
-            for chunk in io.read_parquet_chunks(path, chunk_rows):
-                rows, waiting = _labelled(chunk, labels)
+            for chunk in _arrow_chunks(path, contract, chunk_rows):
+                layout = layout or _layout(chunk)
+                rows, waiting = _labelled_table(chunk, labels)
                 unlabeled += waiting
-                content = content_keys(rows, contract)
+                content = _content_of(rows, contract)
+                n = rows.num_rows
                 keys.write_table(pa.table({
-                    "row_key": rows[ROW_KEY].astype(str).to_numpy(),
-                    "batch": np.full(len(rows), batch, dtype=object),
-                    "rank": np.full(len(rows), rank, dtype=np.int32),
-                    "position": np.arange(position, position + len(rows), dtype=np.int64),
-                    "content": content.to_numpy(np.uint64),
-                    "split": assign_split(content, contract.split_fractions).to_numpy(),
+                    "row_key": rows[ROW_KEY].cast(pa.string()),
+                    "batch": pa.repeat(pa.scalar(batch), n),
+                    "rank": np.full(n, rank, dtype=np.int32),
+                    "position": np.arange(position, position + n, dtype=np.int64),
+                    "content": content,
+                    "split": _split_names(_split_codes(content, contract.split_fractions)),
                 }, schema=_KEYS_SCHEMA))
-                position += len(rows)
+                position += n
     con = duckdb.connect(config={"memory_limit": memory_limit,
                                  "temp_directory": str(out_dir / "spill"),
                                  "preserve_insertion_order": False})
@@ -192,34 +201,39 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                                      "SELECT content FROM new_test").fetchnumpy()["content"]
                          .astype(np.uint64))
         positives = dict.fromkeys(SPLITS, 0)
-        duplicates, no_duplicates = [], None
-        writers = {name: io.ParquetWriter(out_dir / f"{name}.parquet") for name in SPLITS}
+        duplicates = []
+        layout = layout or _layout(pa.table({}))
+        writers = {name: io.ParquetWriter(out_dir / f"{name}.parquet", layout)
+                   for name in SPLITS}
+        test = SPLITS.index("test")
         # The first pass's hashes, in its order (which this pass repeats): hashed once.
         contents = _Column(keys_path, "content", chunk_rows)
         try:
             for rank, (_, path) in enumerate(batches):
                 twins = con.execute("SELECT row_key, keeper, keeper_batch FROM duplicate "
                                     "WHERE rank = ?", [rank]).df().set_index("row_key")
-                for chunk in io.read_parquet_chunks(path, chunk_rows):
-                    rows, _ = _labelled(chunk, labels)
-                    rows[CONTENT] = contents.take(len(rows))
-                    if no_duplicates is None:  # the columns, should no row be set aside
-                        no_duplicates = rows.iloc[:0].assign(reason=pd.Series(dtype=object))
-                    is_dup = rows[ROW_KEY].isin(twins.index)
+                for chunk in _arrow_chunks(path, contract, chunk_rows):
+                    rows, _ = _labelled_table(chunk, labels)
+                    content = contents.take(rows.num_rows)
+                    rows = rows.append_column(CONTENT, pa.array(content, pa.uint64()))
+                    is_dup = np.zeros(rows.num_rows, dtype=bool)
+                    if len(twins):
+                        is_dup = pc.is_in(rows[ROW_KEY], value_set=pa.array(
+                            twins.index.to_numpy(object), pa.string())).to_numpy(
+                                zero_copy_only=False)
                     if is_dup.any():
-                        dup = rows[is_dup].copy()
+                        dup = rows.filter(is_dup).cast(layout).to_pandas()
                         twin = twins.loc[dup[ROW_KEY]]
                         dup["reason"] = ("duplicate of row " + twin["keeper"] + " (batch "
                                          + twin["keeper_batch"] + ")").to_numpy()
                         duplicates.append(dup)
-                    kept = rows[~is_dup.to_numpy()]
-                    content = kept[CONTENT].to_numpy(np.uint64)
-                    where = np.where(_contains(sealed, content), "test",
-                                     assign_split(content, contract.split_fractions).to_numpy())
-                    for name in SPLITS:
-                        part = kept[where == name]
+                    kept, content = rows.filter(~is_dup), content[~is_dup]
+                    where = np.where(_contains(sealed, content), test,
+                                     _split_codes(content, contract.split_fractions))
+                    for code, name in enumerate(SPLITS):
+                        part = kept.filter(where == code)
                         writers[name].write(part)
-                        positives[name] += int(part[TARGET].sum())
+                        positives[name] += int(pc.sum(part[TARGET]).as_py() or 0)
             contents.finish()
         finally:
             contents.close()
@@ -227,10 +241,64 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                 writer.close()
     finally:
         con.close()
+    no_duplicates = layout.empty_table().to_pandas().assign(reason=pd.Series(dtype=object))
     return SplitFiles({n: w.path for n, w in writers.items()},
                       {n: w.rows for n, w in writers.items()}, positives,
                       pd.concat(duplicates, ignore_index=True) if duplicates else no_duplicates,
                       unlabeled, Manifest(total=total, added=added))
+
+
+def _arrow_chunks(path: Path, contract: DatasetContract, rows: int) -> Iterator[pa.Table]:
+    """A validated batch as Arrow tables of at most ``rows`` rows (one empty table if it
+    has none), its category columns dictionary-encoded: hashing them then costs a hash per
+    category, not per row (pandas' hash of a value is the same either way)."""
+    with io.naming(path):
+        f = pq.ParquetFile(path, read_dictionary=[
+            c for c in contract.categorical if c in pq.read_schema(path).names])
+    with f:
+        empty = True
+        for batch in f.iter_batches(batch_size=rows):
+            empty = False
+            yield pa.Table.from_batches([batch])
+        if empty:
+            yield f.schema_arrow.empty_table()
+
+
+def _layout(first: pa.Table) -> pa.Schema:
+    """The split files' schema, from the first chunk read: the batches' columns (category
+    columns as text, as stored) and the content hash, with pandas' metadata (the nullable
+    label and all) as pandas writes it for those rows."""
+    plain = pa.schema([pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type)
+                       else f for f in first.schema], metadata=first.schema.metadata)
+    head = first.slice(0, 1000).cast(plain).to_pandas()
+    head[CONTENT] = np.zeros(len(head), dtype=np.uint64)
+    out = pa.Schema.from_pandas(head, preserve_index=False)
+    return pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                      for f in out], metadata=out.metadata)
+
+
+def _labelled_table(rows: pa.Table, by_key: pd.Series | None) -> tuple[pa.Table, int]:
+    """``_labelled`` on an Arrow table."""
+    if by_key is not None and KEY in rows.column_names:
+        target = rows[TARGET].to_pandas()
+        filled = target.fillna(rows[KEY].to_pandas().map(by_key).astype("Int8"))
+        rows = rows.set_column(rows.column_names.index(TARGET), TARGET,
+                               pa.array(filled, rows.schema.field(TARGET).type,
+                                        from_pandas=True))
+    labelled = pc.is_valid(rows[TARGET])
+    waiting = rows.num_rows - int(pc.sum(labelled).as_py() or 0)
+    return (rows if not waiting else rows.filter(labelled)), waiting
+
+
+def _content_of(rows: pa.Table, contract: DatasetContract) -> np.ndarray:
+    """``content_keys`` of an Arrow table's rows (only the hashed columns go to pandas)."""
+    columns = [*contract.features, TARGET]
+    return content_keys(rows.select(columns).to_pandas(), contract).to_numpy(np.uint64)
+
+
+def _split_names(codes: np.ndarray) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()),
+                                          pa.array(SPLITS)).cast(pa.string())
 
 
 def new_contents(batches: list[Path], built: list[Path], contract: DatasetContract,
