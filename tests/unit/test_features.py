@@ -4,6 +4,7 @@ validated Polars table all give the vectorized path's matrix."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import polars as pl
 
 from mlops_assets.config import load_contract
@@ -39,3 +40,27 @@ def test_sentinel_and_missing_become_nan_and_frame_round_trips(bank_batches):
     matrix = features.to_matrix(frame, BANK)
     np.testing.assert_array_equal(features.to_matrix(features.to_frame(matrix, BANK), BANK),
                                   matrix)
+
+
+def test_rows_read_as_categories_give_the_features_of_rows_read_as_text(bank_batches,
+                                                                         tmp_path):
+    """The feature steps read a split's text columns as pandas categories (in the file's
+    own order, with values the contract does not know): the same features as from text,
+    one row or many."""
+    from mlops_assets.lib import io
+
+    raw = bank_batches["2008-05"].head(2000)
+    rows = data.validate_rows(data.parse_batch(raw, BANK, "2008-05"), BANK).valid
+    rows.loc[rows.index[::9], "job"] = "astronaut"  # not a category of the contract
+    rows.loc[rows.index[::4], "marital"] = None
+    path = io.write_parquet(tmp_path / "rows.parquet", rows)
+    for chunk_rows in (700, 1):
+        text = [features.build_features(c, BANK) for c in io.read_parquet_chunks(path, 700)]
+        read = list(io.read_parquet_chunks(path, chunk_rows, categories=BANK.categorical))
+        assert str(read[0]["job"].dtype) == "category"
+        as_categories = [features.build_features(c, BANK) for c in read[:3 if chunk_rows == 1
+                                                                           else None]]
+        expected = pd.concat(text, ignore_index=True).head(sum(map(len, as_categories)))
+        pd.testing.assert_frame_equal(pd.concat(as_categories, ignore_index=True), expected)
+    unknown = rows["job"].isna() | (rows["job"] == "astronaut")
+    assert features.build_features(rows, BANK)["job"].isna().sum() == unknown.sum() > 222

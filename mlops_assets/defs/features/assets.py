@@ -36,7 +36,8 @@ def _feature_asset(split_name: str) -> dg.AssetsDefinition:
         positives, periods = 0, set()
         with work_dir(project, split_name + "_features") as work, \
                 io.ParquetWriter(work / "features.parquet") as out:
-            for chunk in io.read_parquet_chunks(rows, config.chunk_rows):
+            for chunk in io.read_parquet_chunks(rows, config.chunk_rows,
+                                                categories=contract.categorical):
                 out.write(pd.concat([features.build_features(chunk, contract),
                                      chunk[FEATURE_META]], axis=1))
                 positives += int(chunk[TARGET].sum())

@@ -137,6 +137,9 @@ def to_matrix(frame: pd.DataFrame, contract: DatasetContract) -> np.ndarray:
 
 
 def build_features(rows: pd.DataFrame, contract: DatasetContract) -> pd.DataFrame:
-    """Validated rows -> the feature frame the model is trained and evaluated on."""
-    matrix = encode({name: rows[name].to_numpy() for name in contract.features}, contract)
+    """Validated rows -> the feature frame the model is trained and evaluated on (a text
+    column may come as pandas categories: recoded to the contract's, not looked up a row
+    at a time)."""
+    matrix = encode({name: rows[name].array if isinstance(rows[name].dtype, pd.CategoricalDtype)
+                     else rows[name].to_numpy() for name in contract.features}, contract)
     return to_frame(matrix, contract, index=rows.index)
