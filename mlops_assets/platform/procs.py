@@ -82,10 +82,18 @@ def children_environment(env: dict[str, str]):
                 os.environ[k] = v
 
 
-def _die_with_parent() -> None:  # pragma: no cover (runs in the child before exec)
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# Run in a small Python that then becomes ``cmd``: it asks Linux to send it SIGTERM when the
+# process that started it dies (PR_SET_PDEATHSIG, kept across exec), and gives up if that
+# process died already. Done so rather than in a ``preexec_fn``: that makes Python fork the
+# whole parent (a 3 GB training step: a copy of its page tables, and its memory counted
+# twice until the exec) and is unsafe in a process with threads, which every run has.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 def start(cmd: list[str], log: Path, env: dict, cwd: Path,
@@ -94,11 +102,12 @@ def start(cmd: list[str], log: Path, env: dict, cwd: Path,
     ``die_with_parent``: the child gets SIGTERM if this process dies first (Linux), so a
     server a killed run started does not outlive it."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    if die_with_parent and sys.platform.startswith("linux"):
+        cmd = [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *cmd]
     with log.open("wb") as out:
         return subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
         )
 
 

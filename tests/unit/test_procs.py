@@ -76,3 +76,47 @@ def test_a_foreign_server_on_the_port_is_not_taken_for_the_child(tmp_path):
         child.kill()
         child.wait()
         stranger.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_child_started_to_die_with_its_parent_does_and_is_its_command(tmp_path):
+    """The deploy check's server must not outlive a run killed during the check. The child
+    is the command itself (a small Python sets the death signal, then becomes it: no fork of
+    the parent's memory, no preexec_fn in a process with threads), and it stops when the
+    process that started it is killed with SIGKILL."""
+    import signal
+    import subprocess
+    import time
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path\n"
+         "from mlops_assets.platform.procs import start\n"
+         f"child = start(['sleep', '120'], Path({str(tmp_path / 'child.log')!r}), {{}}, "
+         f"Path({str(tmp_path)!r}), die_with_parent=True)\n"
+         "print(child.pid, flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        for _ in range(200):  # the exec into `sleep` (bounded wait)
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[0] == b"sleep":
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"child {child} never became `sleep`")
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        for _ in range(200):  # gone: reaped by init once SIGTERM ended it (bounded wait)
+            try:
+                with open(f"/proc/{child}/stat") as f:
+                    if f.read().split(") ")[1].startswith("Z"):
+                        break
+            except FileNotFoundError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(child, signal.SIGKILL)
+            pytest.fail(f"child {child} outlived its killed parent")
+    finally:
+        parent.kill()
