@@ -137,13 +137,10 @@ class Project:
     def output(self, run: dg.ExecuteInProcessResult, asset: str,
                partition: str | None = None) -> pd.DataFrame:
         """What ``run`` stored for an asset (or its partition): steps that work out of core
-        hand the IO manager a file rather than a frame; a landed batch is kept as its CSV
-        (read as text, as the checks read it)."""
+        hand the IO manager a file rather than a frame."""
         folder = self.paths.storage / asset
-        stored = (folder / partition if partition else folder) / run.run_id
-        if stored.with_suffix(".csv").is_file():
-            return data.read_batch(stored.with_suffix(".csv"), self.contract)
-        return pd.read_parquet(stored.with_suffix(".parquet"))
+        return pd.read_parquet((folder / partition if partition else folder)
+                               / f"{run.run_id}.parquet")
 
     def registry(self):
         from mlops_assets.lib.governance.registry import Registry

@@ -101,15 +101,15 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         return (folder if partition is None else folder / partition) / f"{name}{suffix}"
 
     def handle_output(self, context: dg.OutputContext,
-                      obj: pd.DataFrame | dict | io.StoredFile) -> None:
+                      obj: pd.DataFrame | dict | io.ParquetFile) -> None:
         if obj is None:
             return
         partition = context.asset_partition_key if context.has_asset_partitions else None
         key, run_id = context.asset_key, context.run_id
         if isinstance(obj, dict):
             io.write_json(self._path(key, run_id, ".json", partition), obj)
-        elif isinstance(obj, io.StoredFile):  # written out of core by the step
-            io.move_into(self._path(key, run_id, obj.path.suffix, partition), obj.path)
+        elif isinstance(obj, io.ParquetFile):  # written out of core by the step
+            io.move_into(self._path(key, run_id, partition=partition), obj.path)
         else:
             io.write_parquet(self._path(key, run_id, partition=partition), obj)
 
@@ -117,32 +117,19 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         """The table one materialization (the run that wrote it) stored."""
         return self._path(key, run_id, partition=partition)
 
-    def _file(self, key: dg.AssetKey, name: str, partition: str | None = None
-              ) -> Path | None:
-        """The file one materialization stored: a dict as JSON, a table as Parquet, a
-        landed batch as its CSV; None if there is none."""
-        for suffix in (".json", ".parquet", ".csv"):
-            path = self._path(key, name, suffix, partition)
-            if path.is_file():
-                return path
-        return None
-
     def _exists(self, key: dg.AssetKey, name: str, partition: str | None = None) -> bool:
-        return self._file(key, name, partition) is not None
+        return (self._path(key, name, ".json", partition).is_file()
+                or self._path(key, name, partition=partition).is_file())
 
     def _read(self, key: dg.AssetKey, name: str, as_path: bool = False,
               partition: str | None = None) -> pd.DataFrame | dict | Path | None:
-        path = self._file(key, name, partition)
-        if path is None:
+        json_path = self._path(key, name, ".json", partition)
+        if json_path.is_file():
+            return io.read_json(json_path)
+        path = self._path(key, name, partition=partition)
+        if not path.is_file():
             return None
-        if path.suffix == ".json":
-            return io.read_json(path)
-        if as_path:
-            return path
-        if path.suffix != ".parquet":
-            raise TypeError(f"{path} is stored as a file, not a table: type the input as a "
-                            "Path to read it")
-        return io.read_parquet(path)
+        return path if as_path else io.read_parquet(path)
 
     def _read_latest(self, context: dg.InputContext,
                      partition: str | None = None) -> tuple[str | None, object]:
@@ -241,11 +228,11 @@ class StoredPartitions(Mapping):
         the pinned version, or ``version`` (the run of a materialization the consumer judged,
         which must be stored)."""
         run_id = version or self.versions[partition]
-        path = self._manager._file(self._key, run_id, partition)
-        if path is None:
+        path = self._manager._path(self._key, run_id, partition=partition)
+        if not path.is_file():
             raise FileNotFoundError(
                 f"{self._key.to_user_string()} partition {partition!r} of run {run_id} is not "
-                f"stored at {self._manager._path(self._key, run_id, partition=partition)}")
+                f"stored at {path}")
         return path
 
     def __contains__(self, partition: object) -> bool:

@@ -102,23 +102,11 @@ CHUNK_ROWS = 200_000
 
 
 @dataclass(frozen=True)
-class StoredFile:
-    """An output already written as a file (a Parquet table written out of core; a landed
-    batch kept as its CSV): the step hands it to the IO manager, which moves it into place
-    (``move_into``) under its suffix."""
+class ParquetFile:
+    """A table already written as a Parquet file: a step that writes its output out of core
+    hands the file to the IO manager, which moves it into place (``move_into``)."""
 
     path: Path
-
-
-def link_or_copy(src: Path | str, target: Path | str) -> Path:
-    """``target`` as a hard link to the (read-only, never rewritten) file ``src``, or a copy
-    where a link cannot be made (another file system)."""
-    target = Path(target)
-    try:
-        os.link(src, target)
-    except OSError:
-        shutil.copyfile(src, target)
-    return target
 
 
 def move_into(target: Path | str, src: Path | str) -> Path:

@@ -50,7 +50,7 @@ def validate_batch(context: dg.AssetExecutionContext, raw_batch: Path, project: 
             io.ParquetWriter(work / "valid.parquet", data.row_schema(contract)) as valid, \
             io.ParquetWriter(work / "quarantined.parquet",
                              data.row_schema(contract, quarantine=True)) as quarantined:
-        for chunk in data.read_batch_frames(raw_batch, contract, io.CHUNK_ROWS):
+        for chunk in io.read_parquet_frames(raw_batch, io.CHUNK_ROWS):
             good, bad = data.check_frame(*data.parse_frame(chunk, contract, batch_id, start),
                                          contract)
             start += chunk.height
@@ -66,7 +66,7 @@ def validate_batch(context: dg.AssetExecutionContext, raw_batch: Path, project: 
                    .sort_values(ascending=False, kind="stable").reset_index())
         total = valid.rows + quarantined.rows
         yield dg.Output(
-            io.StoredFile(valid.path),
+            io.ParquetFile(valid.path),
             output_name="validated_batch",
             metadata={
                 **file_metadata(valid.path, contract),
@@ -76,7 +76,7 @@ def validate_batch(context: dg.AssetExecutionContext, raw_batch: Path, project: 
             },
         )
         yield dg.Output(
-            io.StoredFile(quarantined.path),
+            io.ParquetFile(quarantined.path),
             output_name="quarantined_rows",
             metadata={
                 **file_metadata(quarantined.path),
@@ -278,7 +278,7 @@ def sealed_split(
         for name in SPLITS:
             rows = result.rows[name]
             yield dg.Output(
-                io.StoredFile(result.paths[name]),
+                io.ParquetFile(result.paths[name]),
                 output_name=f"{name}_set",
                 metadata={
                     **file_metadata(result.paths[name], contract),

@@ -44,7 +44,7 @@ def _feature_asset(split_name: str) -> dg.AssetsDefinition:
                 periods.update(chunk[PERIOD].unique())
             out.close()
             yield dg.Output(
-                io.StoredFile(out.path),
+                io.ParquetFile(out.path),
                 metadata={
                     **file_metadata(out.path, contract),
                     "positive_rate": round(positives / out.rows, 4) if out.rows else 0.0,

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from mlops_assets.defs.metadata import column_schema, markdown_table
+from mlops_assets.defs.metadata import file_metadata, markdown_table
 from mlops_assets.defs.resources import ProjectResource, batches, work_dir
 from mlops_assets.lib import io
 from mlops_assets.lib.dataset import data
@@ -20,27 +20,27 @@ from mlops_assets.schemas import failure_cases, raw_schema, summarize_failures
     tags={"stage": "ingestion"},
 )
 def raw_batch(context: dg.AssetExecutionContext, project: ProjectResource):
-    """A landed batch file, kept exactly as it arrived: an immutable copy named by its
-    content hash (backup/<batch>/), which is also this version's stored file (a link to
-    it), profiled. The checks and validation read that copy, never the landing file."""
+    """A landed batch file, kept as text exactly as it arrived: an immutable copy named by
+    its content hash (backup/<batch>/), and the text of that copy (this version's stored
+    table), profiled. Nothing downstream reads the landing file."""
     contract = project.contract()
     batch_id = context.partition_key
     path = project.paths.landing / f"{batch_id}{data.BATCH_SUFFIX}"
     sha, backup = data.keep_batch(path, project.paths.backup, batch_id)
     profile = data.BatchProfile(contract, batch_id)
-    for chunk in data.read_batch_frames(backup, contract, io.CHUNK_ROWS):
-        profile.add(chunk)
-    facts = profile.as_dict()
-    nulls = pd.DataFrame(list(facts["null_fractions"].items()),
-                         columns=["column", "null_fraction"])
-    with work_dir(project, "raw_batch") as work:
+    with work_dir(project, "raw_batch") as work, io.ParquetWriter(work / "raw.parquet") as out:
+        for chunk in data.read_batch_frames(backup, contract, io.CHUNK_ROWS):
+            profile.add(chunk)
+            out.write(chunk)
+        out.close()
+        facts = profile.as_dict()
+        nulls = pd.DataFrame(list(facts["null_fractions"].items()),
+                             columns=["column", "null_fraction"])
         yield dg.Output(
-            io.StoredFile(io.link_or_copy(backup, work / f"raw{data.BATCH_SUFFIX}")),
+            io.ParquetFile(out.path),
             data_version=dg.DataVersion(sha),
             metadata={
-                "dagster/row_count": facts["rows"],
-                "dagster/column_schema": column_schema(
-                    pd.DataFrame(columns=profile.columns, dtype=object), contract),
+                **file_metadata(out.path, contract),
                 "data_version": sha,
                 "source_file": dg.MetadataValue.path(str(path)),
                 "backup_file": dg.MetadataValue.path(str(backup)),
@@ -60,7 +60,7 @@ def raw_batch_schema(
     contract = project.contract()
     path = project.paths.landing / f"{context.partition_key}{data.BATCH_SUFFIX}"
     schema, parts, rows = raw_schema(contract), [], 0
-    for chunk in data.read_batch_frames(raw_batch, contract, io.CHUNK_ROWS):
+    for chunk in io.read_parquet_frames(raw_batch, io.CHUNK_ROWS):
         if rows == 0:
             problem = data.layout_problem(chunk, contract, path)
             if problem:

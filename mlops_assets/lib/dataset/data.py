@@ -454,10 +454,6 @@ class BatchProfile:
         self._counts = counts if self._counts is None else self._counts + counts
         self.rows += raw.height
 
-    @property
-    def columns(self) -> list[str]:
-        return [] if self._counts is None else [str(c) for c in self._counts.index]
-
     def as_dict(self) -> dict:
         nulls = {} if not self.rows else {
             str(c): round(int(n) / self.rows, 4) for c, n in self._counts.items()}
