@@ -140,7 +140,7 @@ def test_plan_ingestion_ingests_each_content_of_a_batch_once():
 
 def test_the_batches_of_a_tick_are_shared_among_its_runs_by_bytes_not_by_count():
     """Bank's 26 months (rows stand for bytes): shared by count, the first run got 13
-    months holding 89% of the rows, so two runs on two cores took about as long as one
+    months holding 92% of the rows, so two runs on two cores took about as long as one
     (a 1000x backfill)."""
     rows = {key: len(df) for key, df in data.source_batches(BANK).items()}
     runs = data.share_by_size(rows, 2)

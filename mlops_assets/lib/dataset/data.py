@@ -492,7 +492,7 @@ def share_by_size(sizes: dict[str, int], parts: int) -> list[list[str]]:
     has about as many bytes to ingest as the others: the largest batch first, each to the
     run with the fewest bytes so far (longest processing time first: within 4/3 of the best
     possible split). Each run's batches are in id order; runs with none are left out.
-    Shared by count instead, one run got ~90% of a backfill's rows: Bank's first months
+    Shared by count instead, one run got 92% of a backfill's rows: Bank's first months
     hold most of them."""
     loads: list[list] = [[0, i, []] for i in range(max(1, parts))]
     for batch in sorted(sizes, key=lambda b: (-sizes[b], b)):
