@@ -152,7 +152,7 @@ def read_parquet_chunks(path: Path | str, rows: int, columns: list[str] | None =
     import pyarrow.parquet as pq
 
     with naming(path):
-        names = set(pq.read_schema(path).names)
+        names = set(pq.read_schema(path).names) if categories else set()
         f = pq.ParquetFile(path, read_dictionary=[c for c in categories if c in names])
     with f:
         empty = True
