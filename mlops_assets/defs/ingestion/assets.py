@@ -27,20 +27,17 @@ def raw_batch(context: dg.AssetExecutionContext, project: ProjectResource):
     batch_id = context.partition_key
     path = project.paths.landing / f"{batch_id}{data.BATCH_SUFFIX}"
     sha, backup = data.keep_batch(path, project.paths.backup, batch_id)
-    profile = data.BatchProfile(contract, batch_id)
-    with work_dir(project, "raw_batch") as work, io.ParquetWriter(work / "raw.parquet") as out:
-        for chunk in data.read_batch_frames(backup, contract, io.CHUNK_ROWS):
-            profile.add(chunk)
-            out.write(chunk)
-        out.close()
-        facts = profile.as_dict()
+    with work_dir(project, "raw_batch") as work:
+        stored = work / "raw.parquet"
+        data.store_batch_text(backup, contract, stored)
+        facts = data.batch_profile(stored, contract, batch_id)
         nulls = pd.DataFrame(list(facts["null_fractions"].items()),
                              columns=["column", "null_fraction"])
         yield dg.Output(
-            io.ParquetFile(out.path),
+            io.ParquetFile(stored),
             data_version=dg.DataVersion(sha),
             metadata={
-                **file_metadata(out.path, contract),
+                **file_metadata(stored, contract),
                 "data_version": sha,
                 "source_file": dg.MetadataValue.path(str(path)),
                 "backup_file": dg.MetadataValue.path(str(backup)),

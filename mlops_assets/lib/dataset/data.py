@@ -6,6 +6,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,32 +199,61 @@ def read_batch(path: Path, contract: DatasetContract) -> pd.DataFrame:
     return pl.concat(frames, how="vertical").to_pandas() if frames[0].width else pd.DataFrame()
 
 
-def read_batch_frames(path: Path, contract: DatasetContract, rows: int
-                      ) -> Iterator[pl.DataFrame]:
-    """A landed batch file as text (every value a string, missing as "", stripped of
-    surrounding whitespace), at most ``rows`` rows at a time: a file larger than memory is
-    streamed. An empty file gives one frame with no columns; a header alone, one with no
-    rows."""
+def _text_scan(path: Path, contract: DatasetContract) -> pl.LazyFrame | None:
+    """A landed batch file as a lazy frame of text (every value a string, missing as "",
+    stripped of surrounding whitespace); None for a file of 0 bytes."""
     path = Path(path)
     if not path.is_file():
         raise BatchError(f"batch file {path} does not exist")
     if path.stat().st_size == 0:
-        yield pl.DataFrame()
-        return
+        return None
     try:
         scan = pl.scan_csv(path, separator=contract.source.separator, infer_schema=False,
                            raise_if_empty=False, encoding="utf8")
         names = scan.collect_schema().names()
-        text = scan.select(pl.col(n).fill_null("").str.strip_chars() for n in names)
+    except (pl.exceptions.PolarsError, UnicodeDecodeError) as err:
+        raise BatchError(f"batch file {path} cannot be parsed as CSV: {err}") from err
+    return scan.select(pl.col(n).fill_null("").str.strip_chars() for n in names)
+
+
+@contextmanager
+def _naming_csv(path: Path):
+    try:
+        yield
+    except (pl.exceptions.PolarsError, UnicodeDecodeError) as err:
+        raise BatchError(f"batch file {path} cannot be parsed as CSV: {err}") from err
+
+
+def read_batch_frames(path: Path, contract: DatasetContract, rows: int
+                      ) -> Iterator[pl.DataFrame]:
+    """A landed batch file as text (``_text_scan``), at most ``rows`` rows at a time: a file
+    larger than memory is streamed. An empty file gives one frame with no columns; a header
+    alone, one with no rows."""
+    text = _text_scan(path, contract)
+    if text is None:
+        yield pl.DataFrame()
+        return
+    with _naming_csv(path):
         empty = True
         for frame in text.collect_batches(chunk_size=rows):
             if frame.height:
                 empty = False
                 yield frame
-        if empty:  # a header and no rows
-            yield pl.DataFrame(schema=dict.fromkeys(names, pl.String))
-    except (pl.exceptions.PolarsError, UnicodeDecodeError) as err:
-        raise BatchError(f"batch file {path} cannot be parsed as CSV: {err}") from err
+    if empty:  # a header and no rows
+        yield pl.DataFrame(schema=text.collect_schema())
+
+
+def store_batch_text(path: Path, contract: DatasetContract, target: Path) -> None:
+    """A landed batch file's text (``read_batch_frames``' rows, in order) written to the
+    Parquet file ``target`` by Polars' streaming engine: out of core, on every core, without
+    a Python step per chunk (the largest 1000x batch, 7.8M rows: 12.8 s of CPU by chunks,
+    9.5 s streamed, half the memory). A file of 0 bytes gives a table with no columns."""
+    text = _text_scan(path, contract)
+    if text is None:
+        pl.DataFrame().write_parquet(target)
+        return
+    with _naming_csv(path):
+        text.sink_parquet(target)
 
 
 SEPARATORS = [",", ";", "\t", "|"]
@@ -439,27 +469,19 @@ def keep_batch(path: Path, backup_dir: Path, batch_id: str) -> tuple[str, Path]:
     return digest.hexdigest(), target
 
 
-class BatchProfile:
-    """What the UI shows of a landed batch (size, time range, missing values), added up a
-    chunk of the text batch at a time."""
-
-    def __init__(self, contract: DatasetContract, batch_id: str):
-        self._missing = ["", *contract.missing_tokens]
-        self.batch_id, self.rows, self._counts = batch_id, 0, None
-
-    def add(self, raw: pl.DataFrame) -> None:
-        counts = raw.select(pl.col(c).is_in(self._missing).sum() for c in raw.columns)
-        counts = pd.Series(counts.row(0) if counts.width else [], index=raw.columns,
-                           dtype="int64")
-        self._counts = counts if self._counts is None else self._counts + counts
-        self.rows += raw.height
-
-    def as_dict(self) -> dict:
-        nulls = {} if not self.rows else {
-            str(c): round(int(n) / self.rows, 4) for c, n in self._counts.items()}
-        return {"rows": self.rows, "columns": 0 if self._counts is None else len(self._counts),
-                "period_start": self.batch_id, "period_end": self.batch_id,
-                "null_fractions": nulls}
+def batch_profile(text: Path, contract: DatasetContract, batch_id: str) -> dict:
+    """What the UI shows of a stored text batch (``store_batch_text``): its size, time range
+    and the share of missing values per column, in one streamed pass over the file."""
+    missing = ["", *contract.missing_tokens]
+    scan = pl.scan_parquet(text)
+    names = scan.collect_schema().names()
+    rows = io.parquet_rows(text)
+    nulls = {}
+    if rows:
+        counts = scan.select(pl.col(c).is_in(missing).sum() for c in names).collect().row(0)
+        nulls = {c: round(int(n) / rows, 4) for c, n in zip(names, counts, strict=True)}
+    return {"rows": rows, "columns": len(names), "period_start": batch_id,
+            "period_end": batch_id, "null_fractions": nulls}
 
 
 # --- what the landing directory holds that is not ingested yet ----------------------------
