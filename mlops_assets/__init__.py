@@ -20,10 +20,9 @@ _WAITS_PASSIVELY = (os.environ["OMP_WAIT_POLICY"].upper() == "PASSIVE"
 
 
 def bulk_threads() -> int:
-    """Threads for LightGBM work on many rows done once per step (the streamed final fit,
+    """Threads for LightGBM work done in a step (the search's fits, the streamed final fit,
     predicting a test set): every core, or ``OMP_NUM_THREADS`` if set, where OpenMP threads
-    wait passively (above); one where they would spin. Per-request serving and the search's
-    many small fits keep one thread."""
+    wait passively (above); one where they would spin. Per-request serving keeps one."""
     if not _WAITS_PASSIVELY:
         return 1
     try:

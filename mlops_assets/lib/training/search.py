@@ -106,12 +106,15 @@ class TrainingSpec:
     objective_metric: str = "binary_logloss"  # or "auc"
     class_weight: str = "none"  # or "balanced"
     threshold_rule: str = "max_f1"  # or "fixed:0.5", "min_recall:0.6" or "cost:5"
-    # One thread per fit: the instance runs two runs at once on two cores, and the Dask
-    # workers have one core each. LightGBM's OpenMP threads spin-wait at every barrier, so a
-    # 2-thread fit sharing its cores with another process slows down 5-40x (measured: two
-    # trainings at once, 2 trials each, took 108 s each with 2 threads). The thread count
-    # does not change the model (deterministic=True; tests/unit/test_training.py).
-    num_threads: int = 1
+    # LightGBM's threads per fit: every core, where OpenMP threads wait passively
+    # (``bulk_threads``; OMP_NUM_THREADS pins it, as the tests do). Spinning, a 2-thread fit
+    # sharing its cores with another process slowed down 5-40x (two trainings at once, 2
+    # trials each, took 108 s each with 2 threads), so this was one. Waiting passively, two
+    # 2-thread fits at once take 15.3 s each (one thread each: 14.0 s), and a search alone
+    # on large samples is faster (1000x: 2 trials on 500k sampled rows, 21.9 -> 13.4 s; the
+    # demo's 26k rows: no faster, its rounds are too small to share). The thread count does
+    # not change the trees (deterministic=True; tests/unit/test_training.py).
+    num_threads: int = field(default_factory=bulk_threads)
     space: SearchSpace = field(default_factory=SearchSpace)
 
 
@@ -337,10 +340,8 @@ def train(
                                **{**dataset_args, "free_raw_data": True})
             # Column-wise histograms: row-wise ones keep a second, row-major copy of every
             # row's bins (+550 MB at 29M rows); the trees are the same either way, and on
-            # any number of threads (deterministic; tests/unit/test_training.py). The one
-            # long fit of the step runs on bulk_threads() (1000x: ~2.4 s a round on one).
-            booster = lgb.train(params | {"force_row_wise": False, "force_col_wise": True,
-                                          "num_threads": bulk_threads()},
+            # any number of threads (deterministic; tests/unit/test_training.py).
+            booster = lgb.train(params | {"force_row_wise": False, "force_col_wise": True},
                                 rows, num_boost_round=best_iteration)
             trained_on = {"where": STREAMED}
         trained_on |= {"search_rows": len(y_train), "train_rows": n_rows,
