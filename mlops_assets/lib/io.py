@@ -142,27 +142,37 @@ def parquet_rows(path: Path | str) -> int:
         return pq.ParquetFile(path).metadata.num_rows
 
 
-def read_parquet_chunks(path: Path | str, rows: int, columns: list[str] | None = None,
-                        categories: Iterable[str] = ()) -> Iterator[pd.DataFrame]:
-    """A Parquet file (``columns`` of it, or all) as frames of at most ``rows`` rows, typed as
-    ``pd.read_parquet`` types the whole file, but for the text columns named in
-    ``categories``, read as pandas categories (no Python string per row: the category
-    features of 29M rows); one empty frame (with the file's columns) if it has no rows."""
+def read_parquet_tables(path: Path | str, rows: int, columns: list[str] | None = None,
+                        dictionary: Iterable[str] = ()) -> Iterator:
+    """A Parquet file (``columns`` of it, or all) as Arrow tables of at most ``rows`` rows,
+    each with the file's schema and metadata, the text columns named in ``dictionary``
+    dictionary-encoded (a value per category, not per row: hashing or converting them then
+    costs a category, not a row); one empty table (with the file's columns) if it has no
+    rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     with naming(path):
-        names = set(pq.read_schema(path).names) if categories else set()
-        f = pq.ParquetFile(path, read_dictionary=[c for c in categories if c in names])
+        names = set(pq.read_schema(path).names) if dictionary else set()
+        f = pq.ParquetFile(path, read_dictionary=[c for c in dictionary if c in names])
     with f:
-        empty = True
         schema = f.schema_arrow if columns is None else pa.schema(
             [f.schema_arrow.field(c) for c in columns], metadata=f.schema_arrow.metadata)
+        empty = True
         for batch in f.iter_batches(batch_size=rows, columns=columns):
             empty = False
-            yield pa.Table.from_batches([batch], schema).to_pandas()
+            yield pa.Table.from_batches([batch], schema)
         if empty:
-            yield schema.empty_table().to_pandas()
+            yield schema.empty_table()
+
+
+def read_parquet_chunks(path: Path | str, rows: int, columns: list[str] | None = None,
+                        categories: Iterable[str] = ()) -> Iterator[pd.DataFrame]:
+    """``read_parquet_tables`` as pandas frames, typed as ``pd.read_parquet`` types the whole
+    file, but for the text columns named in ``categories``, read as pandas categories (no
+    Python string per row: the category features of 29M rows)."""
+    for table in read_parquet_tables(path, rows, columns, categories):
+        yield table.to_pandas()
 
 
 def read_parquet_frames(path: Path | str, rows: int) -> Iterator:

@@ -165,16 +165,10 @@ def test_the_split_holds_a_chunk_not_the_dataset(tmp_path, bank_batches, monkeyp
         paths.append((f"b{copy:02d}", io.write_parquet(tmp_path / f"b{copy:02d}.parquet",
                                                        frame)))
     chunks, whole, limits = [], [], []
-    read_chunks, read_tables, connect = io.read_parquet_chunks, split._arrow_chunks, \
-        duckdb.connect
+    read_tables, connect = io.read_parquet_tables, duckdb.connect
 
-    def counting(path, rows, columns=None):
-        for chunk in read_chunks(path, rows, columns):
-            chunks.append(len(chunk))
-            yield chunk
-
-    def counting_tables(path, contract, rows):
-        for chunk in read_tables(path, contract, rows):
+    def counting(path, rows, columns=None, dictionary=()):  # every Parquet read of io's
+        for chunk in read_tables(path, rows, columns, dictionary):
             chunks.append(chunk.num_rows)
             yield chunk
 
@@ -182,8 +176,7 @@ def test_the_split_holds_a_chunk_not_the_dataset(tmp_path, bank_batches, monkeyp
         limits.append((config or {}).get("memory_limit"))
         return connect(*args, config=config, **kwargs)
 
-    monkeypatch.setattr(io, "read_parquet_chunks", counting)
-    monkeypatch.setattr(split, "_arrow_chunks", counting_tables)
+    monkeypatch.setattr(io, "read_parquet_tables", counting)
     monkeypatch.setattr(pq, "read_table", lambda *a, **k: whole.append(a) or pa.table({}))
     monkeypatch.setattr(io, "read_parquet", lambda *a, **k: whole.append(a) or pd.DataFrame())
     monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: whole.append(a) or pd.DataFrame())
@@ -247,7 +240,7 @@ def test_content_hashes_are_the_same_read_as_categories(tmp_path, bank_batches):
     rows.iloc[3::17, job] = "técnico"
     rows.loc[rows.index[::5], "age"] = np.nan
     path = io.write_parquet(tmp_path / "odd.parquet", rows)
-    read = list(split._arrow_chunks(path, BANK, 1000))
+    read = list(io.read_parquet_tables(path, 1000, dictionary=BANK.categorical))
     assert len(read) == 3 and pa.types.is_dictionary(read[0].schema.field("job").type)
     hashed = np.concatenate([split._content_of(t, BANK) for t in read])
     np.testing.assert_array_equal(hashed, split.content_keys(pd.read_parquet(path), BANK)

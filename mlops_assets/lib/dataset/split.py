@@ -4,7 +4,7 @@ recorded once in an append-only manifest that later checks hold every stage to."
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +136,7 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
     with pq.ParquetWriter(keys_path, _KEYS_SCHEMA) as keys:
         position = 0
         for rank, (batch, path) in enumerate(batches):
-            for chunk in _arrow_chunks(path, contract, chunk_rows):
+            for chunk in io.read_parquet_tables(path, chunk_rows, dictionary=contract.categorical):
                 layout = layout or _layout(chunk)
                 rows, waiting = _labelled_table(chunk, labels)
                 unlabeled += waiting
@@ -212,7 +212,8 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
             for rank, (_, path) in enumerate(batches):
                 twins = con.execute("SELECT row_key, keeper, keeper_batch FROM duplicate "
                                     "WHERE rank = ?", [rank]).df().set_index("row_key")
-                for chunk in _arrow_chunks(path, contract, chunk_rows):
+                for chunk in io.read_parquet_tables(path, chunk_rows,
+                                                    dictionary=contract.categorical):
                     rows, _ = _labelled_table(chunk, labels)
                     content = contents.take(rows.num_rows)
                     rows = rows.append_column(CONTENT, pa.array(content, pa.uint64()))
@@ -246,22 +247,6 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
                       {n: w.rows for n, w in writers.items()}, positives,
                       pd.concat(duplicates, ignore_index=True) if duplicates else no_duplicates,
                       unlabeled, Manifest(total=total, added=added))
-
-
-def _arrow_chunks(path: Path, contract: DatasetContract, rows: int) -> Iterator[pa.Table]:
-    """A validated batch as Arrow tables of at most ``rows`` rows (one empty table if it
-    has none), its category columns dictionary-encoded: hashing them then costs a hash per
-    category, not per row (pandas' hash of a value is the same either way)."""
-    with io.naming(path):
-        f = pq.ParquetFile(path, read_dictionary=[
-            c for c in contract.categorical if c in pq.read_schema(path).names])
-    with f:
-        empty = True
-        for batch in f.iter_batches(batch_size=rows):
-            empty = False
-            yield pa.Table.from_batches([batch])
-        if empty:
-            yield f.schema_arrow.empty_table()
 
 
 def _layout(first: pa.Table) -> pa.Schema:
@@ -312,9 +297,9 @@ def new_contents(batches: list[Path], built: list[Path], contract: DatasetContra
     seen = np.unique(known)
     count = 0
     for path in batches:
-        for chunk in io.read_parquet_chunks(path, chunk_rows):
-            rows, _ = _labelled(chunk, None)
-            fresh = np.unique(content_keys(rows, contract).to_numpy(np.uint64))
+        for chunk in io.read_parquet_tables(path, chunk_rows, dictionary=contract.categorical):
+            rows, _ = _labelled_table(chunk, None)
+            fresh = np.unique(_content_of(rows, contract))
             fresh = fresh[~_contains(seen, fresh)]
             count += len(fresh)
             seen = np.union1d(seen, fresh)
