@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -22,11 +24,12 @@ def atomic_path(target: Path | str):
     """Yield a temporary path beside ``target``; on success move it over ``target`` atomically.
 
     The temporary file lives in the same directory so ``os.replace`` is a rename on one file
-    system. On error the temporary file is removed and ``target`` is untouched.
+    system. On error the temporary file is removed and ``target`` is untouched; one a killed
+    process left is removed by the next write of ``target`` (``private_file``).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = private_file(target.parent, target.name)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -37,6 +40,20 @@ def atomic_path(target: Path | str):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def private_file(folder: Path, name: str) -> tuple[int, str]:
+    """A new hidden file ``folder/.<name>.<host>.<pid>.<random>.tmp`` for this process to
+    write ``name`` through (``mkstemp``'s descriptor and path). A process killed outright
+    (kill -9, out of memory) cannot remove its own, so those of this host's dead processes
+    are removed first; a live process's, or another host's on a shared volume, are not."""
+    host = socket.gethostname().replace(".", "_")
+    mine = f".{name}.{host}."
+    for old in Path(folder).glob(glob.escape(mine) + "*.tmp"):
+        pid = old.name[len(mine):].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            old.unlink(missing_ok=True)
+    return tempfile.mkstemp(prefix=f"{mine}{os.getpid()}.", suffix=".tmp", dir=folder)
 
 
 def fsync_dir(path: Path | str) -> None:
@@ -300,8 +317,6 @@ def scratch_dir(parent: Path | str, name: str) -> Iterator[Path]:
     ends. A process killed outright (kill -9, out of memory) cannot remove its own, so the
     ones of this host's dead processes are removed first (a live process's, or another
     host's on a shared volume, are left alone)."""
-    import socket
-
     parent, host = Path(parent), socket.gethostname().replace(".", "_")
     parent.mkdir(parents=True, exist_ok=True)
     for old in parent.glob(f".*.{host}.*.*"):

@@ -432,3 +432,81 @@ def test_a_kept_batch_is_the_content_its_name_says_while_the_file_is_landed_agai
     with pytest.raises(data.BatchError, match="gone.csv cannot be read"):
         data.keep_batch(tmp_path / "gone.csv", tmp_path / "backup", "gone")
     assert list((tmp_path / "backup" / "gone").iterdir()) == []
+
+
+def _killed_while_writing(code: str) -> int:
+    """Run ``code`` in a child that prints a line once it is inside the write, then SIGKILL
+    it there: what kill -9 (or the OOM killer) leaves of a half-done write. Its pid."""
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "writing"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    return child.pid
+
+
+def test_what_a_killed_write_leaves_is_removed_by_the_next_write_of_the_same_file(tmp_path):
+    """An atomic write (a model, a pointer, a report) and a kept batch write a hidden
+    temporary file first; a process killed outright cannot remove it. The next write of the
+    same file removes those of this host's dead processes (never a live process's, nor
+    another host's on a shared volume), and nothing is left once it is done."""
+    import os
+    import socket
+
+    target = tmp_path / "pointers" / "champion.json"
+    _killed_while_writing(
+        "import time\nfrom mlops_assets.lib import io\n"
+        f"with io.atomic_path({str(target)!r}) as tmp:\n"
+        "    tmp.write_text('half')\n    print('writing', flush=True)\n    time.sleep(120)\n")
+    assert [p.name for p in target.parent.iterdir()][0].startswith(".champion.json.")
+    host = socket.gethostname().replace(".", "_")
+    live = target.parent / f".champion.json.{host}.{os.getpid()}.abc.tmp"
+    elsewhere = target.parent / ".champion.json.otherhost.1.def.tmp"
+    for p in (live, elsewhere):
+        p.write_text("x")
+    io.write_json(target, {"champion": "m:1"})
+    assert io.read_json(target) == {"champion": "m:1"}
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted(
+        ["champion.json", live.name, elsewhere.name])
+
+    # a landed file read from a pipe that stalls: the copy is killed half done
+    fifo = tmp_path / "2008-05.csv"
+    os.mkfifo(fifo)
+    backup = tmp_path / "backup"
+    writer = None
+    try:
+        import threading
+
+        def feed():
+            nonlocal writer
+            writer = open(fifo, "wb")  # noqa: SIM115 (closed below)
+            writer.write(b"age;job\n" * 1000)
+            writer.flush()
+
+        feeding = threading.Thread(target=feed, daemon=True)  # never holds pytest up
+        feeding.start()
+        _killed_while_writing(
+            "import builtins, sys\nfrom mlops_assets.lib.dataset import data\n"
+            "real = builtins.open\n"
+            "def told(*a, **k):\n"
+            "    f = real(*a, **k)\n"
+            f"    if str(a[0]) == {str(fifo)!r}:\n"
+            "        print('writing', flush=True)\n"
+            "    return f\n"
+            "builtins.open = told\n"
+            f"data.keep_batch({str(fifo)!r}, {str(backup)!r}, '2008-05')\n")
+        feeding.join(30)
+    finally:
+        if writer is not None:
+            writer.close()
+    folder = backup / "2008-05"
+    assert [p.name for p in folder.iterdir()][0].startswith(".landing.")  # kill -9 left it
+    landed = tmp_path / "landed.csv"
+    landed.write_bytes(b"age;job\n41;admin.\n")
+    sha, kept = data.keep_batch(landed, backup, "2008-05")
+    assert [p.name for p in folder.iterdir()] == [kept.name] == [f"{sha}.csv"]

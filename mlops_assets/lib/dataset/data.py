@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -438,12 +437,13 @@ def keep_batch(path: Path, backup_dir: Path, batch_id: str) -> tuple[str, Path]:
     ``(hash, copy)``. One read of one open file both hashes and copies it, so the copy is
     the content its name says even if the file is landed again meanwhile (the landing
     protocol replaces a file by a rename; the open one keeps its content). Written once: a
-    second landing of the same content reuses the copy, new content gets a new file."""
+    second landing of the same content reuses the copy, new content gets a new file. What a
+    killed copy left is removed by the next (``io.private_file``)."""
     folder = Path(backup_dir) / batch_id
     folder.mkdir(parents=True, exist_ok=True)
     suffix = Path(path).suffix
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=".landing.", suffix=".tmp", dir=folder)
+    fd, tmp = io.private_file(folder, "landing")
     try:
         with open(fd, "wb") as out:
             try:
