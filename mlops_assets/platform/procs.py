@@ -135,8 +135,14 @@ def terminate(proc: subprocess.Popen) -> None:
 def stop_all(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
     """SIGTERM every server's process group at once, then SIGKILL what is still up after
     ``grace`` seconds: stopping them one by one can outlast the grace its own parent gives
-    it, and a child in its own session outlives a SIGKILLed parent."""
+    it, and a child in its own session outlives a SIGKILLed parent. Stopped means every
+    process the servers had started is gone too, not only the servers: a server may end
+    before its own children (`dagster dev` before its webserver's code server), which then
+    outlived the command that was said to have stopped them."""
+    import psutil
+
     live = [p for p in procs if p.poll() is None]
+    family = [d for p in live for d in _descendants(p)]
     for proc in live:
         terminate(proc)
     deadline = time.monotonic() + grace
@@ -147,15 +153,42 @@ def stop_all(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+    left = _still_running(family, deadline)
+    for straggler in left:
+        with contextlib.suppress(psutil.Error):
+            straggler.kill()
+    _still_running(left, time.monotonic() + 5)
+
+
+def _descendants(proc: subprocess.Popen) -> list:
+    """The processes ``proc`` started, and theirs (psutil), as of now."""
+    import psutil
+
+    try:
+        return psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _still_running(processes: list, deadline: float) -> list:
+    """Wait until every one of ``processes`` has ended (a zombie has: only its parent's
+    wait is missing) or ``deadline`` (monotonic) passes; those still running."""
+    import psutil
+
+    def running(p) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    left = [p for p in processes if running(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [p for p in left if running(p)]
+    return left
 
 
 def stop(proc: subprocess.Popen, grace: float = 20.0) -> int:
-    """SIGTERM the server's process group (it is its own session), then SIGKILL if needed."""
-    if proc.poll() is None:
-        terminate(proc)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+    """``stop_all`` of one server: its return code."""
+    stop_all([proc], grace)
     return proc.returncode

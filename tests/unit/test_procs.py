@@ -120,3 +120,39 @@ def test_a_child_started_to_die_with_its_parent_does_and_is_its_command(tmp_path
             pytest.fail(f"child {child} outlived its killed parent")
     finally:
         parent.kill()
+
+
+def test_a_stopped_server_s_own_children_are_gone_when_stop_returns(tmp_path):
+    """`mlops-assets ui` stops `dagster dev` by its PID; `dagster dev` ended before its
+    webserver's code server, which outlived the command (a CI run: "children left"). A
+    server here ends at once on SIGTERM while its child takes a moment: when ``stop_all``
+    returns, both are gone; a child that ignores SIGTERM is killed after the grace."""
+    import subprocess
+
+    import psutil
+
+    from mlops_assets.platform.procs import stop_all
+
+    child = tmp_path / "child.py"
+    child.write_text(
+        "import signal, sys, time\n"
+        "asked = []\n"
+        "signal.signal(signal.SIGTERM, lambda *_: asked.append(1))\n"
+        "print('up', flush=True)\n"
+        "while not asked:\n    time.sleep(0.05)\n"
+        "if sys.argv[1] == 'slow':\n    time.sleep(1.5)\n    sys.exit(0)\n"
+        "while True:\n    time.sleep(1)\n")  # 'stubborn': never ends by itself
+    for kind, grace in (("slow", 10.0), ("stubborn", 1.0)):
+        server = tmp_path / f"server_{kind}.py"
+        server.write_text(
+            "import subprocess, sys, time\n"
+            f"c = subprocess.Popen([sys.executable, {str(child)!r}, {kind!r}], "
+            "stdout=subprocess.PIPE, text=True)\n"
+            "c.stdout.readline()\nprint(c.pid, flush=True)\ntime.sleep(120)\n")
+        proc = subprocess.Popen([sys.executable, str(server)], stdout=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        pid = int(proc.stdout.readline())
+        stop_all([proc], grace=grace)
+        assert proc.returncode is not None
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == \
+            psutil.STATUS_ZOMBIE, f"the {kind} child outlived stop_all"
