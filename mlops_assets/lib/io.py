@@ -48,7 +48,7 @@ def private_file(folder: Path, name: str) -> tuple[int, str]:
     (kill -9, out of memory) cannot remove its own, so those of this host's dead processes
     are removed first; a live process's, or another host's on a shared volume, are not."""
     host = socket.gethostname().replace(".", "_")
-    mine = f".{name}.{host}."
+    mine = f".{name[:120]}.{host[:60]}."  # within a file name's 255 bytes
     for old in Path(folder).glob(glob.escape(mine) + "*.tmp"):
         pid = old.name[len(mine):].split(".")[0]
         if pid.isdigit() and not _alive(int(pid)):

@@ -198,6 +198,15 @@ def read_batch(path: Path, contract: DatasetContract) -> pd.DataFrame:
     return pl.concat(frames, how="vertical").to_pandas() if frames[0].width else pd.DataFrame()
 
 
+@contextmanager
+def _naming_csv(path: Path):
+    """Polars' errors reading the CSV file ``path`` as a BatchError naming it."""
+    try:
+        yield
+    except (pl.exceptions.PolarsError, UnicodeDecodeError) as err:
+        raise BatchError(f"batch file {path} cannot be parsed as CSV: {err}") from err
+
+
 def _text_scan(path: Path, contract: DatasetContract) -> pl.LazyFrame | None:
     """A landed batch file as a lazy frame of text (every value a string, missing as "",
     stripped of surrounding whitespace); None for a file of 0 bytes."""
@@ -206,21 +215,11 @@ def _text_scan(path: Path, contract: DatasetContract) -> pl.LazyFrame | None:
         raise BatchError(f"batch file {path} does not exist")
     if path.stat().st_size == 0:
         return None
-    try:
+    with _naming_csv(path):
         scan = pl.scan_csv(path, separator=contract.source.separator, infer_schema=False,
                            raise_if_empty=False, encoding="utf8")
         names = scan.collect_schema().names()
-    except (pl.exceptions.PolarsError, UnicodeDecodeError) as err:
-        raise BatchError(f"batch file {path} cannot be parsed as CSV: {err}") from err
     return scan.select(pl.col(n).fill_null("").str.strip_chars() for n in names)
-
-
-@contextmanager
-def _naming_csv(path: Path):
-    try:
-        yield
-    except (pl.exceptions.PolarsError, UnicodeDecodeError) as err:
-        raise BatchError(f"batch file {path} cannot be parsed as CSV: {err}") from err
 
 
 def read_batch_frames(path: Path, contract: DatasetContract, rows: int
