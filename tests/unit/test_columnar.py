@@ -129,6 +129,36 @@ def test_an_empty_file_and_a_header_alone(tmp_path):
     assert frame.schema == pl.Schema({"age": pl.String, "job": pl.String})
 
 
+def test_the_stored_text_is_the_text_read_and_its_profile_counts_missing_values(tmp_path):
+    """raw_batch stores a landed file's text with one streamed query (``store_batch_text``)
+    and profiles the stored file: the same rows as ``read_batch_frames`` (stripped, missing
+    as ""), and the share of missing values (empty or a missing token) per column."""
+    path = tmp_path / "b.csv"
+    path.write_text("age;job;marital\n 41 ;admin.;unknown\n;unknown;married\n"
+                    "30;  blue-collar;\n52;\"a;b\";single\n")
+    stored = tmp_path / "b.parquet"
+    data.store_batch_text(path, BANK, stored)
+    text = pl.read_parquet(stored)
+    assert text.equals(pl.concat(list(data.read_batch_frames(path, BANK, 2))))
+    assert text["age"].to_list() == ["41", "", "30", "52"]
+    assert text["job"].to_list() == ["admin.", "unknown", "blue-collar", "a;b"]
+    profile = data.batch_profile(stored, BANK, "b")
+    assert profile["rows"] == 4 and profile["columns"] == 3
+    assert profile["null_fractions"] == {"age": 0.25, "job": 0.25, "marital": 0.5}
+    header = tmp_path / "h.csv"
+    header.write_text("age;job\n")
+    data.store_batch_text(header, BANK, tmp_path / "h.parquet")
+    assert data.batch_profile(tmp_path / "h.parquet", BANK, "h")["null_fractions"] == {}
+    empty = tmp_path / "e.csv"
+    empty.write_bytes(b"")
+    data.store_batch_text(empty, BANK, tmp_path / "e.parquet")
+    assert data.batch_profile(tmp_path / "e.parquet", BANK, "e")["columns"] == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"age;job\n1;\xff\n")
+    with pytest.raises(data.BatchError, match="bad.csv cannot be parsed as CSV"):
+        data.store_batch_text(bad, BANK, tmp_path / "bad.parquet")
+
+
 def test_stored_batches_are_read_in_order_a_part_at_a_time_and_a_damaged_one_is_named(
         tmp_path):
     """The checks and validate_batch read a stored batch through ``io.read_parquet_frames``
