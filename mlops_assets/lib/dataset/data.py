@@ -508,17 +508,19 @@ def plan_ingestion(landed: dict[str, str], ingested: dict[str, str]) -> LandingP
     return LandingPlan(to_ingest, skipped)
 
 
-def share_by_size(sizes: dict[str, int], parts: int) -> list[list[str]]:
+def share_by_size(sizes: dict[str, int], parts: int, per_batch: int = 1) -> list[list[str]]:
     """The batches (id -> file size) shared among at most ``parts`` runs so that each run
-    has about as many bytes to ingest as the others: the largest batch first, each to the
-    run with the fewest bytes so far (longest processing time first: within 4/3 of the best
+    has about as much to do as the others: a batch costs its bytes plus ``per_batch`` (what
+    a batch's run costs whatever its size, in bytes of work); the costliest first, each to
+    the run with the least so far (longest processing time first: within 4/3 of the best
     possible split). Each run's batches are in id order; runs with none are left out.
     Shared by count instead, one run got 92% of a backfill's rows: Bank's first months
-    hold most of them."""
+    hold most of them. Shared by bytes alone, small batches went 8 to one run and 4 to the
+    other, each costing about the same."""
     loads: list[list] = [[0, i, []] for i in range(max(1, parts))]
     for batch in sorted(sizes, key=lambda b: (-sizes[b], b)):
         lightest = min(loads, key=lambda load: (load[0], load[1]))
-        lightest[0] += max(0, sizes[batch]) + 1  # an empty file still costs a batch run
+        lightest[0] += max(0, sizes[batch]) + max(1, per_batch)
         lightest[2].append(batch)
     return sorted(sorted(load[2]) for load in loads if load[2])
 
