@@ -47,13 +47,27 @@ def private_file(folder: Path, name: str) -> tuple[int, str]:
     write ``name`` through (``mkstemp``'s descriptor and path). A process killed outright
     (kill -9, out of memory) cannot remove its own, so those of this host's dead processes
     are removed first; a live process's, or another host's on a shared volume, are not."""
-    host = socket.gethostname().replace(".", "_")
-    mine = f".{name[:120]}.{host[:60]}."  # within a file name's 255 bytes
-    for old in Path(folder).glob(glob.escape(mine) + "*.tmp"):
-        pid = old.name[len(mine):].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            old.unlink(missing_ok=True)
+    mine = f".{name[:120]}.{_host()}."  # within a file name's 255 bytes
+    for old in _left_by_dead(folder, glob.escape(mine) + "*.tmp"):
+        old.unlink(missing_ok=True)
     return tempfile.mkstemp(prefix=f"{mine}{os.getpid()}.", suffix=".tmp", dir=folder)
+
+
+def _host() -> str:
+    """This machine's name as private files and folders carry it (``private_file``,
+    ``scratch_dir``)."""
+    return socket.gethostname().replace(".", "_")
+
+
+def _left_by_dead(folder: Path | str, pattern: str) -> Iterator[Path]:
+    """The entries of ``folder`` matching ``pattern``, named ``.<name>.<host>.<pid>.<...>``,
+    whose process on this host is gone (a live process's, or another host's, are not)."""
+    mark = f".{_host()}."
+    for entry in Path(folder).glob(pattern):
+        _, found, rest = entry.name.rpartition(mark)
+        pid = rest.split(".")[0]
+        if found and pid.isdigit() and not _alive(int(pid)):
+            yield entry
 
 
 def fsync_dir(path: Path | str) -> None:
@@ -317,11 +331,10 @@ def scratch_dir(parent: Path | str, name: str) -> Iterator[Path]:
     ends. A process killed outright (kill -9, out of memory) cannot remove its own, so the
     ones of this host's dead processes are removed first (a live process's, or another
     host's on a shared volume, are left alone)."""
-    parent, host = Path(parent), socket.gethostname().replace(".", "_")
+    parent, host = Path(parent), _host()
     parent.mkdir(parents=True, exist_ok=True)
-    for old in parent.glob(f".*.{host}.*.*"):
-        pid = old.name.split(".")[3]
-        if old.is_dir() and pid.isdigit() and not _alive(int(pid)):
+    for old in _left_by_dead(parent, f".*.{glob.escape(host)}.*.*"):
+        if old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=f".{name}.{host}.{os.getpid()}.",
                                      dir=parent) as work:
