@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from mlops_assets.config import PROJECT_ROOT
+from mlops_assets.defs.metadata import error_message, run_failure
 
 DAGSTER_YAML = PROJECT_ROOT / "dagster.yaml"
 
@@ -340,7 +340,7 @@ def progress_line(entry) -> str | None:
     if kind == dg.DagsterEventType.STEP_FAILURE:
         error = event.step_failure_data.error
         error = (error.cause or error) if error else None
-        return f"  {event.step_key}: FAILED" + (f": {_message(error)}" if error else "")
+        return f"  {event.step_key}: FAILED" + (f": {error_message(error)}" if error else "")
     if kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
         evaluation = event.event_specific_data
         if not evaluation.passed:
@@ -369,35 +369,6 @@ class RunOutcome:
         return run_failure(self.instance, self.run_id)
 
 
-def _message(error) -> str:
-    """An error's message without the exception's dotted class name in front."""
-    return re.sub(r"^[\w.]+(Error|Exception): ", "", error.message.strip().splitlines()[0])
-
-
-def run_failure(instance: dg.DagsterInstance, run_id: str) -> str:
-    """Why a run failed, in one line for a command-line user, from its events in the
-    instance (launched or in-process alike): the failed checks with their reasons, else the
-    failed step's error (the user code's exception, not Dagster's wrapper)."""
-    lines = []
-    for record in instance.get_records_for_run(run_id, limit=10_000).records:
-        event = record.event_log_entry.dagster_event
-        if event is None:
-            continue
-        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-            evaluation = event.event_specific_data
-            if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
-                lines.append(f"check {evaluation.check_name} on "
-                             f"{evaluation.asset_key.to_user_string()} failed: "
-                             f"{evaluation.description}")
-        elif event.event_type == dg.DagsterEventType.STEP_FAILURE and not lines:
-            error = event.step_failure_data.error
-            error = (error.cause or error) if error else None
-            lines.append(f"{event.step_key}: {_message(error) if error else 'failed'}")
-        elif event.event_type == dg.DagsterEventType.RUN_FAILURE and not lines:
-            lines.append(event.message or "run failed")
-    run = instance.get_run_by_id(run_id)
-    status = run.status.value.lower() if run else "unknown"
-    return "; ".join(lines) or f"run {status} (see it in the UI)"
 
 
 def wait_for_ingestion(instance: dg.DagsterInstance, landed: list[Path], echo=print,

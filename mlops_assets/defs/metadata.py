@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import re
 import warnings
 
 import dagster as dg
@@ -94,3 +95,34 @@ def catalogued(assets: list) -> list:
     with warnings.catch_warnings():  # beta APIs, stable for what they are used for here
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.with_source_code_references(dg.map_asset_specs(spec, assets))
+
+
+def error_message(error) -> str:
+    """An error's message without the exception's dotted class name in front."""
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", error.message.strip().splitlines()[0])
+
+
+def run_failure(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Why a run failed, in one line for a command-line user, from its events in the
+    instance (launched or in-process alike): the failed checks with their reasons, else the
+    failed step's error (the user code's exception, not Dagster's wrapper)."""
+    lines = []
+    for record in instance.get_records_for_run(run_id, limit=10_000).records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+                lines.append(f"check {evaluation.check_name} on "
+                             f"{evaluation.asset_key.to_user_string()} failed: "
+                             f"{evaluation.description}")
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE and not lines:
+            error = event.step_failure_data.error
+            error = (error.cause or error) if error else None
+            lines.append(f"{event.step_key}: {error_message(error) if error else 'failed'}")
+        elif event.event_type == dg.DagsterEventType.RUN_FAILURE and not lines:
+            lines.append(event.message or "run failed")
+    run = instance.get_run_by_id(run_id)
+    status = run.status.value.lower() if run else "unknown"
+    return "; ".join(lines) or f"run {status} (see it in the UI)"

@@ -297,3 +297,20 @@ def test_a_backfill_is_shared_among_the_tick_s_two_runs_by_size(project, bank_ba
     assert len(runs) == 2 and sorted(b for run in runs for b in run) == sorted(months)
     loads = [sum(sizes[b] for b in run) for run in runs]
     assert abs(loads[0] - loads[1]) <= max(sizes.values()), (runs, loads)
+
+
+def test_a_file_that_cannot_be_read_is_excluded_naming_why_and_not_promised_again(project):
+    """A landed file that is not UTF-8 fails raw_batch with an error naming the file, so
+    the batch's checks never run. The sensor does not ingest it again (a batch failed by its
+    own error is not retried), so the reason the batch is excluded must say what failed,
+    not that the landing sensor will ingest it again (what it said)."""
+    project.paths.landing.mkdir(parents=True)
+    (project.paths.landing / "2008-05.csv").write_bytes(b"age;job\n41;\xff\n")
+    _, runs = project.ingest()
+    assert len(runs) == 1 and not runs[0].success
+    _, again = project.ingest()
+    assert again == []  # not retried
+    reason = batch_eligibility(project.instance).set_index("batch").loc["2008-05", "reason"]
+    assert "raw_batch: batch file " in reason and "/2008-05/" in reason, reason  # its copy
+    assert "cannot be parsed as CSV: invalid utf-8" in reason, reason
+    assert "ingests the batch again" not in reason, reason

@@ -12,7 +12,13 @@ from dagster._core.storage.asset_check_execution_record import (  # no public ex
 )
 
 from mlops_assets.config import ROW_KEY, SPLITS, TARGET
-from mlops_assets.defs.metadata import file_metadata, frame_metadata, markdown_table
+from mlops_assets.defs.ingestion.sensors import interrupted
+from mlops_assets.defs.metadata import (
+    file_metadata,
+    frame_metadata,
+    markdown_table,
+    run_failure,
+)
 from mlops_assets.defs.resources import (
     ProjectResource,
     StoredPartitions,
@@ -172,13 +178,17 @@ def batch_eligibility(instance: dg.DagsterInstance) -> pd.DataFrame:
 
 
 def _planned_reason(instance: dg.DagsterInstance, key: dg.AssetCheckKey, info) -> str:
-    """A check planned by a run: still running, or left planned by a run that ended without
-    it (killed, interrupted), which the landing sensor ingests again."""
+    """A check planned by a run: still running, left planned by a run that ended without
+    judging the batch (killed, interrupted), which the landing sensor ingests again, or by
+    a run a step of which failed on the batch (a file that cannot be read), which it does
+    not (the sensor's own judgment, ``interrupted``)."""
     run = instance.get_run_by_id(info.latest_planned_run_id)
     if run is not None and run.status in (dg.DagsterRunStatus.FAILURE,
                                           dg.DagsterRunStatus.CANCELED):
-        return (f"{key.name} never ran: run {run.run_id} ended ({run.status.value.lower()}) "
-                "before it; the landing sensor ingests the batch again")
+        ended = f"{key.name} never ran: run {run.run_id} ended ({run.status.value.lower()})"
+        if interrupted(instance, run):
+            return f"{ended} before it; the landing sensor ingests the batch again"
+        return f"{ended}: {run_failure(instance, run.run_id)}"
     return f"{key.name} is still running (run {info.latest_planned_run_id})"
 
 
