@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,6 +111,23 @@ def test_same_data_and_config_give_identical_predictions(splits):
     assert {k: v for k, v in two.params.items() if k != "num_threads"} == \
         {k: v for k, v in a.params.items() if k != "num_threads"}
     np.testing.assert_array_equal(a.booster.predict(xs), two.booster.predict(xs))
+
+
+def test_trials_judged_at_once_are_the_trials_judged_in_turn(splits):
+    """The sampler is asked ``trials_at_once`` trials at a time on any number of cores: a
+    search judging each round's trials at once, on threads, tries the same parameters
+    (sampled ones included, past the first trials) with the same scores as one judging them
+    in turn, in the same order, and keeps the same model."""
+    (xt, yt), (xv, yv), (xs, _) = splits["train"], splits["validation"], splits["test"]
+    spec = search.TrainingSpec(n_trials=13, seed=7, max_rounds=40)
+    assert spec.num_threads == 1 and spec.trials_at_once == 2
+    in_turn = search.train(xt, yt, xv, yv, BANK, spec, log=lambda _: None)
+    at_once = search.train(xt, yt, xv, yv, BANK, replace(spec, num_threads=2),
+                           log=lambda _: None)
+    assert [t["trial"] for t in at_once.trials] == list(range(13))
+    assert at_once.trials == in_turn.trials
+    assert len({t["learning_rate"] for t in in_turn.trials}) == 13  # sampled, not repeated
+    np.testing.assert_array_equal(in_turn.booster.predict(xs), at_once.booster.predict(xs))
 
 
 def test_training_refuses_one_class(splits):

@@ -69,6 +69,9 @@ class SearchSpace:
 # Below this many train + validation rows, trials are judged by k-fold cross-validation.
 CV_BELOW_ROWS = 5000
 CV_FOLDS = 5
+# Below this many train + validation rows, a round's trials are judged at once (TrainingSpec.
+# trials_at_once), one thread each.
+CONCURRENT_BELOW_ROWS = 200_000
 # The first trials: LightGBM's defaults (lambda_l2 0 is the space's floor), then two
 # configurations that do well on small tabular data (shallow trees, a slower rate), then
 # boosted stumps: an additive model, which on a few hundred rows of near-linear data is what
@@ -115,6 +118,11 @@ class TrainingSpec:
     # demo's 26k rows: no faster, its rounds are too small to share). The thread count does
     # not change the trees (deterministic=True; tests/unit/test_training.py).
     num_threads: int = field(default_factory=bulk_threads)
+    # Trials asked of the sampler at a time, each not seeing the others' scores: on data
+    # too small for a fit to use two threads (the demo's 26k rows: a 2-thread search is no
+    # faster), they are judged at once, one thread each (CONCURRENT_BELOW_ROWS). Part of
+    # the spec, not the machine, so a spec gives the same model on any number of cores.
+    trials_at_once: int = 2
     space: SearchSpace = field(default_factory=SearchSpace)
 
 
@@ -266,28 +274,34 @@ def train(
     if cross_validated:
         x_all, y_all = np.vstack([x_train, x_valid]), np.concatenate([y_train, y_valid])
         folds = _folds(y_all, periods, spec.seed)
-        dall = lgb.Dataset(x_all, y_all, **dataset_args)
         judged_by = (f"{len(folds)}-fold cross-validation over the {n_all} train + validation "
                      f"rows (stratified by label{' and period' if periods is not None else ''}"
                      "; threshold and metrics from out-of-fold predictions)")
 
-        def judge(params: dict) -> tuple[float, int]:
-            curves = lgb.cv(params, dall, num_boost_round=spec.max_rounds, folds=folds,
-                            callbacks=[lgb.early_stopping(spec.early_stopping_rounds,
-                                                          verbose=False)])
-            best = curves[f"valid {spec.objective_metric}-mean"][-1]
-            rounds = len(curves[f"valid {spec.objective_metric}-mean"])
-            return (best if spec.objective_metric == "auc" else -best), rounds
+        def judge_with():  # each thread judging a trial has a binned dataset of its own
+            dall = lgb.Dataset(x_all, y_all, **dataset_args)
+
+            def judge(params: dict) -> tuple[float, int]:
+                curves = lgb.cv(params, dall, num_boost_round=spec.max_rounds, folds=folds,
+                                callbacks=[lgb.early_stopping(spec.early_stopping_rounds,
+                                                              verbose=False)])
+                best = curves[f"valid {spec.objective_metric}-mean"][-1]
+                rounds = len(curves[f"valid {spec.objective_metric}-mean"])
+                return (best if spec.objective_metric == "auc" else -best), rounds
+            return judge, (dall,)
     else:
-        dtrain = lgb.Dataset(x_train, y_train, **dataset_args)
-        dvalid = lgb.Dataset(x_valid, y_valid, reference=dtrain, **dataset_args)
         judged_by = f"the validation set ({len(y_valid)} rows)"
 
-        def judge(params: dict) -> tuple[float, int]:
-            booster = _fit(params, dtrain, dvalid, spec)
-            return _score(booster, spec), booster.best_iteration
+        def judge_with():
+            dtrain = lgb.Dataset(x_train, y_train, **dataset_args)
+            dvalid = lgb.Dataset(x_valid, y_valid, reference=dtrain, **dataset_args)
 
-    def objective(trial: optuna.Trial) -> float:
+            def judge(params: dict) -> tuple[float, int]:
+                booster = _fit(params, dtrain, dvalid, spec)
+                return _score(booster, spec), booster.best_iteration
+            return judge, (dtrain, dvalid)
+
+    def trial_params(trial: optuna.Trial) -> dict:
         params = base | {
             "learning_rate": trial.suggest_float("learning_rate", *space.learning_rate, log=True),
             "num_leaves": trial.suggest_int("num_leaves", *space.num_leaves, log=True),
@@ -298,14 +312,15 @@ def train(
         }
         if len(space.extra_trees) > 1:  # the same trials as ever where it is no choice
             params["extra_trees"] = trial.suggest_categorical("extra_trees", space.extra_trees)
-        score, rounds = judge(params)
+        return params
+
+    def told(trial: optuna.Trial, score: float, rounds: int) -> None:
         trials.append({"trial": trial.number, "score": score, "rounds": rounds,
                        **trial.params})
         best = max(t["score"] for t in trials)
         log(f"trial {trial.number + 1}/{spec.n_trials}: {spec.objective_metric} "
             f"{abs(score):.4f} at {rounds} rounds (best so far {abs(best):.4f}); params "
             f"{_rounded(trial.params)}")
-        return score
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -315,13 +330,15 @@ def train(
               + [_within(first, space) for first in EXACT_TRIALS if _holds(space, first)])
     for first in firsts[:spec.n_trials]:
         study.enqueue_trial(first)
-    study.optimize(objective, n_trials=spec.n_trials, timeout=spec.timeout_s,
-                   catch=())
+    judge, data = judge_with()
+    _search(study, trial_params, told, judge, judge_with, spec,
+            concurrent=n_all < CONCURRENT_BELOW_ROWS)
     log(f"trials judged on {judged_by}")
     params = base | study.best_params
     if cross_validated:
-        return _refit_cross_validated(params, dall, x_all, y_all, folds, spec, trials,
+        return _refit_cross_validated(params, data[0], x_all, y_all, folds, spec, trials,
                                       judged_by, started, log)
+    dtrain, dvalid = data
     booster = _fit(params, dtrain, dvalid, spec)
     best_iteration = int(booster.best_iteration)
     trained_on = {"where": "local"}
@@ -350,6 +367,45 @@ def train(
     return _finished(booster, params, best_iteration, y_valid,
                      booster.predict(x_valid, num_iteration=best_iteration), spec, trials,
                      started, trained_on, judged_by, "validation", log)
+
+
+def _search(study: optuna.Study, trial_params: Callable[[optuna.Trial], dict],
+            told: Callable, judge: Callable, judge_with: Callable, spec: TrainingSpec,
+            concurrent: bool) -> None:
+    """``spec.n_trials`` trials, asked of the study ``spec.trials_at_once`` at a time and told
+    in the order asked, so the trials (and the model) depend on the spec alone, not on how
+    many run at once. ``concurrent``: a round's trials are judged at once, on threads with
+    a binned dataset each (``judge_with``) and the spec's threads shared among them (LightGBM
+    releases the GIL while it fits), else one after the other on all of them."""
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    per_round = max(1, spec.trials_at_once)
+    at_once = min(per_round, max(1, spec.num_threads)) if concurrent else 1
+    free = queue.SimpleQueue()  # the judges (and their datasets) no thread is using
+    for one in [judge] + [judge_with()[0] for _ in range(at_once - 1)]:
+        free.put(one)
+
+    def judged(params: dict) -> tuple[float, int]:
+        mine = free.get()
+        try:
+            return mine(params)
+        finally:
+            free.put(mine)
+
+    threads = {"num_threads": max(1, spec.num_threads // at_once)}
+    started = time.perf_counter()
+    with ThreadPoolExecutor(at_once) as pool:
+        asked = 0
+        while asked < spec.n_trials and (spec.timeout_s is None
+                                         or time.perf_counter() - started < spec.timeout_s):
+            batch = [study.ask() for _ in range(min(per_round, spec.n_trials - asked))]
+            asked += len(batch)
+            params = [trial_params(trial) | threads for trial in batch]
+            results = list(pool.map(judged, params))
+            for trial, (score, rounds) in zip(batch, results, strict=True):
+                study.tell(trial, score)
+                told(trial, score, rounds)
 
 
 def _finished(booster: lgb.Booster, params: dict, rounds: int, y: np.ndarray,
