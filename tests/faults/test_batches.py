@@ -300,7 +300,8 @@ def test_a_backfill_is_shared_among_the_tick_s_two_runs_by_size(project, bank_ba
 
 
 def test_a_file_that_cannot_be_read_is_excluded_naming_why_and_not_promised_again(project):
-    """A landed file that is not UTF-8 fails raw_batch with an error naming the file, so
+    """A landed file that is not UTF-8 fails raw_batch with an error naming the file (as
+    landed, not only the kept copy the step read), so
     the batch's checks never run. The sensor does not ingest it again (a batch failed by its
     own error is not retried), so the reason the batch is excluded must say what failed,
     not that the landing sensor will ingest it again (what it said)."""
@@ -311,6 +312,8 @@ def test_a_file_that_cannot_be_read_is_excluded_naming_why_and_not_promised_agai
     _, again = project.ingest()
     assert again == []  # not retried
     reason = batch_eligibility(project.instance).set_index("batch").loc["2008-05", "reason"]
-    assert "raw_batch: batch file " in reason and "/2008-05/" in reason, reason  # its copy
+    # The file the operator landed, then the kept copy the step read.
+    landed, kept = project.paths.landing / "2008-05.csv", project.paths.backup / "2008-05"
+    assert f"raw_batch: batch file {landed} (kept as {kept}/" in reason, reason
     assert "cannot be parsed as CSV: invalid utf-8" in reason, reason
     assert "ingests the batch again" not in reason, reason

@@ -29,7 +29,7 @@ def raw_batch(context: dg.AssetExecutionContext, project: ProjectResource):
     sha, backup = data.keep_batch(path, project.paths.backup, batch_id)
     with work_dir(project, "raw_batch") as work:
         stored = work / "raw.parquet"
-        data.store_batch_text(backup, contract, stored)
+        data.store_batch_text(backup, contract, stored, landed_as=path)
         facts = data.batch_profile(stored, contract, batch_id)
         nulls = pd.DataFrame(list(facts["null_fractions"].items()),
                              columns=["column", "null_fraction"])

@@ -199,15 +199,18 @@ def read_batch(path: Path, contract: DatasetContract) -> pd.DataFrame:
 
 
 @contextmanager
-def _naming_csv(path: Path):
-    """Polars' errors reading the CSV file ``path`` as a BatchError naming it."""
+def _naming_csv(path: Path, landed_as: Path | None = None):
+    """Polars' errors reading the CSV file ``path`` as a BatchError naming it (as it was
+    landed first, if ``path`` is the kept copy of ``landed_as``)."""
     try:
         yield
     except (pl.exceptions.PolarsError, UnicodeDecodeError) as err:
-        raise BatchError(f"batch file {path} cannot be parsed as CSV: {err}") from err
+        name = f"{landed_as} (kept as {path})" if landed_as else path
+        raise BatchError(f"batch file {name} cannot be parsed as CSV: {err}") from err
 
 
-def _text_scan(path: Path, contract: DatasetContract) -> pl.LazyFrame | None:
+def _text_scan(path: Path, contract: DatasetContract,
+               landed_as: Path | None = None) -> pl.LazyFrame | None:
     """A landed batch file as a lazy frame of text (every value a string, missing as "",
     stripped of surrounding whitespace); None for a file of 0 bytes."""
     path = Path(path)
@@ -215,7 +218,7 @@ def _text_scan(path: Path, contract: DatasetContract) -> pl.LazyFrame | None:
         raise BatchError(f"batch file {path} does not exist")
     if path.stat().st_size == 0:
         return None
-    with _naming_csv(path):
+    with _naming_csv(path, landed_as):
         scan = pl.scan_csv(path, separator=contract.source.separator, infer_schema=False,
                            raise_if_empty=False, encoding="utf8")
         names = scan.collect_schema().names()
@@ -241,16 +244,18 @@ def read_batch_frames(path: Path, contract: DatasetContract, rows: int
         yield pl.DataFrame(schema=text.collect_schema())
 
 
-def store_batch_text(path: Path, contract: DatasetContract, target: Path) -> None:
+def store_batch_text(path: Path, contract: DatasetContract, target: Path,
+                     landed_as: Path | None = None) -> None:
     """A landed batch file's text (``read_batch_frames``' rows, in order) written to the
     Parquet file ``target`` by Polars' streaming engine: out of core, on every core, without
     a Python step per chunk (the largest 1000x batch, 7.8M rows: 12.8 s of CPU by chunks,
-    9.5 s streamed, half the memory). A file of 0 bytes gives a table with no columns."""
-    text = _text_scan(path, contract)
+    9.5 s streamed, half the memory). A file of 0 bytes gives a table with no columns.
+    ``landed_as``: the landing file ``path`` is the kept copy of, which errors name first."""
+    text = _text_scan(path, contract, landed_as)
     if text is None:
         pl.DataFrame().write_parquet(target)
         return
-    with _naming_csv(path):
+    with _naming_csv(path, landed_as):
         text.sink_parquet(target)
 
 
