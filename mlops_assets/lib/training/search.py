@@ -18,6 +18,7 @@ vs predicted rate). ``class_weight="balanced"`` is available and sets ``scale_po
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import threading
@@ -381,12 +382,15 @@ def _optuna():
     locals: imported inside ``train``, the step's frames kept the streamed fit's dataset and
     the search's samples (1000x: 0.9 GB) alive under the next step's peak. A new thread's
     stack holds nothing of ours (tests/unit/test_training.py)."""
+    def load() -> None:
+        with contextlib.suppress(Exception):  # an import that fails fails again below
+            importlib.import_module("optuna")
+
     if "optuna" not in sys.modules:
-        loader = threading.Thread(target=importlib.import_module, args=("optuna",),
-                                  name="import-optuna")
+        loader = threading.Thread(target=load, name="import-optuna")
         loader.start()
         loader.join()
-    import optuna  # imported now; if it failed on the thread, it fails here as well
+    import optuna  # imported now; if it failed on the thread, it fails here, naming why
 
     return optuna
 
@@ -415,7 +419,7 @@ def _search(study: optuna.Study, trial_params: Callable[[optuna.Trial], dict],
         finally:
             free.put(mine)
 
-    threads = {"num_threads": max(1, spec.num_threads // at_once)}
+    threads = {"num_threads": max(1, spec.num_threads // at_once)} if at_once > 1 else {}
     started = time.perf_counter()
     with ThreadPoolExecutor(at_once) as pool:
         asked = 0
