@@ -421,14 +421,16 @@ def _search(study: optuna.Study, trial_params: Callable[[optuna.Trial], dict],
 
     threads = {"num_threads": max(1, spec.num_threads // at_once)} if at_once > 1 else {}
     started = time.perf_counter()
-    with ThreadPoolExecutor(at_once) as pool:
+    # One at a time, in this thread: a run stopped meanwhile stops at the fit's next round,
+    # not after a pool's thread has finished the trial.
+    with ThreadPoolExecutor(at_once) if at_once > 1 else contextlib.nullcontext() as pool:
         asked = 0
         while asked < spec.n_trials and (spec.timeout_s is None
                                          or time.perf_counter() - started < spec.timeout_s):
             batch = [study.ask() for _ in range(min(per_round, spec.n_trials - asked))]
             asked += len(batch)
             params = [trial_params(trial) | threads for trial in batch]
-            results = list(pool.map(judged, params))
+            results = list(pool.map(judged, params)) if pool else [judge(p) for p in params]
             for trial, (score, rounds) in zip(batch, results, strict=True):
                 study.tell(trial, score)
                 told(trial, score, rounds)
