@@ -53,9 +53,11 @@ def validate_batch(context: dg.AssetExecutionContext, raw_batch: Path, project: 
     batch_id, start, unlabeled = context.partition_key, 0, 0
     reasons, first_quarantined = [], []
     with work_dir(project, "validate_batch") as work, \
-            io.ParquetWriter(work / "valid.parquet", data.row_schema(contract)) as valid, \
+            io.ParquetWriter(work / "valid.parquet", data.row_schema(contract),
+                             plain=[ROW_KEY]) as valid, \
             io.ParquetWriter(work / "quarantined.parquet",
-                             data.row_schema(contract, quarantine=True)) as quarantined:
+                             data.row_schema(contract, quarantine=True),
+                             plain=[ROW_KEY]) as quarantined:
         for chunk in io.read_parquet_frames(raw_batch, io.CHUNK_ROWS):
             good, bad = data.check_frame(*data.parse_frame(chunk, contract, batch_id, start),
                                          contract)

@@ -205,7 +205,7 @@ def split_batches(batches: list[tuple[str, Path]], labels: pd.DataFrame | None,
         positives = dict.fromkeys(SPLITS, 0)
         duplicates = []
         layout = layout or _layout(pa.table({}))
-        writers = {name: io.ParquetWriter(out_dir / f"{name}.parquet", layout)
+        writers = {name: io.ParquetWriter(out_dir / f"{name}.parquet", layout, plain=[ROW_KEY])
                    for name in SPLITS}
         test = SPLITS.index("test")
         # The first pass's hashes, in its order (which this pass repeats): hashed once.
