@@ -329,6 +329,43 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# A file changed this recently may change again within the same timestamp (file systems
+# keep times in steps of up to 2 s): its hash is not kept.
+SETTLED_SECONDS = 2.0
+
+
+def file_identity(path: Path | str) -> str:
+    """What changes whenever a file's content can have changed: its device and inode (a
+    rename puts another file there), size, and modification and change times (the change
+    time follows every write and cannot be set back)."""
+    st = os.stat(path)
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def content_hashes(paths: dict[str, Path], kept: dict[str, list[str]]
+                   ) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The SHA-256 of each file of ``paths`` (by key), read only for files whose identity
+    (``file_identity``) is not the one ``kept`` (key -> [identity, hash]) holds; and what to
+    keep for next time: the files that did not change while hashed nor in the
+    ``SETTLED_SECONDS`` before."""
+    import time
+
+    hashes: dict[str, str] = {}
+    keep: dict[str, list[str]] = {}
+    for key, path in paths.items():
+        identity = file_identity(path)
+        if kept.get(key, [None])[0] == identity:
+            hashes[key], keep[key] = kept[key][1], kept[key]
+            continue
+        started = time.time_ns()
+        hashes[key] = sha256_file(path)
+        *_, mtime, ctime = identity.split(":")
+        settled = max(int(mtime), int(ctime)) < started - SETTLED_SECONDS * 1e9
+        if settled and file_identity(path) == identity:
+            keep[key] = [identity, hashes[key]]
+    return hashes, keep
+
+
 def read_json(path: Path | str) -> Any:
     with open(path) as f:
         return json.load(f)

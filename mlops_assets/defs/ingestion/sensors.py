@@ -136,11 +136,13 @@ def run_key(batch: str, sha: str, attempt: int) -> str:
     return f"{batch}:{sha}" + (f":{attempt}" if attempt else "")
 
 
-def _cursor(text: str | None) -> tuple[dict[str, str], float, dict[str, int], list[str]]:
+def _cursor(text: str | None
+            ) -> tuple[dict[str, str], float, dict[str, int], list[str], dict[str, list[str]]]:
     raw = json.loads(text) if text else {}
     if "known" not in raw:  # the cursor before interrupted runs were looked for
-        return raw, time.time(), {}, []
-    return raw["known"], raw["checked_until"], raw.get("retried", {}), raw.get("pending", [])
+        return raw, time.time(), {}, [], {}
+    return (raw["known"], raw["checked_until"], raw.get("retried", {}), raw.get("pending", []),
+            raw.get("hashes", {}))
 
 
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
@@ -209,11 +211,13 @@ TERMINAL_RUN = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
                 "two runs.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
-    cursor, checked_until, retried, pending = _cursor(context.cursor)
+    cursor, checked_until, retried, pending, hashes = _cursor(context.cursor)
     now = time.time()
     files = data.landed_files(project.paths.landing)
     waiting = {b: why for b, p in files.items() if (why := data.incomplete_reason(p))}
-    landed = {b: io.sha256_file(p) for b, p in files.items() if b not in waiting}
+    # Only new or changed files are read: an idle tick over 1000x's 5.8 GB took 3.2 s.
+    landed, hashes = io.content_hashes({b: p for b, p in files.items() if b not in waiting},
+                                       hashes)
     # The instance is the truth: a batch ingested outside this sensor (the demo, a backfill)
     # whose content has not changed is not ingested again.
     known = dict(cursor)
@@ -226,7 +230,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, project: ProjectResource
     skipped = {**plan.skipped, **waiting}
     known.update(plan.to_ingest)
     new_cursor = json.dumps({"known": known, "checked_until": now, "retried": retried,
-                             "pending": pending})
+                             "pending": pending, "hashes": hashes})
     requests = sorted({**{b: (sha, 0) for b, sha in plan.to_ingest.items()},
                        **{b: (landed[b], n) for b, n in retry.items()}}.items())
     existing = set(context.instance.get_dynamic_partitions(batches.name))
