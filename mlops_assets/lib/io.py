@@ -345,25 +345,34 @@ def file_identity(path: Path | str) -> str:
 def content_hashes(paths: dict[str, Path], kept: dict[str, list[str]]
                    ) -> tuple[dict[str, str], dict[str, list[str]]]:
     """The SHA-256 of each file of ``paths`` (by key), read only for files whose identity
-    (``file_identity``) is not the one ``kept`` (key -> [identity, hash]) holds; and what to
-    keep for next time: the files that did not change while hashed nor in the
+    (``file_identity``) is not the one ``kept`` (key -> [identity, hash]) holds, on every
+    core (hashlib lets go of the GIL: 5.8 GB in 1.7 s on two, 3.2 s on one); and what to keep
+    for next time: the files that did not change while hashed nor in the
     ``SETTLED_SECONDS`` before."""
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
-    hashes: dict[str, str] = {}
-    keep: dict[str, list[str]] = {}
-    for key, path in paths.items():
-        identity = file_identity(path)
-        if kept.get(key, [None])[0] == identity:
-            hashes[key], keep[key] = kept[key][1], kept[key]
-            continue
+    def read(key: str, identity: str) -> tuple[str, list[str] | None]:
         started = time.time_ns()
-        hashes[key] = sha256_file(path)
+        sha = sha256_file(paths[key])
         *_, mtime, ctime = identity.split(":")
         settled = max(int(mtime), int(ctime)) < started - SETTLED_SECONDS * 1e9
-        if settled and file_identity(path) == identity:
-            keep[key] = [identity, hashes[key]]
-    return hashes, keep
+        return sha, [identity, sha] if settled and file_identity(paths[key]) == identity else None
+
+    identities = {key: file_identity(path) for key, path in paths.items()}
+    hashes: dict[str, str] = {}
+    keep: dict[str, list[str]] = {}
+    for key, identity in identities.items():
+        if kept.get(key, [None])[0] == identity:
+            hashes[key], keep[key] = kept[key][1], kept[key]
+    new = [key for key in identities if key not in hashes]
+    with ThreadPoolExecutor(max(1, min(len(new), os.cpu_count() or 1))) as pool:
+        for key, (sha, entry) in zip(new, pool.map(read, new, [identities[k] for k in new]),
+                                     strict=True):
+            hashes[key] = sha
+            if entry:
+                keep[key] = entry
+    return {key: hashes[key] for key in paths}, keep
 
 
 def read_json(path: Path | str) -> Any:
