@@ -192,6 +192,11 @@ def test_contract_errors_name_the_problem(tmp_path):
         load_contract(str(bad))
     with pytest.raises(FileNotFoundError, match="bundled: \\['adult', 'bank'\\]"):
         load_contract("nope")
+    # Not YAML: read by libyaml, told by Python's parser, which names the character.
+    bad.write_text("name: x\nsource:\n\tfiles: [a\n")
+    with pytest.raises(ValueError, match=f"(?s){bad} is not valid YAML: .*found character "
+                                         "'\\\\t' that cannot start any token.*line 3"):
+        load_contract(str(bad))
 
 
 NONSENSE = [  # (what is changed in the Bank contract, a phrase of the message it must get)
