@@ -356,7 +356,8 @@ def test_a_tick_reads_only_the_landed_files_that_changed(project, small, monkeyp
     assert sorted(read) == ["2008-05.csv", "2008-06.csv"]
     assert [r.dagster_run.tags["batch"] for r in runs] == ["2008-05"]
     read.clear()
-    # Changed within the last moments: hashed, and hashed again next tick (not trusted).
+    # Changed within SETTLED_SECONDS (here an hour): hashed, and hashed again next tick.
+    monkeypatch.setattr(io, "SETTLED_SECONDS", 3600)
     project.land("2008-07", small["2008-07"].head(100))
     project.ingest()
     project.ingest()
