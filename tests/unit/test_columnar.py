@@ -214,7 +214,7 @@ def test_a_clean_file_is_read_without_stripping_and_any_edge_space_is_still_stri
             stripped = pl.concat(list(data.read_batch_frames(path, BANK, 1 << 30)))
         assert got.equals(stripped), path.read_bytes()
         forced.append(answers.pop())
-    assert 50 < sum(forced) < len(forced)  # both ways were taken, often
+    assert sum(forced) > 50 and len(forced) - sum(forced) > 10  # both ways, often
     inner = tmp_path / "inner.csv"
     inner.write_text("age;job\n41;blue collar\n")
     assert not data.may_hold_edge_space(inner, ";")
