@@ -187,3 +187,15 @@ def test_a_logged_table_reads_back_with_its_missing_text_as_none(tmp_path):
     assert [r["job"] for r in logged["inputs"]] == ["admin.", None, "admin.", "retired"]
     assert [r["poutcome"] for r in logged["inputs"]] == [None] * 4
     assert logged["inputs"][1]["age"] is None and logged["inputs"][3]["age"] == 62.0
+
+
+def test_a_label_file_corrected_in_place_at_the_same_size_changes_the_fingerprint(tmp_path):
+    """feedback_sensor re-reads the labels when ``live.fingerprint`` of the folder changes.
+    It held names and sizes only, so a label corrected in place ("0" -> "1": the same size)
+    was never read. It now holds each file's identity (``io.file_identity``)."""
+    labels = tmp_path / "labels-1.csv"
+    labels.write_text("request_id,y\nr1,0\nr2,1\n")
+    before = live.fingerprint(tmp_path, "*.csv")
+    assert live.fingerprint(tmp_path, "*.csv") == before  # nothing changed: the same
+    labels.write_text("request_id,y\nr1,1\nr2,1\n")
+    assert live.fingerprint(tmp_path, "*.csv") != before

@@ -215,12 +215,13 @@ def serving_health(rows: pd.DataFrame, reference: pd.DataFrame,
 
 
 def fingerprint(folder: Path, pattern: str) -> str:
-    """Changes whenever a matching file is added, removed or grows: names and sizes."""
+    """Changes whenever a matching file is added, removed or changed: names and identities
+    (``io.file_identity``; sizes alone missed a label corrected in place)."""
     import hashlib
 
     h = hashlib.sha256()
     for path in sorted(Path(folder).glob(pattern)):
-        h.update(f"{path.relative_to(folder)}:{path.stat().st_size};".encode())
+        h.update(f"{path.relative_to(folder)}:{io.file_identity(path)};".encode())
     return h.hexdigest()[:16]
 
 
