@@ -4,11 +4,14 @@ and their rows reach the prediction log; a bad file fails naming row, column and
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from mlops_assets import orchestration
+from mlops_assets.lib import io
 from mlops_assets.lib.monitoring import live
 from mlops_assets.lib.serving import predlog, scoring
 from tests.conftest import make_project
@@ -16,7 +19,17 @@ from tests.serving.conftest import BANK, records_from, train_two_models
 
 
 def test_files_are_scored_by_the_champion_and_logged(tmp_path, monkeypatch, bank_batches):
+    """Also: a tick reads only the files that changed (it hashed every file every tick, as
+    the landing sensor did: tens of GB waiting to be scored would outlast a tick)."""
+    import os
+    import time
+
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
+    read: list[str] = []
+    real = io.sha256_file
+    monkeypatch.setattr(io, "sha256_file", lambda path: read.append(Path(path).name)
+                        or real(path))
+    monkeypatch.setattr(io, "SETTLED_SECONDS", 0.2)
     project = make_project(tmp_path)
     registry = project.registry()
     champion, _, test_rows = train_two_models(project.home, bank_batches)
@@ -25,29 +38,47 @@ def test_files_are_scored_by_the_champion_and_logged(tmp_path, monkeypatch, bank
     landing.mkdir(parents=True)
     sent = pd.DataFrame(records_from(test_rows, 250), columns=BANK.features)
     (landing / "june.csv").write_bytes(scoring.to_bytes(sent, "csv"))
-    # Without a champion, files wait (and are not marked seen).
+    time.sleep(0.3)
+    # Without a champion, files wait (and are not marked seen), read once.
     waiting = orchestration.tick_sensor(project.defs, project.instance, "scoring_sensor")
     assert not waiting.run_requests and "no champion yet" in waiting.skip_reason.skip_message
+    waiting = orchestration.tick_sensor(project.defs, project.instance, "scoring_sensor",
+                                        waiting.cursor)
+    assert not waiting.run_requests and read == ["june.csv"]
     registry.promote(champion, "the champion arrives")
     (landing / "july.parquet").write_bytes(scoring.to_bytes(sent.head(100), "parquet"))
     bad = sent.head(20).astype(object)
     bad.loc[7, "age"] = 250
     (landing / "bad.csv").write_bytes(scoring.to_bytes(bad, "csv"))
     (landing / "torn.csv").write_bytes(scoring.to_bytes(sent, "csv")[:-40])  # still copying
-
+    time.sleep(0.3)
+    read.clear()
     result = orchestration.tick_sensor(project.defs, project.instance, "scoring_sensor",
                                        waiting.cursor)
     assert sorted(r.partition_key for r in result.run_requests) == \
         ["bad.csv", "july.parquet", "june.csv"]
+    assert sorted(read) == ["bad.csv", "july.parquet"]  # june.csv's hash was kept
     runs = dict(zip(sorted(r.partition_key for r in result.run_requests),
                     orchestration.run_requests(project.defs, project.instance, result,
                                                "score_batch"), strict=True))
     assert not runs.pop("bad.csv").success
     assert all(r.success for r in runs.values())
-    # The sensor does not ask again for what it has seen.
+    # The sensor does not ask again for what it has seen, nor reads it again.
+    read.clear()
     again = orchestration.tick_sensor(project.defs, project.instance, "scoring_sensor",
                                       result.cursor)
-    assert not again.run_requests
+    assert not again.run_requests and read == []
+    # Rewritten in place, the same size, its modification time put back: read, asked again.
+    june = landing / "june.csv"
+    before = june.stat()
+    text = june.read_bytes()
+    june.write_bytes(text.replace(b"admin.", b"ADMIN.", 1))
+    os.utime(june, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert june.stat().st_size == before.st_size and june.read_bytes() != text
+    changed = orchestration.tick_sensor(project.defs, project.instance, "scoring_sensor",
+                                        again.cursor)
+    assert read == ["june.csv"]
+    assert [r.partition_key for r in changed.run_requests] == ["june.csv"]
 
     model = project.registry().load(champion)
     expected = model.predict_records(sent.to_dict("records"))

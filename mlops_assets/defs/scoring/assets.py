@@ -70,23 +70,37 @@ score_job = dg.define_asset_job(
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Watches scoring/landing; each new or changed file is scored once.")
 def scoring_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    seen, kept = _cursor(context.cursor)
     files = scoring.scoring_files(project.paths.scoring_landing)
-    landed = {name: io.sha256_file(p) for name, p in files.items()}
+    # Only new or changed files are read (``io.content_hashes``, as the landing sensor does).
+    landed, kept = io.content_hashes(files, kept)
     new = {name: sha for name, sha in landed.items() if seen.get(name) != sha}
     if new and project.registry().champion() is None:  # they wait; nothing is marked seen
         return dg.SensorResult(skip_reason=dg.SkipReason(
             f"no champion yet: {len(new)} file(s) in {project.paths.scoring_landing} wait"),
-            cursor=json.dumps(seen))
+            cursor=_dump(seen, kept))
     if not new:
         return dg.SensorResult(skip_reason=dg.SkipReason(
             f"nothing new in {project.paths.scoring_landing} ({len(files)} whole files)"),
-            cursor=json.dumps(seen))
+            cursor=_dump(seen, kept))
     existing = set(context.instance.get_dynamic_partitions(scoring_files.name))
     added = sorted(set(new) - existing)
     return dg.SensorResult(
         run_requests=[dg.RunRequest(partition_key=name, run_key=f"{name}:{sha}")
                       for name, sha in new.items()],
         dynamic_partitions_requests=[scoring_files.build_add_request(added)] if added else [],
-        cursor=json.dumps({**seen, **new}),
+        cursor=_dump({**seen, **new}, kept),
     )
+
+
+def _cursor(text: str | None) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The scoring sensor's cursor: the content scored of each file, and the hashes kept
+    with each file's identity. A cursor from before hashes were kept holds the first only."""
+    raw = json.loads(text) if text else {}
+    if "seen" not in raw:
+        return raw, {}
+    return raw["seen"], raw["hashes"]
+
+
+def _dump(seen: dict[str, str], kept: dict[str, list[str]]) -> str:
+    return json.dumps({"seen": seen, "hashes": kept})
