@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -348,18 +349,26 @@ def content_hashes(paths: dict[str, Path], kept: dict[str, list[str]]
     (``file_identity``) is not the one ``kept`` (key -> [identity, hash]) holds, on every
     core (hashlib lets go of the GIL: 5.8 GB in 1.7 s on two, 3.2 s on one); and what to keep
     for next time: the files that did not change while hashed nor in the
-    ``SETTLED_SECONDS`` before."""
+    ``SETTLED_SECONDS`` before. A file gone since it was listed is left out (its key is
+    not in either), not an error: it is looked at again next time, if it is back."""
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    def read(key: str, identity: str) -> tuple[str, list[str] | None]:
+    def read(key: str, identity: str) -> tuple[str | None, list[str] | None]:
         started = time.time_ns()
-        sha = sha256_file(paths[key])
+        try:
+            sha = sha256_file(paths[key])
+            now = file_identity(paths[key])
+        except FileNotFoundError:
+            return None, None
         *_, mtime, ctime = identity.split(":")
         settled = max(int(mtime), int(ctime)) < started - SETTLED_SECONDS * 1e9
-        return sha, [identity, sha] if settled and file_identity(paths[key]) == identity else None
+        return sha, [identity, sha] if settled and now == identity else None
 
-    identities = {key: file_identity(path) for key, path in paths.items()}
+    identities = {}
+    for key, path in paths.items():
+        with contextlib.suppress(FileNotFoundError):
+            identities[key] = file_identity(path)
     hashes: dict[str, str] = {}
     keep: dict[str, list[str]] = {}
     for key, identity in identities.items():
@@ -369,10 +378,11 @@ def content_hashes(paths: dict[str, Path], kept: dict[str, list[str]]
     with ThreadPoolExecutor(max(1, min(len(new), os.cpu_count() or 1))) as pool:
         for key, (sha, entry) in zip(new, pool.map(read, new, [identities[k] for k in new]),
                                      strict=True):
-            hashes[key] = sha
+            if sha is not None:
+                hashes[key] = sha
             if entry:
                 keep[key] = entry
-    return {key: hashes[key] for key in paths}, keep
+    return {key: hashes[key] for key in paths if key in hashes}, keep
 
 
 def read_json(path: Path | str) -> Any:

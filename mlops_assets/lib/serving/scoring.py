@@ -399,12 +399,15 @@ def scoring_files(folder: Path) -> dict[str, Path]:
 
 
 def _whole(path: Path) -> bool:
-    size = path.stat().st_size
-    if size == 0:
-        return True  # refused with its reason when scored
-    with open(path, "rb") as f:
-        f.seek(-4 if path.suffix == ".parquet" and size >= 4 else -1, 2)
-        tail = f.read()
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return True  # refused with its reason when scored
+        with open(path, "rb") as f:
+            f.seek(-4 if path.suffix == ".parquet" and size >= 4 else -1, 2)
+            tail = f.read()
+    except OSError:  # gone since it was listed, or unreadable: not now
+        return False
     return tail == b"PAR1" if path.suffix == ".parquet" else tail == b"\n"
 
 
