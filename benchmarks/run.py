@@ -345,6 +345,10 @@ def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = (
                         ingest_as_launched(home, dagster_home, tick.run_requests)
                     record("ingest_validate", time.perf_counter() - started, mem)
                     stages["ingest_validate"]["runs"] = len(tick.run_requests)
+                if "sensor_ticks" not in stages:
+                    stages["sensor_ticks"] = sensor_ticks(defs, instance, home)
+                    if keep is not None:
+                        io.write_json(done, stages)
                 trainings = [
                     ("train_evaluate_gate_bento" + ("" if where == "local" else "_dask"),
                      "train_and_promote", {"ops": {"candidate_model": {"config": {
@@ -380,6 +384,39 @@ def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = (
                                     / stages["polars_read_type_write"]["seconds"], 2)}
     out["orchestration_overhead"] = bench_overhead()
     return out
+
+
+def sensor_ticks(defs, instance, home: Path) -> dict:
+    """What a tick of the landing and the scoring sensor costs (wall seconds) over this
+    scale's landed files, all already ingested: the first tick reads every file, an idle one
+    only what changed. The scoring sensor sees the same files, linked into its folder for
+    the measurement and unlinked after it (no champion yet: they wait, unscored)."""
+    from mlops_assets import orchestration
+    from mlops_assets.config import Paths
+
+    def tick(name: str, cursor: str | None) -> tuple[float, str | None]:
+        started = time.perf_counter()
+        result = orchestration.tick_sensor(defs, instance, name, cursor)
+        return time.perf_counter() - started, result.cursor
+
+    landed = sorted((home / "landing").glob(f"*{data.BATCH_SUFFIX}"))
+    out = {"files": len(landed), "bytes": sum(p.stat().st_size for p in landed)}
+    time.sleep(io.SETTLED_SECONDS)  # a file changed since is read again each tick
+    out["landing_first_s"], cursor = tick("landing_sensor", None)
+    out["landing_idle_s"], _ = tick("landing_sensor", cursor)
+    folder = Paths(home).scoring_landing
+    folder.mkdir(parents=True, exist_ok=True)
+    links = [folder / p.name for p in landed]
+    try:
+        for source, link in zip(landed, links, strict=True):
+            os.link(source, link)
+        time.sleep(io.SETTLED_SECONDS)  # a new link is a change of the file (its ctime)
+        out["scoring_first_s"], cursor = tick("scoring_sensor", None)
+        out["scoring_idle_s"], _ = tick("scoring_sensor", cursor)
+    finally:
+        for link in links:
+            link.unlink(missing_ok=True)
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def ingest_as_launched(home: Path, dagster_home: Path, requests: list) -> None:

@@ -347,7 +347,7 @@ def content_hashes(paths: dict[str, Path], kept: dict[str, list[str]]
                    ) -> tuple[dict[str, str], dict[str, list[str]]]:
     """The SHA-256 of each file of ``paths`` (by key), read only for files whose identity
     (``file_identity``) is not the one ``kept`` (key -> [identity, hash]) holds, on every
-    core (hashlib lets go of the GIL: 5.8 GB in 1.7 s on two, 3.2 s on one); and what to keep
+    core (hashlib lets go of the GIL: 4.9 GB in 1.7 s on two, 3.2 s on one); and what to keep
     for next time: the files that did not change while hashed nor in the
     ``SETTLED_SECONDS`` before. A file gone since it was listed is left out (its key is
     not in either), not an error: it is looked at again next time, if it is back."""

@@ -321,7 +321,7 @@ def test_a_file_that_cannot_be_read_is_excluded_naming_why_and_not_promised_agai
 
 def test_a_tick_reads_only_the_landed_files_that_changed(project, small, monkeypatch):
     """Each tick hashes the landed files to see new content. It hashed every file every
-    tick: at 1000x (26 files, 5.8 GB) an idle tick took 3.2 s of CPU, every 30 s, and a
+    tick: at 1000x (26 files, 4.9 GB) an idle tick took 3.2 s of CPU, every 30 s, and a
     landing folder of tens of GB would outlast the sensor's time limit. A file's hash is
     kept (in the cursor) with its identity (device, inode, size, modification and change
     times) and read again only when that changes: rewritten in place with its size and
