@@ -30,10 +30,13 @@ def raw_schema(contract: DatasetContract) -> pla.DataFrameSchema:
         col = pl.col(data.key)
         present = ~col.is_in(missing)
         parses = col.cast(pl.Float64, strict=False).is_not_null() | ~present
-        share = (parses & present).sum() / present.sum()
-        return data.lazyframe.select(
-            pl.when(present.sum() == 0).then(True).when(share >= min_share).then(True)
-            .otherwise(parses).alias(data.key))
+        # The share first, in one pass: a column of the right type passes as a whole (no
+        # per-value output for Pandera to collect and reduce: half this schema's time), and
+        # only a column of the wrong type is judged value by value, for its failure cases.
+        share = data.lazyframe.select(
+            (present.sum() == 0) | ((parses & present).sum() / present.sum() >= min_share)
+        ).collect().item()
+        return True if share else data.lazyframe.select(parses.alias(data.key))
 
     columns = {name: pla.Column(pl.String, required=True, nullable=False)
                for name in contract.expected_columns}
