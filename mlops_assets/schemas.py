@@ -31,12 +31,13 @@ def raw_schema(contract: DatasetContract) -> pla.DataFrameSchema:
         present = ~col.is_in(missing)
         parses = col.cast(pl.Float64, strict=False).is_not_null() | ~present
         # The share first, in one pass: a column of the right type passes as a whole (no
-        # per-value output for Pandera to collect and reduce: half this schema's time), and
-        # only a column of the wrong type is judged value by value, for its failure cases.
-        share = data.lazyframe.select(
+        # per-value output for Pandera to collect and reduce: on the largest 1000x batch,
+        # 12% of this schema's CPU, 23% of its wall time, 0.2 GB of its peak), and only a
+        # column of the wrong type is judged value by value, for its failure cases.
+        right_type = data.lazyframe.select(
             (present.sum() == 0) | ((parses & present).sum() / present.sum() >= min_share)
         ).collect().item()
-        return True if share else data.lazyframe.select(parses.alias(data.key))
+        return True if right_type else data.lazyframe.select(parses.alias(data.key))
 
     columns = {name: pla.Column(pl.String, required=True, nullable=False)
                for name in contract.expected_columns}
