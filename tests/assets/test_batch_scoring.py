@@ -105,3 +105,40 @@ def test_files_are_scored_by_the_champion_and_logged(tmp_path, monkeypatch, bank
     logged = live.flatten(predlog.read(project.paths.predictions))
     assert len(logged) == 350 and set(logged["variant"]) == {"batch"}
     assert len(live.current_features(logged, BANK)) == 350
+
+
+def test_a_file_replaced_while_it_is_scored_records_the_content_scored(
+        tmp_path, monkeypatch, bank_batches):
+    """``batch_scores`` read the file to score it, then read it again for its data version:
+    a file replaced in between (landed again by a rename) was recorded with the new
+    content's hash for the old content's scores. The version is now the hash of the bytes
+    scored, read once."""
+    import hashlib
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
+    project = make_project(tmp_path)
+    champion, _, test_rows = train_two_models(project.home, bank_batches)
+    project.registry().promote(champion, "the champion")
+    landing = project.paths.scoring_landing
+    landing.mkdir(parents=True)
+    sent = pd.DataFrame(records_from(test_rows, 60), columns=BANK.features)
+    first, second = (scoring.to_bytes(sent.head(n), "csv") for n in (50, 60))
+    path = landing / "june.csv"
+    path.write_bytes(first)
+    real = scoring.load_table
+
+    def landed_again_meanwhile(body, *args):
+        (landing / ".june.part").write_bytes(second)  # the landing protocol: a rename
+        (landing / ".june.part").replace(path)
+        return real(body, *args)
+
+    monkeypatch.setattr(scoring, "load_table", landed_again_meanwhile)
+    project.instance.add_dynamic_partitions("scoring_files", ["june.csv"])
+    assert project.defs.resolve_job_def("score_batch").execute_in_process(
+        instance=project.instance, partition_key="june.csv").success
+    record = project.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("batch_scores"),
+                              asset_partitions=["june.csv"]), limit=1).records[0]
+    event = record.asset_materialization
+    assert event.metadata["dagster/row_count"].value == 50
+    assert event.tags["dagster/data_version"] == hashlib.sha256(first).hexdigest()

@@ -43,7 +43,7 @@ def batch_scores(context: dg.AssetExecutionContext,
     p = scored.probabilities
     quantiles = {f"p{q}": round(float(np.quantile(p, q / 100)), 4) for q in (10, 50, 90)}
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(io.sha256_file(path)),
+        data_version=dg.DataVersion(scored.content_sha256),
         metadata={
             "input_file": dg.MetadataValue.path(str(path)),
             "output_file": dg.MetadataValue.path(str(scored.output)),

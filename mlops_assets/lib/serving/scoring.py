@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import decimal
 import functools
+import hashlib
 import io
 import sys
 import time
@@ -418,6 +419,7 @@ class ScoredFile:
     model_version: str
     probabilities: np.ndarray
     positives: int
+    content_sha256: str  # of the bytes scored (the file may be landed again meanwhile)
 
 
 def score_file(path: Path, contract: DatasetContract, model, out_dir: Path,
@@ -432,7 +434,8 @@ def score_file(path: Path, contract: DatasetContract, model, out_dir: Path,
                               f"{sorted(SUFFIXES)}")
     started = time.perf_counter()
     try:
-        frame = load_table(path.read_bytes(), fmt, contract, sys.maxsize)
+        body = path.read_bytes()
+        frame = load_table(body, fmt, contract, sys.maxsize)
     except TableError as err:
         raise TableError(err.status, f"{path}: {err}", err.problems, err.total) from err
     p = model.predict_matrix(matrix(frame, model.contract))
@@ -444,4 +447,5 @@ def score_file(path: Path, contract: DatasetContract, model, out_dir: Path,
     output = out_dir / f"{path.stem}.{version}{path.suffix}"
     write_with(output, lambda tmp: tmp.write_bytes(to_bytes(table, fmt)))
     log.write_table(frame, scored, round((time.perf_counter() - started) * 1000, 3))
-    return ScoredFile(output, len(p), model.version, p, int((p >= model.threshold).sum()))
+    return ScoredFile(output, len(p), model.version, p, int((p >= model.threshold).sum()),
+                      hashlib.sha256(body).hexdigest())
