@@ -9,11 +9,14 @@ categories, required values) and its failures become the quarantine's reasons;
 
 from __future__ import annotations
 
+import contextlib
+
 import pandas as pd
 import pandera.pandas as pa
 import pandera.polars as pla
 import polars as pl
 from pandera.api.polars.types import PolarsData
+from pandera.config import ValidationDepth, config_context
 
 from mlops_assets.config import BATCH, KEY, PERIOD, ROW_KEY, TARGET, DatasetContract
 
@@ -111,10 +114,16 @@ def feature_schema(contract: DatasetContract) -> pa.DataFrameSchema:
 
 def failure_cases(schema, df) -> pd.DataFrame:
     """All of Pandera's failure cases (lazy validation) as a small text table; empty if valid.
-    A pandas or a Polars schema, with a frame of its kind."""
+    A pandas or a Polars schema, with a frame of its kind. A Polars LazyFrame (a file too
+    large to hold, say) is judged as a whole, its data checks included (Pandera checks only
+    a LazyFrame's schema by default), each check a streamed query over the columns it needs,
+    failure cases indexed by row of the whole frame."""
     columns = ["column", "check", "failure_case", "index"]
+    data = isinstance(df, pl.LazyFrame)
     try:
-        schema.validate(df, lazy=True)
+        with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA) if data \
+                else contextlib.nullcontext():
+            schema.validate(df, lazy=True)
     except (pa.errors.SchemaErrors, pla.errors.SchemaErrors) as err:
         cases = err.failure_cases
         if isinstance(cases, pl.DataFrame):  # row numbers as pandas gives them: 3, or None

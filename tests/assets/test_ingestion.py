@@ -84,6 +84,25 @@ def test_out_of_range_rows_are_quarantined_with_reasons(project, bank_batches):
     assert quarantined["reason"].str.startswith("age: out of range (17.0, 120.0)").all()
 
 
+def test_a_column_type_is_judged_on_the_whole_batch_not_on_a_chunk(project, bank_batches,
+                                                                    monkeypatch):
+    """The raw check's type rule is about a column of the batch: 10 ages that do not parse,
+    all in the first 100-row chunk (10% of it, 3.5% of the batch's 282 rows), are rows for
+    the quarantine, not a column of the wrong type that blocks the batch."""
+    monkeypatch.setattr(io, "CHUNK_ROWS", 100)
+    df = bank_batches["2009-03"].copy()
+    df.loc[:9, "age"] = "old"
+    project.land("2009-03", df)
+    run = _one_run(project)
+    checks = check_results(run)
+    assert checks["raw_batch:raw_batch_schema"].passed, checks["raw_batch:raw_batch_schema"]
+    assert checks["raw_batch:raw_batch_schema"].metadata["rows"].value == 282
+    assert checks["validated_batch:invalid_fraction_below_limit"].passed
+    quarantined = project.output(run, "quarantined_rows", "2009-03")
+    assert quarantined["_row_key"].tolist() == [f"2009-03:{i:06d}" for i in range(10)]
+    assert (quarantined["reason"] == "age: not a number 'old'").all()
+
+
 def test_too_many_invalid_rows_fail_the_fraction_check(project, bank_batches):
     df = bank_batches["2008-10"].copy()  # 67 rows; 10 bad = 15% > 5%
     df.loc[:9, "job"] = "astronaut"
