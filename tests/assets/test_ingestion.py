@@ -67,6 +67,9 @@ def test_wrong_dtypes_block_with_failure_cases(project, bank_batches):
     assert not check.passed
     assert "age: not numeric (more than 5% of values)" in check.description
     assert "forty" in check.metadata["failure_cases"].value
+    # every value failed: all are counted, the first are shown
+    assert check.metadata["failure_count"].value == 282
+    assert "(232 more rows)" in check.metadata["failure_cases"].value
     assert not VALIDATED & materialized(run)
 
 

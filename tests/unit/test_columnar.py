@@ -12,7 +12,7 @@ import pytest
 
 from mlops_assets.config import ROW_KEY, load_contract
 from mlops_assets.lib.dataset import data
-from mlops_assets.schemas import failure_cases, raw_schema
+from mlops_assets.schemas import failure_cases, failure_sample, raw_schema
 from tests import oracle_ingestion as oracle
 
 BANK = load_contract("bank")
@@ -116,6 +116,15 @@ def test_the_raw_check_finds_what_the_pandas_schema_found(tmp_path, bank_batches
         got[key].sort_values(key, ignore_index=True),
         expected[key].sort_values(key, ignore_index=True))
     assert "campaign" in set(got["column"]) and "poutcome" in set(got["failure_case"])
+    # A sample keeps every (column, check) pair, the first cases of each, and counts all.
+    for schema, frame in [(raw_schema(BANK), text.lazy()),
+                          (oracle.raw_schema(BANK), text.to_pandas())]:
+        sample, count = failure_sample(schema, frame, per_check=3)
+        assert count == len(got)
+        assert sample.groupby(["column", "check"]).size().max() == 3
+        first = got.groupby(["column", "check"], sort=False).head(3)
+        pd.testing.assert_frame_equal(sample.sort_values(key, ignore_index=True),
+                                      first.sort_values(key, ignore_index=True))
 
 
 def test_an_empty_file_and_a_header_alone(tmp_path):
