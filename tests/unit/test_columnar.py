@@ -170,8 +170,8 @@ def test_the_stored_text_is_the_text_read_and_its_profile_counts_missing_values(
 
 def test_stored_batches_are_read_in_order_a_part_at_a_time_and_a_damaged_one_is_named(
         tmp_path):
-    """The checks and validate_batch read a stored batch through ``io.read_parquet_frames``
-    (Polars' streaming reader): every row once, in the file's order, at most ``rows`` at a
+    """validate_batch reads a stored batch through ``io.read_parquet_frames`` (a slice of
+    the file at a time): every row once, in the file's order, at most ``rows`` at a
     time; a file without rows gives one empty frame with its columns; a damaged file is a
     ValueError naming it."""
     from mlops_assets.lib import io
