@@ -91,6 +91,34 @@ def test_a_10x_sample_with_planted_faults_is_quarantined_alike(tmp_path, bank_ba
     assert set(quarantined[ROW_KEY]) <= {f"b10x:{i:06d}" for i in planted}
 
 
+def test_rows_with_many_faults_and_a_fault_shared_by_many_rows_are_quarantined_alike(
+        tmp_path, bank_batches):
+    """Every reason the oracle gives a row, values that did not parse first, then column by
+    column (the oracle's order after those is Pandera's pandas backend's, which puts a
+    column that also misses a required value elsewhere after the others: the one
+    difference), and a failure shared by a third of the rows (a category renamed at the
+    source) worded alike for each."""
+    frame = pd.concat([bank_batches["2008-11"]] * 5, ignore_index=True)
+    frame.loc[::3, "job"] = "astronaut"
+    rows = [3, 9, 21]
+    frame.loc[rows, "age"] = ["999", "old", "-4"]
+    frame.loc[rows, "campaign"] = ["1,5", "2", "x"]
+    frame.loc[rows, "contact"] = ["pigeon", "", "pigeon"]
+    path = data.write_batch(frame, tmp_path, "many", BANK.source.separator)
+    expected, got = _both(path, BANK, "many", 1_000)
+    _assert_same(expected[:2] + (expected[2].drop(columns="reason"),),
+                 got[:2] + (got[2].drop(columns="reason"),))
+    assert [sorted(r.split("; ")) for r in got[2]["reason"]] == \
+        [sorted(r.split("; ")) for r in expected[2]["reason"]]
+    reasons = got[2].set_index(ROW_KEY)["reason"]
+    assert len(reasons) == len(frame[::3])
+    assert reasons["many:000003"] == (
+        "campaign: not a number '1,5'; job: unseen category 'astronaut'; "
+        "contact: unseen category 'pigeon'; age: out of range (17.0, 120.0) (value 999.0)")
+    assert (reasons.drop([f"many:{i:06d}" for i in rows])
+            == "job: unseen category 'astronaut'").all()
+
+
 def test_an_overflowing_number_is_quarantined_out_of_range(tmp_path, bank_batches):
     """The one difference from the pandas path: "1e999" overflows to infinity (as Python's
     float() reads it), out of range, where pandas read it as no number at all. Refused
