@@ -395,7 +395,7 @@ def check_frame(rows: pl.DataFrame, errors: pl.DataFrame, contract: DatasetContr
             .with_columns(sub=pl.col("column").replace_strict(
                 position, default=len(position), return_dtype=pl.Int64) * 1_000_000
                 + pl.int_range(pl.len(), dtype=pl.Int64))
-            # a value that did not parse is reported once, as such; a value once
+            # a value that did not parse is reported once, as such; any value once
             .join(errors.select(pl.col("index").cast(pl.Int64), "column"),
                   on=["index", "column"], how="anti", maintain_order="left")
             .unique(["index", "column"], keep="first", maintain_order=True))
