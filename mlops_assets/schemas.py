@@ -135,10 +135,10 @@ def failure_sample(schema, df, per_check: int | None = None) -> tuple[pd.DataFra
     except (pa.errors.SchemaErrors, pla.errors.SchemaErrors) as err:
         cases, total = err.failure_cases, len(err.failure_cases)
         if isinstance(cases, pl.DataFrame):
-            # each pair's cases by row (a streamed check's come in any order), pairs in
-            # Pandera's order; of each pair the first rows, if a sample
-            # (a pair as one number: grouping millions of cases by the two text columns
-            # took 0.6 GB)
+            # Each (column, check) pair's cases by row (a streamed check's come in any
+            # order), pairs in Pandera's order; of each pair the first rows, if a sample. A
+            # pair is one number: grouping millions of cases by the two text columns took
+            # 0.6 GB.
             pair = pl.col("column").hash(seed=0) ^ pl.col("check").hash(seed=1)
             if per_check is not None:
                 cases = cases.filter(pl.col("index").is_null() | (
