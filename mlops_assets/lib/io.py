@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
 import hashlib
@@ -251,13 +252,19 @@ class ParquetWriter:
     Statistics (min/max per page) are written for numbers and times only: nothing reads
     text statistics, and they were a quarter of the time to write validated rows. ``plain``:
     text columns of unique values (row keys), written without a dictionary, which could
-    not hold them and is abandoned after it is tried."""
+    not hold them and is abandoned after it is tried.
+
+    Polars frames are handed to the writer as they are held, text as string views (no
+    copy), and the file is given the Arrow schema it would have had (text as ``string``):
+    readers see the same file, written without copying every text value first (the largest
+    1000x batch's valid rows: 2.5-3.5 -> 2.0 s of CPU)."""
 
     def __init__(self, path: Path | str, schema=None, plain: Iterable[str] = ()):
         self.path, self._writer, self.rows, self._schema = Path(path), None, 0, schema
         self._plain = set(plain)
+        self._stored = None  # the schema readers see, when the writer's is not it
 
-    def _open(self, schema) -> None:
+    def _open(self, schema, views: bool = False) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -266,8 +273,14 @@ class ParquetWriter:
             return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
                     or pa.types.is_temporal(t))
 
+        written = schema
+        if views:
+            self._stored = schema
+            written = pa.schema([f.with_type(pa.string_view())
+                                 if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                                 else f for f in schema])
         self._writer = pq.ParquetWriter(
-            self.path, schema,
+            self.path, written, store_schema=not views,
             write_statistics=[f.name for f in schema if ordered(f)],
             use_dictionary=[f.name for f in schema if f.name not in self._plain])
 
@@ -275,16 +288,22 @@ class ParquetWriter:
         import pyarrow as pa
 
         if not isinstance(frame, pd.DataFrame):  # Arrow or Polars
-            table = frame if isinstance(frame, pa.Table) else frame.to_arrow()
-            if self._schema is not None:
-                table = table.cast(self._schema)
-            elif table.schema.metadata is None:  # Polars' large strings, as pandas writes
-                table = table.cast(pa.schema([f.with_type(pa.string())
-                                              if pa.types.is_large_string(f.type) else f
-                                              for f in table.schema]))
+            polars = not isinstance(frame, pa.Table)
+            if polars:
+                import polars as pl
+
+                table = frame.to_arrow(compat_level=pl.CompatLevel.newest())
+            else:
+                table = frame
             if self._writer is None:
-                self._open(table.schema)
-            self._writer.write_table(table)
+                schema = self._schema or table.schema
+                if self._schema is None and (polars or schema.metadata is None):
+                    schema = pa.schema([  # text as pandas writes it
+                        f.with_type(pa.string()) if pa.types.is_large_string(f.type)
+                        or pa.types.is_string_view(f.type) else f for f in schema],
+                        metadata=schema.metadata)
+                self._open(schema, views=polars)
+            self._writer.write_table(table.cast(self._writer.schema))
             self.rows += table.num_rows
             return
         if self._writer is None:
@@ -300,6 +319,10 @@ class ParquetWriter:
 
     def close(self) -> None:
         if self._writer is not None:
+            if self._stored is not None:  # the Arrow schema readers restore, as pyarrow keeps it
+                self._writer.add_key_value_metadata({
+                    **(self._stored.metadata or {}),
+                    b"ARROW:schema": base64.b64encode(self._stored.serialize().to_pybytes())})
             self._writer.close()
             self._writer = None
 

@@ -218,6 +218,44 @@ def test_stored_batches_are_read_in_order_a_part_at_a_time_and_a_damaged_one_is_
         list(io.read_parquet_frames(damaged, 1_000))
 
 
+def test_polars_rows_are_written_as_the_same_file_readers_knew(tmp_path, bank_batches):
+    """``io.ParquetWriter`` hands Polars' text to the Parquet writer as string views (no
+    copy of every value) and gives the file the Arrow schema it had when the rows were
+    copied to Arrow's strings first: the same schema (pandas' metadata too, so a label with
+    gaps is still pandas' Int8), the same rows, for pyarrow, pandas and Polars."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlops_assets.lib import io
+
+    raw = pd.concat([bank_batches["2008-05"].head(300)] * 2, ignore_index=True).astype(str)
+    raw.loc[[3, 200], "y"] = ""  # unlabeled rows: the label has gaps
+    raw.loc[7, "age"] = "forty"  # a quarantined row, with its reason
+    parsed = data.parse_batch(raw, BANK, "2008-05")
+    valid, bad = data.check_frame(parsed.frame, parsed.errors, BANK)
+    assert bad.height == 1 and valid.height == 599
+    for frame, schema in ((valid, data.row_schema(BANK)), (bad, data.row_schema(BANK, True)),
+                          (valid.select(ROW_KEY, "job", "age"), None)):
+        with io.ParquetWriter(tmp_path / "new.parquet", schema, plain=[ROW_KEY]) as w:
+            for part in frame.iter_slices(250):  # appended, as validate_batch does
+                w.write(part)
+        copied = frame.to_arrow()
+        copied = copied.cast(schema or pa.schema(
+            [f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f
+             for f in copied.schema]))
+        pq.write_table(copied, tmp_path / "old.parquet")
+        new, old = pq.read_table(tmp_path / "new.parquet"), pq.read_table(tmp_path / "old.parquet")
+        assert new.schema.equals(old.schema, check_metadata=True), (new.schema, old.schema)
+        assert new.equals(old) and new.num_rows == frame.height
+        assert pl.read_parquet(tmp_path / "new.parquet").equals(frame)
+        read = pd.read_parquet(tmp_path / "new.parquet")
+        pd.testing.assert_frame_equal(read, pd.read_parquet(tmp_path / "old.parquet"))
+        assert str(pq.read_schema(tmp_path / "new.parquet").field("job").type) == "string"
+        if schema is not None:
+            assert str(read["_target"].dtype) == "Int8"
+            assert read["_target"].isna().sum() == (2 if frame is valid else 0)
+
+
 def test_a_clean_file_is_read_without_stripping_and_any_edge_space_is_still_stripped(
         tmp_path, monkeypatch):
     """Stripping every value is skipped for a file whose values cannot begin or end with
