@@ -358,6 +358,12 @@ def bench_pipeline(quick: bool, scales: list[int], training: tuple[str, ...] = (
                         ingest_as_launched(home, dagster_home, tick.run_requests)
                     record("ingest_validate", time.perf_counter() - started, mem)
                     stages["ingest_validate"]["runs"] = len(tick.run_requests)
+                if "largest_batch_cpu" not in stages:
+                    landed = max((home / "landing").glob(f"*{data.BATCH_SUFFIX}"),
+                                 key=lambda p: p.stat().st_size)
+                    stages["largest_batch_cpu"] = ingest_breakdown(landed, home / "breakdown")
+                    if keep is not None:
+                        io.write_json(done, stages)
                 if "sensor_ticks" not in stages:
                     stages["sensor_ticks"] = sensor_ticks(defs, instance, home)
                     if keep is not None:
@@ -471,6 +477,52 @@ def _ingest_landed(home: str, dagster_home: str, config: dict) -> list[str]:
     with dg.DagsterInstance.from_config(dagster_home) as instance:
         results = ingest(defs.resolve_job_def("ingest_batch"), instance, landed.requests())
     return [b for b, r in zip(landed.batches, results, strict=True) if not r.success]
+
+
+def ingest_breakdown(path: Path, work: Path) -> dict:
+    """Where ingesting one landed file goes, in CPU seconds (this process, every thread):
+    the Polars anchor on that file alone, then each part of ``ingest_batch`` as its steps do
+    it (the kept copy, the stored text, its profile, the raw check, and validation's
+    reading, typing, checking and writing), without Dagster around them; ``ours_over_anchor``
+    is their sum over the anchor's."""
+    import shutil
+
+    import polars as pl
+
+    from mlops_assets.defs.ingestion.assets import FAILURES_KEPT
+    from mlops_assets.schemas import failure_sample, raw_schema
+
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "landing").mkdir(parents=True)
+    os.link(path, work / "landing" / path.name)
+    batch, stored = path.stem, work / "raw.parquet"
+    cpu: dict[str, float] = {}
+
+    def timed(name: str, step) -> None:
+        started = time.process_time()
+        step()
+        cpu[name] = time.process_time() - started
+
+    try:
+        timed("polars_anchor", lambda: polars_anchor(work / "landing", work / "anchor"))
+        kept: list[Path] = []
+        timed("keep_copy", lambda: kept.append(data.keep_batch(path, work / "backup",
+                                                                batch)[1]))
+        timed("store_text", lambda: data.store_batch_text(kept[0], CONTRACT, stored))
+        timed("profile", lambda: data.batch_profile(stored, CONTRACT, batch))
+        timed("raw_check", lambda: failure_sample(raw_schema(CONTRACT), pl.scan_parquet(stored),
+                                                  per_check=FAILURES_KEPT))
+        phases: dict[str, float] = {}
+        data.validate_stored(stored, CONTRACT, batch, work / "valid.parquet",
+                             work / "quarantined.parquet", cpu=phases)
+        cpu.update({f"validate_{k}": v for k, v in phases.items()})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ours = sum(v for k, v in cpu.items() if k != "polars_anchor")
+    return {"file": path.name, "bytes": path.stat().st_size,
+            "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+            "ours_cpu_s": round(ours, 3),
+            "ours_over_anchor": round(ours / cpu["polars_anchor"], 2)}
 
 
 def polars_anchor(landing: Path, out: Path) -> None:

@@ -40,3 +40,10 @@ def test_quick_benchmarks_produce_finite_numbers(tmp_path):
         assert serving[name]["requests"] > 0 and serving[name]["errors"] == 0
     assert results["drift"]["rows_10000"]["same_verdicts"] is True
     assert results["pipeline"]["x1"]["train_evaluate_gate_bento"]["ok"] is True
+    # where one batch's ingestion goes: the anchor and every part of ingest_batch
+    breakdown = results["pipeline"]["x1"]["largest_batch_cpu"]
+    assert set(breakdown["cpu_s"]) == {
+        "polars_anchor", "keep_copy", "store_text", "profile", "raw_check", "validate_read",
+        "validate_parse", "validate_check", "validate_write"}
+    assert breakdown["ours_cpu_s"] == pytest.approx(
+        sum(v for k, v in breakdown["cpu_s"].items() if k != "polars_anchor"), abs=0.01)

@@ -11,7 +11,7 @@ from dagster._core.storage.asset_check_execution_record import (  # no public ex
     AssetCheckExecutionRecordStatus,
 )
 
-from mlops_assets.config import ROW_KEY, SPLITS, TARGET
+from mlops_assets.config import ROW_KEY, SPLITS
 from mlops_assets.defs.ingestion.sensors import interrupted
 from mlops_assets.defs.metadata import (
     file_metadata,
@@ -50,48 +50,31 @@ def validate_batch(context: dg.AssetExecutionContext, raw_batch: Path, project: 
     """Type each row by the contract and quarantine the rows that break it, with reasons
     (a chunk of the batch at a time)."""
     contract = project.contract()
-    batch_id, start, unlabeled = context.partition_key, 0, 0
-    reasons, first_quarantined = [], []
-    with work_dir(project, "validate_batch") as work, \
-            io.ParquetWriter(work / "valid.parquet", data.row_schema(contract),
-                             plain=[ROW_KEY]) as valid, \
-            io.ParquetWriter(work / "quarantined.parquet",
-                             data.row_schema(contract, quarantine=True),
-                             plain=[ROW_KEY]) as quarantined:
-        for chunk in io.read_parquet_frames(raw_batch, io.CHUNK_ROWS):
-            good, bad = data.check_frame(*data.parse_frame(chunk, contract, batch_id, start),
-                                         contract)
-            start += chunk.height
-            valid.write(good)
-            quarantined.write(bad)
-            unlabeled += good[TARGET].null_count()
-            reasons.append(data.reasons_by_column(bad["reason"]).to_pandas())
-            if sum(map(len, first_quarantined)) <= 100:
-                first_quarantined.append(bad.select(ROW_KEY, "reason").head(101).to_pandas())
-        valid.close()
-        quarantined.close()
-        reasons = (pd.concat(reasons).groupby("column", sort=False)["rows"].sum()
-                   .sort_values(ascending=False, kind="stable").reset_index())
-        total = valid.rows + quarantined.rows
+    with work_dir(project, "validate_batch") as work:
+        valid, quarantined = work / "valid.parquet", work / "quarantined.parquet"
+        found = data.validate_stored(raw_batch, contract, context.partition_key, valid,
+                                     quarantined)
+        total = found.valid + found.quarantined
         yield dg.Output(
-            io.ParquetFile(valid.path),
+            io.ParquetFile(valid),
             output_name="validated_batch",
             metadata={
-                **file_metadata(valid.path, contract),
-                "invalid_fraction": round(quarantined.rows / total if total else 0.0, 6),
-                "quarantined": quarantined.rows,
-                "unlabeled": unlabeled,
+                **file_metadata(valid, contract),
+                "invalid_fraction": round(found.quarantined / total if total else 0.0, 6),
+                "quarantined": found.quarantined,
+                "unlabeled": found.unlabeled,
             },
         )
         yield dg.Output(
-            io.ParquetFile(quarantined.path),
+            io.ParquetFile(quarantined),
             output_name="quarantined_rows",
             metadata={
-                **file_metadata(quarantined.path),
-                "reasons_by_column": markdown_table(reasons) if len(reasons) else "none",
-                "rows": markdown_table(pd.concat(first_quarantined), max_rows=100,
-                                       total=quarantined.rows)
-                if quarantined.rows else "none",
+                **file_metadata(quarantined),
+                "reasons_by_column": markdown_table(found.reasons) if len(found.reasons)
+                else "none",
+                "rows": markdown_table(found.first_quarantined, max_rows=100,
+                                       total=found.quarantined)
+                if found.quarantined else "none",
             },
         )
 

@@ -481,6 +481,66 @@ def validate_rows(parsed: ParsedBatch, contract: DatasetContract) -> ValidatedBa
                           to_arrow(quarantined, row_schema(contract, True)).to_pandas())
 
 
+@dataclass(frozen=True)
+class StoredValidation:
+    """What validating a stored batch found (``validate_stored``): row counts, the rows
+    quarantined per column (most first), and the row key and reason of the first
+    quarantined rows (at least 100 of them, when there are)."""
+
+    valid: int
+    quarantined: int
+    unlabeled: int
+    reasons: pd.DataFrame
+    first_quarantined: pd.DataFrame
+
+
+PHASES = ("read", "parse", "check", "write")  # the parts of validate_stored, in order
+
+
+def validate_stored(text: Path, contract: DatasetContract, batch_id: str, valid: Path,
+                    quarantined: Path, rows: int = io.CHUNK_ROWS,
+                    cpu: dict[str, float] | None = None) -> StoredValidation:
+    """Type a stored text batch (``store_batch_text``) by the contract and check it, ``rows``
+    rows at a time (a batch larger than memory): its valid rows to the Parquet file
+    ``valid``, the others with their reasons to ``quarantined``. ``cpu``: if given, the
+    CPU seconds (this process, every thread) of each of ``PHASES`` are added to it."""
+    import time
+
+    start, unlabeled, reasons, first = 0, 0, [], []
+    clock = dict.fromkeys(PHASES, 0.0)
+    with io.ParquetWriter(valid, row_schema(contract), plain=[ROW_KEY]) as good_rows, \
+            io.ParquetWriter(quarantined, row_schema(contract, quarantine=True),
+                             plain=[ROW_KEY]) as bad_rows:
+        frames = io.read_parquet_frames(text, rows)
+        while True:
+            started = time.process_time()
+            chunk = next(frames, None)
+            clock["read"] += (parsed_at := time.process_time()) - started
+            if chunk is None:
+                break
+            parsed = parse_frame(chunk, contract, batch_id, start)
+            clock["parse"] += (checked_at := time.process_time()) - parsed_at
+            good, bad = check_frame(*parsed, contract)
+            clock["check"] += (written_at := time.process_time()) - checked_at
+            start += chunk.height
+            good_rows.write(good)
+            bad_rows.write(bad)
+            clock["write"] += time.process_time() - written_at
+            unlabeled += good[TARGET].null_count()
+            reasons.append(reasons_by_column(bad["reason"]).to_pandas())
+            if sum(map(len, first)) <= 100:
+                first.append(bad.select(ROW_KEY, "reason").head(101).to_pandas())
+        started = time.process_time()
+    clock["write"] += time.process_time() - started  # the files' footers
+    if cpu is not None:
+        for phase, seconds in clock.items():
+            cpu[phase] = cpu.get(phase, 0.0) + seconds
+    reasons = (pd.concat(reasons).groupby("column", sort=False)["rows"].sum()
+               .sort_values(ascending=False, kind="stable").reset_index())
+    return StoredValidation(good_rows.rows, bad_rows.rows, unlabeled, reasons,
+                            pd.concat(first))
+
+
 def reasons_by_column(reasons: pl.Series) -> pl.DataFrame:
     """How many quarantined rows each column caused (``reasons``: the quarantine's)."""
     return (reasons.str.split("; ").explode().str.split(":").list.first()
