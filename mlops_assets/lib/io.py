@@ -256,8 +256,8 @@ class ParquetWriter:
 
     Polars frames are handed to the writer as they are held, text as string views (no
     copy), and the file is given the Arrow schema it would have had (text as ``string``):
-    readers see the same file, written without copying every text value first (the largest
-    1000x batch's valid rows: 2.5-3.5 -> 2.0 s of CPU)."""
+    readers see the same schema and rows, written without copying every text value first
+    (the largest 1000x batch's valid rows: 2.5-3.5 -> 2.0 s of CPU in the writer)."""
 
     def __init__(self, path: Path | str, schema=None, plain: Iterable[str] = ()):
         self.path, self._writer, self.rows, self._schema = Path(path), None, 0, schema
@@ -296,7 +296,7 @@ class ParquetWriter:
             else:
                 table = frame
             if self._writer is None:
-                schema = self._schema or table.schema
+                schema = table.schema if self._schema is None else self._schema
                 if self._schema is None and (polars or schema.metadata is None):
                     schema = pa.schema([  # text as pandas writes it
                         f.with_type(pa.string()) if pa.types.is_large_string(f.type)
