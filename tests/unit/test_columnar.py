@@ -119,6 +119,34 @@ def test_rows_with_many_faults_and_a_fault_shared_by_many_rows_are_quarantined_a
             == "job: unseen category 'astronaut'").all()
 
 
+@pytest.mark.parametrize("tokens", [["unknown"], ["unknown", "-1", "nan"]])
+def test_missing_tokens_that_read_as_numbers_are_missing_not_numbers(tmp_path, bank_batches,
+                                                                   tokens):
+    """Numbers are cast as they are when no missing token reads as a number (Bank's); a
+    contract whose tokens do ("-1", "nan") still has them missing, as the oracle does, and
+    the values that are no number quarantined with the same reasons."""
+    contract = BANK.model_copy(update={"missing_tokens": tokens})
+    frame = bank_batches["2008-11"].head(60).copy()
+    frame.loc[[2, 5, 7, 9, 11], "age"] = ["-1", "nan", "old", "unknown", "NaN"]
+    frame.loc[[4, 13], "campaign"] = ["-1", "x"]
+    frame.loc[[6, 8], "y"] = ["-1", "maybe"]
+    path = data.write_batch(frame, tmp_path, "t", BANK.source.separator)
+    expected, got = _both(path, contract, "t", 25)
+    _assert_same(expected, got)
+    numeric = "-1" in tokens
+    reasons = got[2].set_index(ROW_KEY)["reason"].to_dict()
+    required = "age: missing required value"
+    assert reasons["t:000002"] == (required if numeric else
+                                   "age: out of range (17.0, 120.0) (value -1.0)")
+    assert reasons["t:000005"] == (required if numeric else "age: not a number 'nan'")
+    assert reasons["t:000007"] == "age: not a number 'old'"
+    assert reasons["t:000009"] == required  # Bank's own token: missing
+    assert reasons["t:000011"] == "age: not a number 'NaN'"
+    assert reasons["t:000013"] == "campaign: not a number 'x'"
+    assert reasons["t:000008"] == "y: unknown label 'maybe'"
+    assert reasons.get("t:000006") == (None if numeric else "y: unknown label '-1'")
+
+
 def test_an_overflowing_number_is_quarantined_out_of_range(tmp_path, bank_batches):
     """The one difference from the pandas path: "1e999" overflows to infinity (as Python's
     float() reads it), out of range, where pandas read it as no number at all. Refused
