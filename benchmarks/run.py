@@ -458,6 +458,12 @@ def ingest_pair(landing: Path, home: Path) -> dict:
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance, PeakRSS() as mem:
             started = time.perf_counter()
             tick = orchestration.tick_landing_sensor(defs, instance)
+            asked, landed = _batches_asked(tick.run_requests), len(list(landing.glob(
+                f"*{data.BATCH_SUFFIX}")))
+            if asked != landed:  # an instance that had them (one database for all homes)
+                raise RuntimeError(f"ingest_pair: the landing sensor asked to ingest {asked} "
+                                   f"of the {landed} batches landed in {home / 'landing'}; "
+                                   "each pair needs an instance of its own")
             ingest_as_launched(home, dagster_home, tick.run_requests)
         ingest_s = time.perf_counter() - started
     finally:
@@ -465,7 +471,7 @@ def ingest_pair(landing: Path, home: Path) -> dict:
     return {"anchor_s": round(anchor_s, 1), "anchor_cpu_s": round(anchor.cpu_s, 1),
             "ingest_s": round(ingest_s, 1), "ingest_cpu_s": round(mem.cpu_s, 1),
             "ingest_peak_rss_mb": round(mem.peak / 2**20),
-            "batches": _batches_asked(tick.run_requests)}
+            "batches": asked}
 
 
 def _batches_asked(requests: list) -> int:
@@ -480,9 +486,11 @@ def _pair_medians(pairs: list[dict]) -> dict:
         return {}
     import statistics
 
+    cpu = [_ratio(p["ingest_cpu_s"], p["anchor_cpu_s"]) for p in pairs]
     return {"ingest_over_polars_median": round(statistics.median(
                 p["ingest_s"] / p["anchor_s"] for p in pairs), 2),
-            "ingest_over_polars_cpu_median": round(statistics.median(
+            # None if a pair was measured before CPU time was (a kept home's first stage)
+            "ingest_over_polars_cpu_median": None if None in cpu else round(statistics.median(
                 p["ingest_cpu_s"] / p["anchor_cpu_s"] for p in pairs), 2)}
 
 
