@@ -558,6 +558,7 @@ def validate_stored(text: Path, contract: DatasetContract, batch_id: str, valid:
                 first.append(bad.select(ROW_KEY, "reason").head(101).to_pandas())
 
         frames = io.read_parquet_frames(text, rows)
+        held = 0  # rows typed and not yet checked
         while True:
             started = time.process_time()
             chunk = next(frames, None)
@@ -565,14 +566,15 @@ def validate_stored(text: Path, contract: DatasetContract, batch_id: str, valid:
             if chunk is None:
                 break
             frame, found = parse_frame(chunk, contract, batch_id, start)
-            # the errors' rows counted from the first typed chunk held, as judge() checks them
-            errors.append(found.with_columns(pl.col("index") + sum(f.height for f in typed)))
             typed.append(frame)
+            errors.append(found.with_columns(pl.col("index") + held))
             clock["parse"] += time.process_time() - parsed_at
             start += chunk.height
+            held += chunk.height
             del chunk
             if len(typed) == CHECKED_TOGETHER:
                 judge()
+                held = 0
         if typed:
             judge()
         started = time.process_time()
