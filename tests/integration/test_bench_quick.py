@@ -47,6 +47,10 @@ def test_quick_benchmarks_produce_finite_numbers(tmp_path):
         "validate_parse", "validate_check", "validate_write"}
     assert breakdown["ours_cpu_s"] == pytest.approx(
         sum(v for k, v in breakdown["cpu_s"].items() if k != "polars_anchor"), abs=0.01)
+    # and the floor of one pass (the kept copy, then its text validated as it is read)
+    assert breakdown["one_pass_cpu_s"] > breakdown["cpu_s"]["keep_copy"]
+    assert breakdown["one_pass_over_anchor"] == pytest.approx(
+        breakdown["one_pass_cpu_s"] / breakdown["cpu_s"]["polars_anchor"], rel=0.05)
     # the anchor and ingest + validate measured again, back to back, on a fresh instance:
     # the second pair ingested every batch again (its own runs), and the medians are theirs
     x1 = results["pipeline"]["x1"]

@@ -526,10 +526,19 @@ def validate_stored(text: Path, contract: DatasetContract, batch_id: str, valid:
                     quarantined: Path, rows: int = io.CHUNK_ROWS,
                     cpu: dict[str, float] | None = None) -> StoredValidation:
     """Type a stored text batch (``store_batch_text``) by the contract and check it, ``rows``
-    rows read and typed at a time, ``CHECKED_TOGETHER`` such chunks checked at once (a batch
-    larger than memory): its valid rows to the Parquet file ``valid``, the others with their
-    reasons to ``quarantined``. ``cpu``: if given, the CPU seconds (this process, every
-    thread) of each of ``PHASES`` are added to it."""
+    rows read and typed at a time (``validate_frames``): a batch larger than memory."""
+    return validate_frames(io.read_parquet_frames(text, rows), contract, batch_id, valid,
+                           quarantined, cpu)
+
+
+def validate_frames(frames: Iterator[pl.DataFrame], contract: DatasetContract, batch_id: str,
+                    valid: Path, quarantined: Path, cpu: dict[str, float] | None = None
+                    ) -> StoredValidation:
+    """Type a batch's text, ``frames`` of it in order, by the contract and check it,
+    ``CHECKED_TOGETHER`` frames at once: its valid rows to the Parquet file ``valid``, the
+    others with their reasons to ``quarantined``. ``cpu``: if given, the CPU seconds (this
+    process, every thread) of each of ``PHASES`` are added to it ("read": waiting for the
+    next frame)."""
     import time
 
     start, unlabeled, reasons, first = 0, 0, [], []
@@ -557,7 +566,6 @@ def validate_stored(text: Path, contract: DatasetContract, batch_id: str, valid:
             if sum(map(len, first)) <= 100:
                 first.append(bad.select(ROW_KEY, "reason").head(101).to_pandas())
 
-        frames = io.read_parquet_frames(text, rows)
         held = 0  # rows typed and not yet checked
         while True:
             started = time.process_time()
