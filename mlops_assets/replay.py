@@ -21,6 +21,7 @@ import pandas as pd
 from mlops_assets.config import PROJECT_ROOT, TARGET, DatasetContract, Paths
 from mlops_assets.defs.metadata import latest_metadata
 from mlops_assets.defs.monitoring.sensors import judged_windows
+from mlops_assets.defs.resources import DAILY_WINDOWS_ENV
 from mlops_assets.lib import io
 from mlops_assets.lib.dataset import data
 from mlops_assets.lib.governance.registry import Registry
@@ -112,6 +113,18 @@ def _failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return names
 
 
+def environment(home: Path, contract: DatasetContract, settings: ReplaySettings
+                ) -> dict[str, str]:
+    """What the replay's `bentoml serve`, code server and daemon read from the environment."""
+    return {"MLOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+            "MLOPS_CONTRACT": contract.name, "MLOPS_RELOAD_SECONDS": "1",
+            "MLOPS_CANARY_SHARE": "0", "MLOPS_SENSOR_INTERVAL": str(settings.sensor_interval_s),
+            "MLOPS_RETRAIN_COOLDOWN_S": str(settings.retrain_cooldown_s),
+            "MLOPS_RETRAIN_TRIALS": str(settings.retrain_trials),
+            "BENTOML_HOME": str(Registry(home).bentoml_home),
+            DAILY_WINDOWS_ENV: "0"}  # the replay closes a window per month itself
+
+
 def run(home: Path, contract: DatasetContract, settings: ReplaySettings,
         log=print) -> pd.DataFrame:
     """Start `bentoml serve`, a code server and `dagster-daemon` (each stopped by its PID at
@@ -123,12 +136,7 @@ def run(home: Path, contract: DatasetContract, settings: ReplaySettings,
     batches = list(data.source_batches(contract).items())
     months = batches[settings.initial_periods:settings.initial_periods + settings.months]
     bin_dir = Path(sys.executable).parent
-    env = {"MLOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
-           "MLOPS_CONTRACT": contract.name, "MLOPS_RELOAD_SECONDS": "1",
-           "MLOPS_CANARY_SHARE": "0", "MLOPS_SENSOR_INTERVAL": str(settings.sensor_interval_s),
-           "MLOPS_RETRAIN_COOLDOWN_S": str(settings.retrain_cooldown_s),
-           "MLOPS_RETRAIN_TRIALS": str(settings.retrain_trials),
-           "BENTOML_HOME": str(registry.bentoml_home)}
+    env = environment(home, contract, settings)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     logs = paths.reports / "replay"

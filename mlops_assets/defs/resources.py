@@ -22,6 +22,11 @@ TRAINING_SCHEDULER_ENV = "MLOPS_TRAINING_SCHEDULER"
 # How often sensors look, in seconds (read when the code location loads): 30 by default;
 # the replay sets MLOPS_SENSOR_INTERVAL lower.
 SENSOR_INTERVAL = int(os.environ.get("MLOPS_SENSOR_INTERVAL", "30"))
+# Whether the daily_monitoring schedule runs by default (read when the code location loads):
+# yes, but not in a replay, which closes a window per month of the traffic it sends (a daily
+# window over the same traffic would be monitored apart from the months).
+DAILY_WINDOWS_ENV = "MLOPS_DAILY_WINDOWS"
+DAILY_WINDOWS = os.environ.get(DAILY_WINDOWS_ENV, "1") != "0"
 
 # Every arriving batch is one partition. Sensors add keys; nothing else does.
 batches = dg.DynamicPartitionsDefinition(name="batches")

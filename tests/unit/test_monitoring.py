@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -199,3 +203,27 @@ def test_a_label_file_corrected_in_place_at_the_same_size_changes_the_fingerprin
     assert live.fingerprint(tmp_path, "*.csv") == before  # nothing changed: the same
     labels.write_text("request_id,y\nr1,1\nr2,1\n")
     assert live.fingerprint(tmp_path, "*.csv") != before
+
+
+_SCHEDULE_STATUS = ("from mlops_assets.definitions import build_definitions; import sys; "
+                    "print(build_definitions(sys.argv[1], 'bank').resolve_schedule_def("
+                    "'daily_monitoring').default_status.value)")
+
+
+def test_the_replay_defines_its_windows_and_the_daily_schedule_does_not(tmp_path):
+    """The replay closes a window per month of traffic it sends. The daily schedule (00:10
+    UTC) would define yesterday's window over the same traffic, monitored apart from the
+    months: a replay test run that crossed 00:10 UTC monitored a window "2026-12-06" and
+    failed. The replay's code location does not run it; anyone else's does."""
+    from mlops_assets import replay
+
+    def status(env: dict[str, str]) -> str:
+        done = subprocess.run([sys.executable, "-c", _SCHEDULE_STATUS, str(tmp_path)],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **env})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip().splitlines()[-1]
+
+    settings = replay.ReplaySettings(months=2)
+    assert status(replay.environment(tmp_path, BANK, settings)) == "STOPPED"
+    assert status({}) == "RUNNING"

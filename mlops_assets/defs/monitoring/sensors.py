@@ -13,6 +13,7 @@ from mlops_assets.defs.monitoring.assets import (
     windows,
 )
 from mlops_assets.defs.resources import (
+    DAILY_WINDOWS,
     SENSOR_INTERVAL,
     ParquetIOManager,
     ProjectResource,
@@ -293,6 +294,7 @@ def define_daily_window():
 daily_monitoring = dg.ScheduleDefinition(
     name="daily_monitoring",
     job=define_daily_window, cron_schedule="10 0 * * *", execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=dg.DefaultScheduleStatus.RUNNING if DAILY_WINDOWS
+    else dg.DefaultScheduleStatus.STOPPED,
     description="Each day, monitor the previous day's traffic.",
 )
